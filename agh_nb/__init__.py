@@ -1,0 +1,45 @@
+"""agh_nb: durable ACP agent sessions native to Jupyter.
+
+Load the magics with ``%load_ext agh_nb``; the Python API is ``agh_nb.get_host()``. Importing
+this package is cheap: the runtime, DuckDB and the ACP SDK load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from agh_nb.api import Host, Session
+
+__all__ = ["Host", "Session", "__version__", "get_host", "load_ipython_extension", "unload_ipython_extension"]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the ``%agh`` magics (``%load_ext agh_nb``)."""
+    from agh_nb.kernel.magics import AghMagics
+
+    ipython.register_magics(AghMagics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Stop the embedded host's sessions and close its store (``%unload_ext agh_nb``)."""
+    from agh_nb.api import shutdown_host
+
+    shutdown_host()
+
+
+def get_host() -> Host:
+    """Return the process-wide embedded host, starting it on first use."""
+    from agh_nb.api import get_host as _get_host
+
+    return _get_host()
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Host", "Session"):
+        from agh_nb import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'agh_nb' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Adapters: the only modules importing acp, duckdb and cryptography."""

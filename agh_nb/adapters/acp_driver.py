@@ -1,0 +1,460 @@
+"""The ACP driver: one agent subprocess spoken to through the official ``acp`` SDK.
+
+Owns: spawning the child (environment from an allowlist), the stdout tap that tells ACP frames
+from garbage, stderr capture (bounded tail), the exit watcher, ``initialize`` / ``session/new``
+/ ``session/load`` / ``session/prompt`` / ``session/cancel``, and turning every way those fail
+into a classified ``DriverFailure``. The only module (with ``acp_mapping``) that imports acp.
+Must not import core.session, runtime, kernel or server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from importlib import metadata
+from typing import Any, TypeVar
+
+import acp
+from acp import schema
+
+from agh_nb.adapters.acp_mapping import dump, map_update, usage_from_prompt
+from agh_nb.core.classify import exit_summary
+from agh_nb.core.ports import DriverFailure, DriverListener, ExitInfo, Handshake, LaunchSpec, TurnOutcome
+from agh_nb.core.state import FailureKind
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The SDK's default; multimodal payloads can be large.
+STREAM_LIMIT = 50 * 1024 * 1024
+STDERR_TAIL_BYTES = 8192
+ENV_ALLOWLIST = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "TMPDIR", "TZ")
+
+Redactor = Callable[[str], str]
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+def _client_version() -> str:
+    try:
+        return metadata.version("agh-nb")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def build_environment(extra: dict[str, str], base: dict[str, str] | None = None) -> dict[str, str]:
+    """Return the child's environment: allowlisted variables of ``base`` plus ``extra``."""
+    base = dict(os.environ) if base is None else base
+    env = {k: v for k in ENV_ALLOWLIST if (v := base.get(k)) is not None and not v.startswith("()")}
+    env.update(extra)
+    return env
+
+
+class _Client:
+    """The ACP ``Client`` side we implement: updates and permission requests.
+
+    File system and terminal methods are not defined, so the SDK answers "method not found",
+    matching the capabilities we advertise (none of them).
+    """
+
+    def __init__(self, driver: AcpDriver) -> None:
+        self._driver = driver
+
+    async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
+        event_type, fields = map_update(update)
+        self._driver.listener.on_update(event_type, fields)
+
+    async def request_permission(
+        self, session_id: str, tool_call: Any, options: list[Any], **kwargs: Any
+    ) -> schema.RequestPermissionResponse:
+        choice = await self._driver.listener.on_permission_request(dump(tool_call), [dump(o) for o in options])
+        if choice is None:
+            return schema.RequestPermissionResponse(outcome=schema.DeniedOutcome(outcome="cancelled"))
+        return schema.RequestPermissionResponse(outcome=schema.AllowedOutcome(outcome="selected", option_id=choice))
+
+    async def ext_method(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        raise acp.RequestError.method_not_found(method)
+
+    async def ext_notification(self, method: str, params: dict[str, Any]) -> None:
+        return None
+
+    def on_connect(self, conn: Any) -> None:
+        return None
+
+
+class AcpDriver:
+    """One ACP agent subprocess; implements ``agh_nb.core.ports.AgentDriver``.
+
+    Args:
+        startup_timeout: seconds to wait for ``initialize`` / ``session/new`` / ``session/load``.
+        redact: scrubs secrets from any text that leaves the driver (summaries, stderr tail).
+        base_env: environment the allowlist is drawn from (default ``os.environ``).
+    """
+
+    def __init__(
+        self,
+        *,
+        startup_timeout: float = 60.0,
+        redact: Redactor = _identity,
+        base_env: dict[str, str] | None = None,
+    ) -> None:
+        self._startup_timeout = startup_timeout
+        self._redact = redact
+        self._base_env = base_env
+        self._proc: asyncio.subprocess.Process | None = None
+        self._conn: Any = None
+        self._listener: DriverListener | None = None
+        self._agent_name = "agent"
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stderr: collections.deque[bytes] = collections.deque()
+        self._stderr_size = 0
+        self._fatal: asyncio.Future[DriverFailure] | None = None
+        self._exit: asyncio.Future[ExitInfo] | None = None
+        self._closing = False
+        self._closed_info: ExitInfo | None = None
+        self._exit_info: ExitInfo | None = None
+        self._phase = "spawn"
+        self._sdk_reader: asyncio.StreamReader | None = None
+
+    # -- public surface -----------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid once spawned."""
+        return self._proc.pid if self._proc else None
+
+    @property
+    def listener(self) -> DriverListener:
+        """The session listening to this driver."""
+        assert self._listener is not None
+        return self._listener
+
+    def stderr_tail(self) -> str:
+        """Return the last few KiB the agent wrote to stderr, redacted."""
+        return self._redact(b"".join(self._stderr).decode("utf-8", "replace"))
+
+    async def start(self, spec: LaunchSpec, listener: DriverListener) -> Handshake:
+        """Spawn the agent and run ``initialize``.
+
+        Raises:
+            DriverFailure: ``startup_failure`` (cannot spawn), ``handshake_failure`` (exit,
+                error or timeout before ``initialize`` answered), ``protocol_failure`` (garbage).
+        """
+        loop = asyncio.get_running_loop()
+        self._listener = listener
+        self._agent_name = spec.agent_name
+        self._fatal = loop.create_future()
+        self._exit = loop.create_future()
+        argv = list(spec.argv)
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=build_environment(dict(spec.env), self._base_env),
+                cwd=spec.cwd,
+                limit=STREAM_LIMIT,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise DriverFailure(
+                FailureKind.STARTUP_FAILURE,
+                f"cannot start agent {spec.agent_name!r}: command {argv[0]!r} was not found "
+                "(install it, or fix `command` in its AGENT.md)",
+            ) from exc
+        except PermissionError as exc:
+            raise DriverFailure(
+                FailureKind.STARTUP_FAILURE,
+                f"cannot start agent {spec.agent_name!r}: {argv[0]!r} is not executable",
+            ) from exc
+        except OSError as exc:
+            raise DriverFailure(
+                FailureKind.STARTUP_FAILURE,
+                f"cannot start agent {spec.agent_name!r}: {exc.strerror or exc}",
+            ) from exc
+        assert self._proc.stdin is not None
+        self._sdk_reader = asyncio.StreamReader(limit=STREAM_LIMIT)
+        self._spawn(self._pump_stdout(), "acp.stdout-tap")
+        self._spawn(self._drain_stderr(), "acp.stderr")
+        self._spawn(self._watch_exit(), "acp.exit-watch")
+        self._conn = acp.connect_to_agent(_Client(self), self._proc.stdin, self._sdk_reader)
+        self._phase = "initialize"
+        response = await self._guard(
+            self._conn.initialize(
+                protocol_version=acp.PROTOCOL_VERSION,
+                client_capabilities=schema.ClientCapabilities(
+                    fs=schema.FileSystemCapabilities(read_text_file=False, write_text_file=False),
+                    terminal=False,
+                ),
+                client_info=schema.Implementation(name="agh_nb", title="agh_nb", version=_client_version()),
+            ),
+            phase="initialize",
+            error_kind=FailureKind.HANDSHAKE_FAILURE,
+            timeout=self._startup_timeout,
+        )
+        caps = dump(response.agent_capabilities) if response.agent_capabilities else {}
+        info = dump(response.agent_info) if response.agent_info else None
+        return Handshake(protocol_version=response.protocol_version, agent_caps=caps, agent_info=info)
+
+    async def new_session(self, cwd: str) -> str:
+        """Run ``session/new``; raise ``DriverFailure`` (handshake_failure) when it fails."""
+        self._phase = "session/new"
+        response = await self._guard(
+            self._conn.new_session(cwd=cwd, mcp_servers=[]),
+            phase="session/new",
+            error_kind=FailureKind.HANDSHAKE_FAILURE,
+            timeout=self._startup_timeout,
+        )
+        self._phase = "idle"
+        return str(response.session_id)
+
+    async def load_session(self, acp_session_id: str, cwd: str) -> None:
+        """Run ``session/load``; raise ``DriverFailure`` (load_session_failure, code kept)."""
+        self._phase = "session/load"
+        await self._guard(
+            self._conn.load_session(cwd=cwd, session_id=acp_session_id, mcp_servers=[]),
+            phase="session/load",
+            error_kind=FailureKind.LOAD_SESSION_FAILURE,
+            timeout=self._startup_timeout,
+        )
+        self._phase = "idle"
+
+    async def prompt(self, acp_session_id: str, text: str) -> TurnOutcome:
+        """Run one ``session/prompt`` turn; raise ``DriverFailure`` when it fails."""
+        self._phase = "prompt"
+        try:
+            response = await self._guard(
+                self._conn.prompt(session_id=acp_session_id, prompt=[acp.text_block(text)]),
+                phase="session/prompt",
+                error_kind=FailureKind.PROMPT_FAILURE,
+                timeout=None,
+            )
+        finally:
+            self._phase = "idle"
+        return TurnOutcome(stop_reason=str(response.stop_reason), usage=usage_from_prompt(response.usage))
+
+    async def cancel(self, acp_session_id: str) -> None:
+        """Send ``session/cancel``; harmless when the agent is already gone."""
+        if self._conn is None:
+            return
+        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+            await self._conn.cancel(session_id=acp_session_id)
+
+    async def close(self, grace: float) -> ExitInfo:
+        """Close stdin, wait ``grace`` seconds, terminate, wait, kill; idempotent."""
+        if self._closed_info is not None:
+            return self._closed_info
+        self._closing = True
+        proc = self._proc
+        if proc is None:
+            self._closed_info = ExitInfo(pid=None, returncode=None, signal=None)
+            return self._closed_info
+        if proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                proc.stdin.close()
+        for escalate in (None, proc.terminate, proc.kill):
+            if escalate is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    escalate()
+                    self._killpg(escalate is proc.kill)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exit_future()), timeout=grace)
+                break
+            except asyncio.TimeoutError:
+                continue
+        info = await self._exit_future()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._conn.close(), timeout=grace)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        self._closed_info = info
+        return info
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _killpg(self, hard: bool) -> None:
+        # The agent runs in its own process group so children it spawned (npx -> node) die too.
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, 9 if hard else 15)
+
+    def _exit_future(self) -> asyncio.Future[ExitInfo]:
+        assert self._exit is not None
+        return self._exit
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"{name}[{self._agent_name}]")
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("driver task %s failed: %r", t.get_name(), t.exception())
+
+        task.add_done_callback(done)
+
+    def _set_fatal(self, failure: DriverFailure) -> None:
+        if self._fatal is not None and not self._fatal.done():
+            self._fatal.set_result(failure)
+
+    async def _guard(
+        self,
+        call: Awaitable[T],
+        *,
+        phase: str,
+        error_kind: FailureKind,
+        timeout: float | None,
+    ) -> T:
+        """Run one SDK call, racing it against the agent dying or misbehaving."""
+        assert self._fatal is not None
+        task: asyncio.Future[T] = asyncio.ensure_future(call)
+        try:
+            done, _ = await asyncio.wait({task, self._fatal}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task in done:
+            try:
+                return task.result()
+            except acp.RequestError as exc:
+                detail = self._redact(str(exc))
+                data = exc.data if isinstance(exc.data, dict) else None
+                extra = data.get("details") or data.get("message") if data else None
+                msg = f"agent {self._agent_name!r} answered {phase} with error {exc.code}: {detail}"
+                if extra and isinstance(extra, str):
+                    msg += f" ({self._redact(extra)[:300]})"
+                raise DriverFailure(error_kind, msg, code=exc.code) from None
+            except ConnectionError:
+                # The SDK saw EOF; the exit watcher / tap says why. Give them a moment.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._fatal), timeout=2.0)
+                if self._fatal.done():
+                    raise self._phase_failure(self._fatal.result(), phase) from None
+                raise DriverFailure(
+                    FailureKind.TRANSPORT_FAILURE, f"connection to agent {self._agent_name!r} closed during {phase}"
+                ) from None
+            except DriverFailure:
+                raise
+            except Exception as exc:  # SDK validation of a malformed answer
+                raise DriverFailure(
+                    FailureKind.PROTOCOL_FAILURE,
+                    f"agent {self._agent_name!r} sent an invalid answer to {phase}: {type(exc).__name__}",
+                ) from exc
+        task.cancel()
+        if self._fatal.done():
+            raise self._phase_failure(self._fatal.result(), phase)
+        raise DriverFailure(
+            error_kind if phase != "session/prompt" else FailureKind.TIMEOUT,
+            f"agent {self._agent_name!r} did not answer {phase} within {timeout:g}s",
+        )
+
+    def _phase_failure(self, failure: DriverFailure, phase: str) -> DriverFailure:
+        """Re-classify a process exit by phase: before the handshake it is a handshake failure."""
+        if failure.kind is FailureKind.PROCESS_EXIT and phase in ("initialize", "session/new"):
+            return DriverFailure(FailureKind.HANDSHAKE_FAILURE, self._exit_summary(f" before answering {phase}"))
+        if failure.kind is FailureKind.PROCESS_EXIT and phase == "session/load":
+            return DriverFailure(FailureKind.LOAD_SESSION_FAILURE, self._exit_summary(" during session/load"))
+        return failure
+
+    async def _pump_stdout(self) -> None:
+        """Forward ACP frames to the SDK; anything that is not a JSON object is a protocol failure."""
+        proc = self._proc
+        sdk = self._sdk_reader
+        assert proc is not None and proc.stdout is not None and sdk is not None
+        try:
+            while True:
+                try:
+                    line = await proc.stdout.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    self._protocol_error("agent wrote a line longer than 50 MiB on stdout")
+                    break
+                if not line:
+                    break
+                stripped = line.strip()
+                if not stripped:
+                    continue
+                try:
+                    ok = isinstance(json.loads(stripped), dict)
+                except ValueError:
+                    ok = False
+                if not ok:
+                    preview = self._redact(stripped[:120].decode("utf-8", "replace"))
+                    self._protocol_error(f"agent {self._agent_name!r} wrote non-ACP output on stdout: {preview!r}")
+                    continue
+                sdk.feed_data(line)
+        finally:
+            sdk.feed_eof()
+        # stdout closed: either the process is exiting, or it closed stdout and lives on.
+        if not self._closing:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exit_future()), timeout=1.0)
+            except asyncio.TimeoutError:
+                failure = DriverFailure(
+                    FailureKind.TRANSPORT_FAILURE,
+                    f"agent {self._agent_name!r} closed its stdout but is still running (pid {proc.pid})",
+                )
+                self._set_fatal(failure)
+                self.listener.on_protocol_error(failure.summary)
+
+    def _protocol_error(self, summary: str) -> None:
+        log.warning("%s", summary)
+        self._set_fatal(DriverFailure(FailureKind.PROTOCOL_FAILURE, summary))
+        self.listener.on_protocol_error(summary)
+
+    async def _drain_stderr(self) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stderr is not None
+        while True:
+            chunk = await proc.stderr.read(4096)
+            if not chunk:
+                return
+            self._stderr.append(chunk)
+            self._stderr_size += len(chunk)
+            while self._stderr_size > STDERR_TAIL_BYTES and len(self._stderr) > 1:
+                self._stderr_size -= len(self._stderr.popleft())
+
+    async def _watch_exit(self) -> None:
+        proc = self._proc
+        assert proc is not None
+        returncode = await proc.wait()
+        # Let the stderr pipe drain so the tail includes the last words.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stderr_closed(), timeout=0.5)
+        info = ExitInfo(
+            pid=proc.pid,
+            returncode=returncode if returncode >= 0 else None,
+            signal=-returncode if returncode < 0 else None,
+            stderr_tail=self.stderr_tail(),
+        )
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result(info)
+        self._exit_info = info
+        if not self._closing:
+            self._set_fatal(DriverFailure(FailureKind.PROCESS_EXIT, self._exit_summary(""), returncode=returncode))
+        self.listener.on_exit(info)
+
+    def _exit_summary(self, when: str) -> str:
+        assert self._exit_info is not None
+        return exit_summary(self._agent_name, self._exit_info, when)
+
+    async def _stderr_closed(self) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stderr is not None
+        while not proc.stderr.at_eof():
+            await asyncio.sleep(0.01)

@@ -1,0 +1,103 @@
+"""Mapping of ACP ``session/update`` payloads to agh_nb event types and envelope fields (SPEC 4).
+
+Owns: ``map_update``. Pure functions over the SDK's pydantic models; keeps the payload as
+received under ``raw``. Imports acp (schema only) and ``events``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from acp import schema
+
+from agh_nb.events import JSON, EventType
+
+_DONE_STATUSES = {"completed", "failed"}
+
+
+def dump(model: Any) -> JSON:
+    """Return an SDK model as the wire JSON (camelCase aliases, unset fields omitted)."""
+    data: JSON = model.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_unset=True)
+    return data
+
+
+def _block_text(block: Any) -> str | None:
+    text = getattr(block, "text", None)
+    if isinstance(text, str):
+        return text
+    uri = getattr(block, "uri", None)
+    return f"[{getattr(block, 'type', 'content')}: {uri}]" if uri else None
+
+
+def _tool_content_text(content: list[Any] | None) -> str | None:
+    if not content:
+        return None
+    parts: list[str] = []
+    for item in content:
+        inner = getattr(item, "content", None)
+        if inner is not None:
+            text = _block_text(inner)
+            if text:
+                parts.append(text)
+        elif getattr(item, "type", None) == "diff":
+            parts.append(f"[diff: {getattr(item, 'path', '')}]")
+        elif getattr(item, "type", None) == "terminal":
+            parts.append(f"[terminal: {getattr(item, 'terminal_id', '')}]")
+    return "\n".join(parts) if parts else None
+
+
+def map_update(update: Any) -> tuple[EventType, JSON]:
+    """Map one ``session/update`` model to ``(event type, envelope fields)``.
+
+    ``tool_call`` / ``tool_call_update`` stay ``tool_call`` until their status is
+    ``completed`` or ``failed``, which makes them ``tool_result``; kinds we do not model
+    specifically become ``system``. ``raw`` is always the payload as received.
+    """
+    raw = dump(update)
+    kind = getattr(update, "session_update", None)
+    if isinstance(update, schema.AgentMessageChunk):
+        return EventType.AGENT_MESSAGE, {"text": _block_text(update.content), "raw": raw}
+    if isinstance(update, schema.AgentThoughtChunk):
+        return EventType.THOUGHT, {"text": _block_text(update.content), "raw": raw}
+    if isinstance(update, (schema.ToolCallStart, schema.ToolCallProgress)):
+        fields: JSON = {
+            "tool_call_id": update.tool_call_id,
+            "title": update.title,
+            "tool_name": update.kind,
+            "raw": raw,
+        }
+        if update.raw_input is not None:
+            fields["tool_input"] = update.raw_input
+        if update.status in _DONE_STATUSES:
+            result = update.raw_output if update.raw_output is not None else _tool_content_text(update.content)
+            if update.status == "failed":
+                fields["tool_error"] = _tool_content_text(update.content) or "tool call failed"
+                if update.raw_output is not None:
+                    fields["tool_result"] = update.raw_output
+            else:
+                fields["tool_result"] = result
+            return EventType.TOOL_RESULT, fields
+        return EventType.TOOL_CALL, fields
+    if isinstance(update, schema.AgentPlanUpdate):
+        entries = [f"[{e.status}] {e.content}" for e in update.entries]
+        return EventType.PLAN, {"title": "plan", "text": "\n".join(entries), "raw": raw}
+    if isinstance(update, schema.UsageUpdate):
+        usage: JSON = {"used": update.used, "size": update.size}
+        if update.cost is not None:
+            usage["cost"] = {"amount": update.cost.amount, "currency": update.cost.currency}
+        return EventType.USAGE, {"usage": usage, "raw": raw}
+    return EventType.SYSTEM, {"title": str(kind or type(update).__name__), "raw": raw}
+
+
+def usage_from_prompt(usage: Any) -> JSON | None:
+    """Return the token counts of a ``PromptResponse.usage`` (None when absent)."""
+    if usage is None:
+        return None
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "thought_tokens": usage.thought_tokens,
+        "cached_read_tokens": usage.cached_read_tokens,
+        "cached_write_tokens": usage.cached_write_tokens,
+    }

@@ -1,0 +1,334 @@
+"""The DuckDB schema of the agh_nb store and the conversions between its rows and our values.
+
+Owns: the DDL of ``sessions``, ``events`` and ``token_usage``, the SQL statements the store runs,
+the Arrow schema of an event batch, and row <-> ``Event``/``SessionRecord`` conversion.
+Imports duckdb-free helpers only (pyarrow); must not import core.session, runtime or kernel.
+
+Design notes (measured with ``benchmarks/store_throughput.py``):
+
+* ``events`` has no PRIMARY KEY. Uniqueness of ``(session_id, sequence)`` holds by construction:
+  one writer process (the DuckDB file lock), one writer thread, and sequences assigned in memory
+  from the stored maximum. A PRIMARY KEY (an ART index) cost 20-30% of insert throughput at
+  1k-5k row batches and grows with the table, and it buys nothing DuckDB's zone maps do not
+  already give the per-session scans.
+* ``content`` is DuckDB ``JSON`` so users can use ``->>`` in SQL; the cast validates it once.
+* Timestamps are read back as ``epoch_us(...)`` so reading never depends on pytz or on the
+  connection's ``TimeZone``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pyarrow as pa
+
+from agh_nb.core.record import SessionRecord
+from agh_nb.events import JSON, Event, EventQuery, dumps
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+DDL: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS sessions (
+        id VARCHAR PRIMARY KEY,
+        name VARCHAR,
+        agent_name VARCHAR NOT NULL,
+        type VARCHAR NOT NULL,
+        workspace_id VARCHAR NOT NULL,
+        workspace_path VARCHAR NOT NULL,
+        permissions VARCHAR NOT NULL,
+        state VARCHAR NOT NULL,
+        stop_reason VARCHAR,
+        stop_detail VARCHAR,
+        failure JSON,
+        failure_kind VARCHAR,
+        acp_session_id VARCHAR,
+        acp_caps JSON,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL,
+        host_pid BIGINT
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS events (
+        id VARCHAR NOT NULL,
+        session_id VARCHAR NOT NULL,
+        sequence BIGINT NOT NULL,
+        turn_id VARCHAR,
+        type VARCHAR NOT NULL,
+        agent_name VARCHAR NOT NULL,
+        workspace_id VARCHAR NOT NULL,
+        workspace_path VARCHAR NOT NULL,
+        content JSON NOT NULL,
+        timestamp TIMESTAMPTZ NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS token_usage (
+        session_id VARCHAR NOT NULL,
+        turn_id VARCHAR NOT NULL,
+        agent_name VARCHAR,
+        input_tokens BIGINT,
+        output_tokens BIGINT,
+        thought_tokens BIGINT,
+        cached_read_tokens BIGINT,
+        cached_write_tokens BIGINT,
+        total_tokens BIGINT,
+        context_used BIGINT,
+        context_size BIGINT,
+        cost_amount DOUBLE,
+        cost_currency VARCHAR,
+        updated_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (session_id, turn_id)
+    )
+    """,
+)
+
+EVENT_COLUMNS: tuple[str, ...] = (
+    "id",
+    "session_id",
+    "sequence",
+    "turn_id",
+    "type",
+    "agent_name",
+    "workspace_id",
+    "workspace_path",
+    "content",
+    "timestamp",
+)
+
+EVENT_BATCH_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("session_id", pa.string()),
+        ("sequence", pa.int64()),
+        ("turn_id", pa.string()),
+        ("type", pa.string()),
+        ("agent_name", pa.string()),
+        ("workspace_id", pa.string()),
+        ("workspace_path", pa.string()),
+        ("content", pa.string()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+BATCH_VIEW = "agh_event_batch"
+INSERT_EVENTS = (
+    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
+    f"SELECT {', '.join(EVENT_COLUMNS)} FROM {BATCH_VIEW}"
+)
+
+SESSION_COLUMNS: tuple[str, ...] = (
+    "id",
+    "name",
+    "agent_name",
+    "type",
+    "workspace_id",
+    "workspace_path",
+    "permissions",
+    "state",
+    "stop_reason",
+    "stop_detail",
+    "failure",
+    "failure_kind",
+    "acp_session_id",
+    "acp_caps",
+    "created_at",
+    "updated_at",
+    "host_pid",
+)
+UPSERT_SESSION = (
+    f"INSERT OR REPLACE INTO sessions ({', '.join(SESSION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in SESSION_COLUMNS)})"
+)
+_SESSION_SELECT = ", ".join(
+    f"epoch_us({c})" if c in ("created_at", "updated_at") else c for c in SESSION_COLUMNS
+)
+SELECT_SESSION = f"SELECT {_SESSION_SELECT} FROM sessions WHERE id = ?"
+SELECT_SESSIONS = f"SELECT {_SESSION_SELECT} FROM sessions ORDER BY created_at, id"
+
+MAX_SEQUENCE = "SELECT coalesce(max(sequence), 0) FROM events WHERE session_id = ?"
+
+USAGE_COLUMNS: tuple[str, ...] = (
+    "input_tokens",
+    "output_tokens",
+    "thought_tokens",
+    "cached_read_tokens",
+    "cached_write_tokens",
+    "total_tokens",
+    "context_used",
+    "context_size",
+    "cost_amount",
+    "cost_currency",
+)
+MERGE_USAGE = (
+    "INSERT INTO token_usage (session_id, turn_id, agent_name, "
+    f"{', '.join(USAGE_COLUMNS)}, updated_at) "
+    "SELECT ?, ?, (SELECT agent_name FROM sessions WHERE id = ?), "
+    f"{', '.join('?' for _ in USAGE_COLUMNS)}, ? "
+    "ON CONFLICT (session_id, turn_id) DO UPDATE SET "
+    "agent_name = coalesce(excluded.agent_name, token_usage.agent_name), "
+    + ", ".join(f"{c} = coalesce(excluded.{c}, token_usage.{c})" for c in USAGE_COLUMNS)
+    + ", updated_at = excluded.updated_at"
+)
+
+# ACP spells usage fields in camelCase on the wire and snake_case in the SDK's models; both are
+# accepted. ``used``/``size`` come from a ``usage_update`` (context window), ``cost`` likewise.
+_USAGE_ALIASES: dict[str, str] = {
+    "input_tokens": "input_tokens",
+    "inputTokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "outputTokens": "output_tokens",
+    "thought_tokens": "thought_tokens",
+    "thoughtTokens": "thought_tokens",
+    "cached_read_tokens": "cached_read_tokens",
+    "cachedReadTokens": "cached_read_tokens",
+    "cached_write_tokens": "cached_write_tokens",
+    "cachedWriteTokens": "cached_write_tokens",
+    "total_tokens": "total_tokens",
+    "totalTokens": "total_tokens",
+    "used": "context_used",
+    "context_used": "context_used",
+    "size": "context_size",
+    "context_size": "context_size",
+    "cost_amount": "cost_amount",
+    "cost_currency": "cost_currency",
+}
+
+
+def usage_values(usage: Mapping[str, Any]) -> dict[str, Any]:
+    """Map a usage report (PromptResponse.usage and/or usage_update) to ``token_usage`` columns.
+
+    Args:
+        usage: keys such as ``input_tokens`` (or ``inputTokens``), ``used``, ``size`` and
+            ``cost: {amount, currency}``; unknown keys are ignored.
+
+    Returns:
+        Every column of ``USAGE_COLUMNS``, None where the report says nothing.
+    """
+    values: dict[str, Any] = dict.fromkeys(USAGE_COLUMNS)
+    for key, value in usage.items():
+        column = _USAGE_ALIASES.get(key)
+        if column is not None and value is not None:
+            values[column] = value
+    cost = usage.get("cost")
+    if isinstance(cost, Mapping):
+        if cost.get("amount") is not None:
+            values["cost_amount"] = float(cost["amount"])
+        if cost.get("currency") is not None:
+            values["cost_currency"] = str(cost["currency"])
+    return values
+
+
+def session_params(record: SessionRecord) -> list[Any]:
+    """Return the ``UPSERT_SESSION`` parameters for ``record``."""
+    return [
+        record.id,
+        record.name,
+        record.agent_name,
+        record.type,
+        record.workspace_id,
+        record.workspace_path,
+        record.permissions,
+        record.state.value,
+        record.stop_reason.value if record.stop_reason else None,
+        record.stop_detail,
+        dumps(record.failure.to_dict()) if record.failure else None,
+        record.failure.kind.value if record.failure else None,
+        record.acp_session_id,
+        dumps(record.acp_caps),
+        _aware(record.created_at),
+        _aware(record.updated_at),
+        record.host_pid,
+    ]
+
+
+def session_from_row(row: Sequence[Any]) -> SessionRecord:
+    """Rebuild a ``SessionRecord`` from a ``SELECT_SESSION(S)`` row."""
+    data = dict(zip(SESSION_COLUMNS, row, strict=True))
+    data["failure"] = json.loads(data["failure"]) if data["failure"] else None
+    data["acp_caps"] = json.loads(data["acp_caps"]) if data["acp_caps"] else {}
+    data["created_at"] = from_epoch_us(data["created_at"])
+    data["updated_at"] = from_epoch_us(data["updated_at"])
+    del data["failure_kind"]
+    return SessionRecord.from_dict(data)
+
+
+def event_batch_table(events: Sequence[Event]) -> pa.Table:
+    """Build the Arrow table inserted by ``INSERT_EVENTS`` for one group commit."""
+    columns = [
+        [e.id for e in events],
+        [e.session_id for e in events],
+        [e.sequence for e in events],
+        [e.turn_id for e in events],
+        [e.type for e in events],
+        [e.agent_name for e in events],
+        [e.workspace_id for e in events],
+        [e.workspace_path for e in events],
+        [dumps(e.content) for e in events],
+        [e.timestamp for e in events],
+    ]
+    arrays = [
+        pa.array(values, type=fld.type)
+        for values, fld in zip(columns, EVENT_BATCH_SCHEMA, strict=True)
+    ]
+    return pa.Table.from_arrays(arrays, schema=EVENT_BATCH_SCHEMA)
+
+
+def events_select(session_id: str, query: EventQuery) -> tuple[str, list[Any]]:
+    """Build the SQL and parameters returning the events of ``query``, ascending by sequence."""
+    where = ["session_id = ?"]
+    params: list[Any] = [session_id]
+    if query.types:
+        where.append(f"type IN ({', '.join('?' for _ in query.types)})")
+        params.extend(str(t) for t in query.types)
+    if query.agent_name is not None:
+        where.append("agent_name = ?")
+        params.append(query.agent_name)
+    if query.turn_id is not None:
+        where.append("turn_id = ?")
+        params.append(query.turn_id)
+    if query.since is not None:
+        where.append("timestamp >= ?")
+        params.append(_aware(query.since))
+    if query.after_sequence is not None:
+        where.append("sequence > ?")
+        params.append(query.after_sequence)
+    columns = ", ".join(EVENT_COLUMNS[:-1]) + ", epoch_us(timestamp) AS ts_us"
+    sql = f"SELECT {columns} FROM events WHERE {' AND '.join(where)}"
+    if query.limit is not None:
+        sql = f"SELECT * FROM ({sql} ORDER BY sequence DESC LIMIT ?) ORDER BY sequence"
+        params.append(max(query.limit, 0))
+    else:
+        sql += " ORDER BY sequence"
+    return sql, params
+
+
+def event_from_row(row: Sequence[Any]) -> Event:
+    """Rebuild an ``Event`` from an ``events_select`` row."""
+    content: JSON = json.loads(row[8])
+    return Event(
+        id=row[0],
+        session_id=row[1],
+        sequence=row[2],
+        turn_id=row[3],
+        type=row[4],
+        agent_name=row[5],
+        workspace_id=row[6],
+        workspace_path=row[7],
+        content=content,
+        timestamp=from_epoch_us(row[9]),
+    )
+
+
+def from_epoch_us(micros: int) -> datetime:
+    """Return the aware UTC datetime ``micros`` microseconds after the epoch (exact)."""
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def _aware(ts: datetime) -> datetime:
+    # A naive datetime is taken as UTC (the SPEC's only zone), never as the machine's local time.
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=timezone.utc)

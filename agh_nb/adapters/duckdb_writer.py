@@ -1,0 +1,359 @@
+"""The group-commit writer behind ``DuckDBStore``: one thread, one cursor, submission order.
+
+Owns: the submission queue, the per-session sequence counters, the writer thread and its DuckDB
+cursor, and the hand-back of results to asyncio loops. Must not import core.session, runtime or
+kernel.
+
+How a commit happens: producers put events (and session upserts, usage merges, barriers) on one
+list under one lock, in the order they happened. The writer swaps the whole list out, cuts it into
+chunks of at most ``max_batch`` events, and runs each chunk as ONE transaction (events go in
+through one Arrow table per run). Only after ``COMMIT`` returns does it resolve the waiters of
+that chunk and hand the chunk's events to ``publish`` (store first, then notify). A failed commit
+fails every waiter of that chunk and everything queued after it, and the writer refuses further
+writes: later sequences would otherwise leave a gap or be acknowledged out of order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from enum import Enum
+from typing import Any, Union
+
+import duckdb
+
+from agh_nb.adapters import duckdb_schema as schema
+from agh_nb.core.record import SessionRecord
+from agh_nb.errors import StoreError
+from agh_nb.events import Event
+
+logger = logging.getLogger(__name__)
+
+
+class WriterState(Enum):
+    """Lifecycle of the writer."""
+
+    OPEN = "open"
+    """Accepting writes."""
+    FAILED = "failed"
+    """A commit failed; writes are refused with that failure, reads still work."""
+    CLOSED = "closed"
+    """``close()`` was called; what was queued before is committed, new writes are refused."""
+
+
+class Waiter:
+    """A future on some asyncio loop that the writer thread resolves thread-safely."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[None] = self.loop.create_future()
+
+    def resolve(self) -> None:
+        """Mark the awaited work committed."""
+        self._call(_set_result, None)
+
+    def fail(self, error: BaseException) -> None:
+        """Report that the awaited work was not committed."""
+        self._call(_set_exception, error)
+
+    def _call(self, fn: Callable[[asyncio.Future[None], Any], None], arg: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, self.future, arg)
+        except RuntimeError:
+            pass  # the loop is closed: nobody awaits this future any more
+
+
+def _set_result(future: asyncio.Future[None], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future[None], error: Any) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+class Barrier:
+    """Resolves once everything submitted before it is committed."""
+
+    __slots__ = ("waiter",)
+
+    def __init__(self) -> None:
+        self.waiter = Waiter()
+
+
+class SaveSession:
+    """Upsert one session row; ``prime`` loads the session's stored max(sequence) first."""
+
+    __slots__ = ("prime", "record", "waiter")
+
+    def __init__(self, record: SessionRecord, prime: bool) -> None:
+        self.record = record
+        self.prime = prime
+        self.waiter = Waiter()
+
+
+class MergeUsage:
+    """Merge one usage report into the ``token_usage`` row of a turn."""
+
+    __slots__ = ("session_id", "turn_id", "updated_at", "values", "waiter")
+
+    def __init__(
+        self, session_id: str, turn_id: str, values: dict[str, Any], updated_at: datetime
+    ) -> None:
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self.values = values
+        self.updated_at = updated_at
+        self.waiter = Waiter()
+
+
+Op = Union[Barrier, SaveSession, MergeUsage]
+_Step = Union[list[Event], Op]
+
+
+class GroupCommitWriter:
+    """Commits submitted work in order, in batches, on its own thread.
+
+    Args:
+        cursor: a DuckDB cursor used only by the writer thread.
+        flush_interval: seconds to linger after waking from idle so a burst lands in one commit;
+            durability waiters skip the linger.
+        max_batch: the most events one transaction holds.
+        publish: called on the writer thread with each committed chunk's events, in order.
+    """
+
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        *,
+        flush_interval: float,
+        max_batch: int,
+        publish: Callable[[Sequence[Event]], None],
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._cursor = cursor
+        self._flush_interval = max(flush_interval, 0.0)
+        self._max_batch = max_batch
+        self._publish = publish
+        self._cond = threading.Condition()
+        self._queue: list[Event | Op] = []
+        self._last_seq: dict[str, int] = {}
+        self._state = WriterState.OPEN
+        self._failure: StoreError | None = None
+        self._idle = False  # the writer waits for work: the next submission must wake it
+        self._lingering = False  # the writer gathers a burst: wake it only when the batch is full
+        self._urgent = False  # a waiter is queued: do not linger
+        self._thread = threading.Thread(target=self._run, name="agh-nb-store-writer", daemon=True)
+        self._thread.start()
+
+    # -- producer side (any thread; append is the hot path) ---------------------------------
+
+    def append(
+        self, session_id: str, build: Callable[[int], Event]
+    ) -> Event:
+        """Assign the next sequence of ``session_id``, build the event with it and queue it.
+
+        Raises:
+            StoreError: the writer is not open, or the session was never primed (a bug).
+        """
+        with self._cond:
+            if self._state is not WriterState.OPEN:
+                raise self._refusal()
+            last = self._last_seq.get(session_id)
+            if last is None:
+                raise StoreError(
+                    f"session {session_id}: append before save_session primed its sequence "
+                    "(a bug in the caller)",
+                    session_id=session_id,
+                )
+            event = build(last + 1)
+            self._last_seq[session_id] = last + 1
+            self._queue.append(event)
+            if self._idle or (self._lingering and len(self._queue) >= self._max_batch):
+                self._cond.notify()
+        return event
+
+    def submit(self, op: Op) -> None:
+        """Queue ``op`` after everything submitted so far; its waiter resolves after commit."""
+        with self._cond:
+            if self._state is not WriterState.OPEN:
+                raise self._refusal()
+            self._queue.append(op)
+            self._urgent = True
+            if self._idle or self._lingering:
+                self._cond.notify()
+
+    def knows(self, session_id: str) -> bool:
+        """Return True once ``session_id`` has a sequence counter in this process."""
+        with self._cond:
+            return session_id in self._last_seq
+
+    def close(self) -> None:
+        """Refuse new work, commit what is queued, and stop the thread (idempotent)."""
+        with self._cond:
+            if self._state is WriterState.OPEN:
+                self._state = WriterState.CLOSED
+            self._cond.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _refusal(self) -> StoreError:
+        if self._state is WriterState.FAILED and self._failure is not None:
+            return StoreError(
+                f"the store refuses writes after a failed commit: {self._failure}",
+                cause=str(self._failure),
+            )
+        return StoreError("the store is closed", state=self._state.value)
+
+    # -- writer thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                woke_from_idle = False
+                while not self._queue and self._state is WriterState.OPEN:
+                    self._idle = woke_from_idle = True
+                    self._cond.wait()
+                self._idle = False
+                if woke_from_idle:
+                    self._linger()
+                ops, self._queue = self._queue, []
+                self._urgent = False
+                done = self._state is not WriterState.OPEN
+            if ops:
+                try:
+                    self._process(ops)
+                except Exception:  # a bug here must not leave awaiting callers hanging
+                    logger.exception("event store writer crashed")
+                    self._fail_rest(StoreError("the event store writer crashed"), ops)
+            if done:
+                with self._cond:
+                    if not self._queue:
+                        return
+
+    def _linger(self) -> None:
+        # Called with the lock held: wait up to flush_interval for a burst to gather.
+        if self._flush_interval <= 0:
+            return
+        deadline = time.monotonic() + self._flush_interval
+        self._lingering = True
+        try:
+            while (
+                not self._urgent
+                and len(self._queue) < self._max_batch
+                and self._state is WriterState.OPEN
+            ):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+        finally:
+            self._lingering = False
+
+    def _process(self, ops: list[Event | Op]) -> None:
+        steps: list[_Step] = []
+        run: list[Event] | None = None
+        count = 0
+        for index, op in enumerate(ops):
+            if type(op) is Event:
+                if run is None:
+                    run = []
+                    steps.append(run)
+                run.append(op)
+                count += 1
+                if count < self._max_batch:
+                    continue
+            else:
+                run = None
+                steps.append(op)  # type: ignore[arg-type]
+                continue
+            if not self._commit_or_fail(steps, ops[index + 1 :]):
+                return
+            steps, run, count = [], None, 0
+        if steps:
+            self._commit_or_fail(steps, [])
+
+    def _commit_or_fail(self, steps: list[_Step], rest: list[Event | Op]) -> bool:
+        try:
+            self._commit(steps)
+        except Exception as exc:
+            error = StoreError(
+                f"the event store could not commit: {_first_line(exc)}", cause=_first_line(exc)
+            )
+            # A DuckDB error is an environment problem (disk full, I/O); anything else is a bug.
+            logger.error(
+                "event store commit failed; refusing further writes: %s",
+                error,
+                exc_info=not isinstance(exc, duckdb.Error),
+            )
+            self._fail_rest(error, [*steps, *rest])
+            return False
+        events: list[Event] = []
+        for step in steps:
+            if type(step) is list:
+                events.extend(step)
+            else:
+                step.waiter.resolve()  # type: ignore[union-attr]
+        if events:
+            self._publish(events)
+        return True
+
+    def _commit(self, steps: list[_Step]) -> None:
+        if all(type(step) is Barrier for step in steps):
+            return  # nothing to write: the barrier only orders after earlier commits
+        cur = self._cursor
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            for step in steps:
+                if type(step) is list:
+                    cur.register(schema.BATCH_VIEW, schema.event_batch_table(step))
+                    try:
+                        cur.execute(schema.INSERT_EVENTS)
+                    finally:
+                        cur.unregister(schema.BATCH_VIEW)
+                elif type(step) is SaveSession:
+                    self._save_session(step)
+                elif type(step) is MergeUsage:
+                    params = [step.session_id, step.turn_id, step.session_id]
+                    params += [step.values[c] for c in schema.USAGE_COLUMNS]
+                    params.append(step.updated_at)
+                    cur.execute(schema.MERGE_USAGE, params)
+            cur.execute("COMMIT")
+        except BaseException:
+            try:
+                cur.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # the transaction may already be aborted; the original error matters
+            raise
+
+    def _save_session(self, op: SaveSession) -> None:
+        cur = self._cursor
+        if op.prime:
+            row = cur.execute(schema.MAX_SEQUENCE, [op.record.id]).fetchone()
+            with self._cond:
+                self._last_seq.setdefault(op.record.id, int(row[0]) if row else 0)
+        cur.execute(schema.UPSERT_SESSION, schema.session_params(op.record))
+
+    def _fail_rest(self, error: StoreError, pending: Sequence[_Step | Event]) -> None:
+        with self._cond:
+            if self._state is WriterState.OPEN:
+                self._state = WriterState.FAILED
+            self._failure = error
+            queued, self._queue = self._queue, []
+        for item in [*pending, *queued]:
+            waiter = getattr(item, "waiter", None)
+            if isinstance(waiter, Waiter):
+                waiter.fail(error)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

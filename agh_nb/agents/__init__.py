@@ -1,0 +1,1 @@
+"""Agent definitions shipped with agh_nb: the scripted ``demo`` ACP agent and AGENT.md presets."""

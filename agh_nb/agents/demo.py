@@ -1,0 +1,878 @@
+"""The built-in ``demo`` ACP agent: a real, scripted, deterministic agent subprocess.
+
+Run it as ``python -m agh_nb.agents.demo [--delay SECONDS] [--fast] [--fail-startup MODE]
+[--no-load]``. It speaks the Agent Client Protocol (JSON-RPC over stdio) through the official
+``acp`` SDK, so agh_nb can exercise every part of a session -- messages, thoughts, plans, tool
+calls, file reads and writes, terminal commands, permission requests, usage, cancellation,
+crashes and protocol garbage -- with no API key and no network.
+
+This module is a separate process from agh_nb: it imports only the standard library and
+``acp``, never anything from ``agh_nb`` (the host must be able to treat it exactly like a
+third-party agent).
+
+What a prompt does is chosen by its first word (case-insensitive); see ``_SCRIPTS`` and the
+``DemoAgent._script_*`` methods:
+
+``firehose N``            N message chunks, no delay, each with ``_meta`` timing fields
+``slow N INTERVAL``       N message chunks INTERVAL seconds apart
+``silent SECONDS``        nothing for SECONDS, then one chunk
+``crash``                 a few updates, then the process exits with code 3 mid-turn
+``fail``                  the prompt request fails with a JSON-RPC internal error
+``garbage``               a non-JSON line on stdout mid-turn, then a normal end
+``echo-env NAME``         one chunk with the value of environment variable NAME
+``write PATH TEXT...``    permission request, then ``fs/write_text_file``
+``read PATH``             ``fs/read_text_file``
+``run CMD...``            ``terminal/create`` + wait + output + release
+anything else             the default script (thoughts, plan, chunks, two tool calls, usage)
+
+Keywords that take numbers fall back to the default script when the numbers do not parse, so
+ordinary English ("slow down, please") still gets a normal answer.
+
+stdout is the protocol channel: diagnostics go to stderr only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
+
+import acp
+from acp import RequestError
+from acp.core import DEFAULT_STDIO_BUFFER_LIMIT_BYTES
+from acp.schema import (
+    AgentCapabilities,
+    AgentMessageChunk,
+    AgentPlanUpdate,
+    AgentThoughtChunk,
+    AllowedOutcome,
+    ClientCapabilities,
+    Cost,
+    FileEditToolCallContent,
+    ContentToolCallContent,
+    Implementation,
+    InitializeResponse,
+    LoadSessionResponse,
+    NewSessionResponse,
+    PermissionOption,
+    PlanEntry,
+    PromptResponse,
+    TerminalToolCallContent,
+    TextContentBlock,
+    ToolCallLocation,
+    ToolCallProgress,
+    ToolCallStart,
+    ToolCallUpdate,
+    Usage,
+    UsageUpdate,
+)
+
+__all__ = ["AGENT_NAME", "DemoAgent", "main"]
+
+AGENT_NAME = "agh-demo"
+AGENT_VERSION = "0.1.0"
+SESSION_PREFIX = "demo-"
+DEFAULT_DELAY = 0.15
+# Pretend context window for usage_update; any stable number works, this one looks familiar.
+CONTEXT_WINDOW = 200_000
+# Pretend price per token (USD) so usage_update carries a deterministic, non-zero cost.
+PRICE_PER_TOKEN_USD = 0.000003
+# Terminal output we ask the client to keep; the demo only needs a short transcript.
+TERMINAL_OUTPUT_LIMIT = 64 * 1024
+
+# The four standard permission options. Option ids follow the decision spelling agh_nb uses
+# (``allow-once``...), kinds are the ACP enum; clients should match on ``kind``.
+PERMISSION_OPTIONS: tuple[PermissionOption, ...] = (
+    PermissionOption(option_id="allow-once", name="Allow once", kind="allow_once"),
+    PermissionOption(option_id="allow-always", name="Always allow", kind="allow_always"),
+    PermissionOption(option_id="reject-once", name="Reject", kind="reject_once"),
+    PermissionOption(option_id="reject-always", name="Always reject", kind="reject_always"),
+)
+_OPTION_KIND_BY_ID = {option.option_id: option.kind for option in PERMISSION_OPTIONS}
+
+ToolContent = ContentToolCallContent | FileEditToolCallContent | TerminalToolCallContent
+T = TypeVar("T")
+
+log = logging.getLogger("agh_demo")
+
+
+class _Cancelled(Exception):
+    """Raised inside a turn to unwind it once the client has sent ``session/cancel``."""
+
+
+@dataclass
+class _Session:
+    """What the demo agent remembers about one ACP session (in memory only)."""
+
+    session_id: str
+    cwd: str
+    # One turn at a time per session: ACP clients should not overlap prompts, and if one does
+    # the second simply waits instead of interleaving two scripts in one transcript.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    current: _Turn | None = None
+    turns: int = 0
+    used_tokens: int = 0
+    cost_usd: float = 0.0
+    # Set by an "allow always" / "reject always" answer so later writes do not ask again.
+    write_policy: str | None = None
+
+
+class _Turn:
+    """One running prompt turn: emits updates and pauses, both of which honour cancel."""
+
+    def __init__(self, conn: acp.Client, session: _Session, delay: float) -> None:
+        self.conn = conn
+        self.session = session
+        self.delay = delay
+        # A fresh event per turn, so a late cancel for an earlier turn cannot leak into this one.
+        self.cancel = asyncio.Event()
+        self._tool_calls = 0
+
+    @property
+    def session_id(self) -> str:
+        """The ACP session id this turn belongs to."""
+        return self.session.session_id
+
+    def check(self) -> None:
+        """Raise ``_Cancelled`` if the client cancelled the turn."""
+        if self.cancel.is_set():
+            raise _Cancelled
+
+    async def emit(self, update: Any) -> None:
+        """Send one ``session/update``; nothing more is emitted once the turn is cancelled."""
+        self.check()
+        await self.conn.session_update(session_id=self.session_id, update=update)
+
+    async def pause(self, seconds: float | None = None) -> None:
+        """Wait ``seconds`` (default: the step delay), returning early by raising on cancel."""
+        seconds = self.delay if seconds is None else seconds
+        if seconds <= 0:
+            self.check()
+            return
+        try:
+            await asyncio.wait_for(self.cancel.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            return
+        raise _Cancelled
+
+    async def guard(self, awaitable: Awaitable[T]) -> T:
+        """Await a client request, abandoning it (and the turn) as soon as cancel arrives.
+
+        The request future is cancelled locally; the SDK drops the client's late answer.
+        """
+        task = asyncio.ensure_future(awaitable)
+        if self.cancel.is_set():
+            task.cancel()
+            raise _Cancelled
+        waiter = asyncio.ensure_future(self.cancel.wait())
+        try:
+            done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            raise
+        finally:
+            waiter.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise _Cancelled
+
+    # -- update helpers -------------------------------------------------------------------
+
+    async def message(self, text: str, meta: dict[str, Any] | None = None) -> None:
+        """Emit one ``agent_message_chunk``."""
+        await self.emit(
+            AgentMessageChunk(session_update="agent_message_chunk", content=_text(text), field_meta=meta)
+        )
+
+    async def thought(self, text: str) -> None:
+        """Emit one ``agent_thought_chunk``."""
+        await self.emit(AgentThoughtChunk(session_update="agent_thought_chunk", content=_text(text)))
+
+    async def plan(self, entries: Sequence[tuple[str, str, str]]) -> None:
+        """Emit a ``plan`` update from ``(content, priority, status)`` triples."""
+        await self.emit(
+            AgentPlanUpdate(
+                session_update="plan",
+                entries=[
+                    PlanEntry(content=content, priority=priority, status=status)  # type: ignore[arg-type]
+                    for content, priority, status in entries
+                ],
+            )
+        )
+
+    def new_tool_call_id(self) -> str:
+        """A tool call id that is unique in the session and stable across identical runs."""
+        self._tool_calls += 1
+        return f"demo-call-{self.session.turns}-{self._tool_calls}"
+
+    async def tool_start(
+        self,
+        tool_call_id: str,
+        title: str,
+        *,
+        kind: str,
+        status: str = "in_progress",
+        raw_input: Any = None,
+        content: Sequence[ToolContent] | None = None,
+        locations: Sequence[str] | None = None,
+    ) -> None:
+        """Emit a ``tool_call`` (ToolCallStart)."""
+        await self.emit(
+            ToolCallStart(
+                session_update="tool_call",
+                tool_call_id=tool_call_id,
+                title=title,
+                kind=kind,  # type: ignore[arg-type]
+                status=status,  # type: ignore[arg-type]
+                raw_input=raw_input,
+                content=list(content) if content is not None else None,
+                locations=[ToolCallLocation(path=p) for p in locations] if locations else None,
+            )
+        )
+
+    async def tool_update(
+        self,
+        tool_call_id: str,
+        *,
+        status: str | None = None,
+        content: Sequence[ToolContent] | None = None,
+        raw_output: Any = None,
+    ) -> None:
+        """Emit a ``tool_call_update`` (ToolCallProgress)."""
+        await self.emit(
+            ToolCallProgress(
+                session_update="tool_call_update",
+                tool_call_id=tool_call_id,
+                status=status,  # type: ignore[arg-type]
+                content=list(content) if content is not None else None,
+                raw_output=raw_output,
+            )
+        )
+
+
+def _text(text: str) -> TextContentBlock:
+    """A text content block."""
+    return TextContentBlock(type="text", text=text)
+
+
+def _text_content(text: str) -> ContentToolCallContent:
+    """Tool call content holding plain text."""
+    return acp.tool_content(_text(text))
+
+
+def _prompt_text(blocks: Sequence[Any]) -> str:
+    """The text of a prompt; non-text blocks (images, resources) are ignored by the demo."""
+    return "\n".join(block.text for block in blocks if isinstance(block, TextContentBlock))
+
+
+def _usage_for(text: str) -> Usage:
+    """Token usage derived only from the prompt text, so identical prompts give identical numbers."""
+    words = len(text.split())
+    input_tokens = 16 + 4 * words
+    output_tokens = 24 + 2 * words
+    thought_tokens = 8 + words
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        thought_tokens=thought_tokens,
+        total_tokens=input_tokens + output_tokens + thought_tokens,
+    )
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    """Collapse whitespace and bound the length of text quoted back to the user."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "\u2026"
+
+
+class DemoAgent:
+    """A scripted ACP agent; see the module docstring for the prompt words it understands."""
+
+    def __init__(self, *, delay: float = DEFAULT_DELAY, load_session: bool = True) -> None:
+        self.delay = delay
+        self.load_enabled = load_session
+        self._conn: acp.Client | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._client_caps = ClientCapabilities()
+        self._sessions: dict[str, _Session] = {}
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    def on_connect(self, conn: acp.Client) -> None:
+        """Keep the client connection (the SDK calls this while building the connection)."""
+        self._conn = conn
+
+    def attach_writer(self, writer: asyncio.StreamWriter) -> None:
+        """Keep the stdout stream writer so ``garbage`` and ``crash`` can use the same pipe."""
+        self._writer = writer
+
+    @property
+    def conn(self) -> acp.Client:
+        """The client connection; it exists before any request can arrive."""
+        if self._conn is None:  # pragma: no cover - run_agent always connects first
+            raise RuntimeError("demo agent is not connected")
+        return self._conn
+
+    # -- ACP agent methods ----------------------------------------------------------------
+
+    async def initialize(
+        self,
+        protocol_version: int,
+        client_capabilities: ClientCapabilities | None = None,
+        client_info: Implementation | None = None,
+        **kwargs: Any,
+    ) -> InitializeResponse:
+        """Answer the handshake and remember what the client can do (fs, terminal)."""
+        self._client_caps = client_capabilities or ClientCapabilities()
+        return InitializeResponse(
+            protocol_version=acp.PROTOCOL_VERSION,
+            agent_capabilities=AgentCapabilities(load_session=self.load_enabled),
+            agent_info=Implementation(name=AGENT_NAME, title="AGH demo agent", version=AGENT_VERSION),
+        )
+
+    async def new_session(
+        self,
+        cwd: str,
+        additional_directories: list[str] | None = None,
+        mcp_servers: list[Any] | None = None,
+        **kwargs: Any,
+    ) -> NewSessionResponse:
+        """Create a session with a fresh ``demo-<hex>`` id."""
+        session_id = f"{SESSION_PREFIX}{uuid.uuid4().hex}"
+        self._sessions[session_id] = _Session(session_id=session_id, cwd=cwd)
+        return NewSessionResponse(session_id=session_id)
+
+    async def load_session(
+        self,
+        cwd: str,
+        session_id: str,
+        mcp_servers: list[Any] | None = None,
+        additional_directories: list[str] | None = None,
+        **kwargs: Any,
+    ) -> LoadSessionResponse:
+        """Accept any ``demo-`` id (the demo keeps no history, so there is nothing to replay)."""
+        if not self.load_enabled:
+            raise RequestError.method_not_found(acp.AGENT_METHODS["session_load"])
+        if not session_id.startswith(SESSION_PREFIX):
+            raise RequestError.resource_not_found(session_id)
+        session = self._sessions.get(session_id)
+        if session is None:
+            self._sessions[session_id] = _Session(session_id=session_id, cwd=cwd)
+        else:
+            session.cwd = cwd
+        return LoadSessionResponse()
+
+    async def cancel(self, session_id: str, **kwargs: Any) -> None:
+        """Cancel the running turn of a session, if any (a notification: nothing to answer)."""
+        session = self._sessions.get(session_id)
+        if session is not None and session.current is not None:
+            session.current.cancel.set()
+
+    async def prompt(self, prompt: list[Any], session_id: str, **kwargs: Any) -> PromptResponse:
+        """Run the script chosen by the prompt's first word."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise RequestError.resource_not_found(session_id)
+        text = _prompt_text(prompt)
+        async with session.lock:
+            session.turns += 1
+            turn = _Turn(self.conn, session, self.delay)
+            session.current = turn
+            try:
+                return await self._dispatch(turn, text)
+            except _Cancelled:
+                return PromptResponse(stop_reason="cancelled")
+            finally:
+                session.current = None
+
+    # -- scripts --------------------------------------------------------------------------
+
+    async def _dispatch(self, turn: _Turn, text: str) -> PromptResponse:
+        """Pick a script by the first word; scripts return None to fall back to the default."""
+        parts = text.split(maxsplit=1)
+        word = parts[0].lower() if parts else ""
+        rest = parts[1] if len(parts) > 1 else ""
+        script = _SCRIPTS.get(word)
+        if script is not None:
+            response = await script(self, turn, rest)
+            if response is not None:
+                return response
+        return await self._script_default(turn, text)
+
+    async def _script_default(self, turn: _Turn, text: str) -> PromptResponse:
+        """Thoughts, a plan, message chunks, two tool calls, usage; ends with ``end_turn``."""
+        words = text.split()
+        quoted = _shorten(text) or "(an empty prompt)"
+        # The "search" looks for the longest word (first one wins ties): stable and prompt-derived.
+        query = max(words, key=len) if words else ""
+        matches = 1 + len(text) % 5
+
+        await turn.thought(f"The user wrote {len(words)} word(s); I should answer briefly.")
+        await turn.pause()
+        await turn.thought("Plan: understand the request, look a couple of things up, then reply.")
+        await turn.pause()
+        await turn.plan(
+            [
+                ("Understand the request", "high", "completed"),
+                ("Look things up", "medium", "in_progress"),
+                ("Write the answer", "medium", "pending"),
+            ]
+        )
+        await turn.pause()
+        for chunk in ("You said: ", f"\u201c{quoted}\u201d. ", "Let me check a couple of things.\n"):
+            await turn.message(chunk)
+            await turn.pause()
+
+        think_id = turn.new_tool_call_id()
+        await turn.tool_start(think_id, "Think about the request", kind="think", raw_input={"prompt": text})
+        await turn.pause()
+        await turn.tool_update(
+            think_id,
+            status="completed",
+            content=[_text_content(f"The prompt has {len(words)} words and {len(text)} characters.")],
+            raw_output={"words": len(words), "characters": len(text)},
+        )
+        await turn.pause()
+
+        search_id = turn.new_tool_call_id()
+        await turn.tool_start(search_id, f"Search notes for \u201c{query}\u201d", kind="search", raw_input={"query": query})
+        await turn.pause()
+        await turn.tool_update(
+            search_id,
+            status="completed",
+            content=[_text_content(f"{matches} note(s) mention \u201c{query}\u201d.")],
+            raw_output={"query": query, "matches": matches},
+        )
+        await turn.pause()
+
+        await turn.message(f"I found {matches} note(s) about \u201c{query}\u201d. ")
+        await turn.pause()
+        await turn.message("That is all for now \u2014 this reply came from the agh demo agent.\n")
+        await turn.pause()
+
+        usage = _usage_for(text)
+        session = turn.session
+        session.used_tokens += usage.total_tokens
+        session.cost_usd += usage.total_tokens * PRICE_PER_TOKEN_USD
+        await turn.emit(
+            UsageUpdate(
+                session_update="usage_update",
+                used=min(session.used_tokens, CONTEXT_WINDOW),
+                size=CONTEXT_WINDOW,
+                cost=Cost(amount=round(session.cost_usd, 6), currency="USD"),
+            )
+        )
+        return PromptResponse(stop_reason="end_turn", usage=usage)
+
+    async def _script_firehose(self, turn: _Turn, rest: str) -> PromptResponse | None:
+        """``firehose N``: N chunks as fast as the pipe allows, stamped for latency benchmarks."""
+        count = _parse_int(rest, default=1000)
+        if count is None:
+            return None
+        for index in range(count):
+            # Awaiting each update applies the pipe's backpressure and keeps memory flat: at most
+            # one serialised message is pending, whatever N is.
+            await turn.message(
+                f"{index} ",
+                meta={"agh_demo_sent_at": time.time(), "agh_demo_index": index},
+            )
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _script_slow(self, turn: _Turn, rest: str) -> PromptResponse | None:
+        """``slow N INTERVAL``: N chunks INTERVAL seconds apart."""
+        args = rest.split()
+        count = _parse_int(args[0] if args else "", default=10)
+        interval = _parse_float(args[1] if len(args) > 1 else "", default=0.5)
+        if count is None or interval is None:
+            return None
+        for index in range(count):
+            await turn.message(f"slow chunk {index + 1}/{count}\n")
+            if index + 1 < count:
+                await turn.pause(interval)
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _script_silent(self, turn: _Turn, rest: str) -> PromptResponse | None:
+        """``silent SECONDS``: no activity at all (inactivity-timeout testing), then one chunk."""
+        seconds = _parse_float(rest.split()[0] if rest.split() else "", default=5.0)
+        if seconds is None:
+            return None
+        await turn.pause(seconds)
+        await turn.message(f"Back after {seconds:g} s of silence.\n")
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _script_crash(self, turn: _Turn, rest: str) -> NoReturn:
+        """``crash``: start a tool call, say one thing, then die with exit code 3 mid-turn."""
+        await turn.thought("Something is about to go badly wrong.")
+        await turn.pause()
+        await turn.tool_start(
+            turn.new_tool_call_id(), "Doing something risky", kind="other", raw_input={"risk": "high"}
+        )
+        await turn.pause()
+        await turn.message("Crashing now.\n")
+        await turn.pause()
+        await self._flush_stdout()
+        log.error("crashing on purpose (exit code 3)")
+        logging.shutdown()
+        # os._exit: no cleanup, no protocol goodbye -- exactly like a real agent crash.
+        os._exit(3)
+
+    async def _script_fail(self, turn: _Turn, rest: str) -> NoReturn:
+        """``fail``: the prompt request itself fails with a JSON-RPC internal error."""
+        await turn.thought("This request is going to fail.")
+        await turn.pause()
+        raise RequestError(-32603, "demo agent failed on purpose", {"details": "prompt word 'fail'"})
+
+    async def _script_garbage(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``garbage``: a non-JSON line on the protocol channel mid-turn, then carry on."""
+        await turn.message("About to write a line that is not JSON.\n")
+        await turn.pause()
+        turn.check()
+        writer = self._writer
+        if writer is not None:
+            # Written through the same stdout transport as the SDK's messages: transport.write is
+            # atomic per call, so the garbage line can never land inside a JSON message.
+            writer.write(b"this is not json\n")
+            await writer.drain()
+        else:  # pragma: no cover - only when run_agent owns the streams
+            os.write(sys.stdout.fileno(), b"this is not json\n")
+        log.warning("wrote a garbage line to stdout on purpose")
+        await turn.pause()
+        await turn.message("Still here after the garbage line.\n")
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _script_echo_env(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``echo-env NAME``: report an environment variable (checks env/vault plumbing)."""
+        names = rest.split()
+        if not names:
+            await turn.message("usage: echo-env NAME\n")
+            return PromptResponse(stop_reason="end_turn")
+        name = names[0]
+        await turn.message(f"{name}={os.environ.get(name, '<unset>')}\n")
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _script_write(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``write PATH TEXT...``: ask permission, then write TEXT through the client."""
+        parts = rest.split(maxsplit=1)
+        if not parts:
+            await turn.message("usage: write PATH TEXT...\n")
+            return PromptResponse(stop_reason="end_turn")
+        path = self._resolve(turn.session, parts[0])
+        content = parts[1] if len(parts) > 1 else ""
+        if not (self._client_caps.fs and self._client_caps.fs.write_text_file):
+            await turn.message(f"The client does not support fs/write_text_file, so I cannot write {path}.\n")
+            return PromptResponse(stop_reason="end_turn")
+
+        call_id = turn.new_tool_call_id()
+        title = f"Write {path}"
+        diff = acp.tool_diff_content(path, content)
+        raw_input = {"path": path, "content": content}
+        await turn.tool_start(
+            call_id, title, kind="edit", status="pending", raw_input=raw_input, content=[diff], locations=[path]
+        )
+        await turn.pause()
+
+        decision = turn.session.write_policy
+        if decision is None:
+            try:
+                response = await turn.guard(
+                    self.conn.request_permission(
+                        session_id=turn.session_id,
+                        tool_call=ToolCallUpdate(
+                            tool_call_id=call_id,
+                            title=title,
+                            kind="edit",
+                            status="pending",
+                            content=[diff],
+                            locations=[ToolCallLocation(path=path)],
+                            raw_input=raw_input,
+                        ),
+                        options=list(PERMISSION_OPTIONS),
+                    )
+                )
+            except RequestError as exc:
+                await turn.tool_update(call_id, status="failed", content=[_text_content(f"permission error: {exc}")])
+                await turn.message(f"The permission request failed ({exc}), not writing.\n")
+                return PromptResponse(stop_reason="end_turn")
+            outcome = response.outcome
+            if not isinstance(outcome, AllowedOutcome):
+                # "cancelled" outcome: the client cancelled the turn while we were asking.
+                raise _Cancelled
+            decision = _OPTION_KIND_BY_ID.get(outcome.option_id, "reject_once")
+            if decision in ("allow_always", "reject_always"):
+                turn.session.write_policy = decision
+
+        if not decision.startswith("allow"):
+            await turn.tool_update(call_id, status="failed", content=[_text_content("permission rejected")])
+            await turn.message("permission rejected, not writing\n")
+            return PromptResponse(stop_reason="end_turn")
+
+        await turn.tool_update(call_id, status="in_progress")
+        await turn.pause()
+        try:
+            await turn.guard(self.conn.write_text_file(session_id=turn.session_id, path=path, content=content))
+        except RequestError as exc:
+            await turn.tool_update(call_id, status="failed", content=[_text_content(f"write failed: {exc}")])
+            await turn.message(f"Writing {path} failed: {exc}\n")
+            return PromptResponse(stop_reason="end_turn")
+        size = len(content.encode("utf-8"))
+        await turn.tool_update(call_id, status="completed", content=[diff], raw_output={"path": path, "bytes": size})
+        await turn.pause()
+        await turn.message(f"Wrote {size} bytes to {path}.\n")
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _script_read(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``read PATH``: read a file through the client."""
+        if not rest.strip():
+            await turn.message("usage: read PATH\n")
+            return PromptResponse(stop_reason="end_turn")
+        path = self._resolve(turn.session, rest.strip())
+        if not (self._client_caps.fs and self._client_caps.fs.read_text_file):
+            await turn.message(f"The client does not support fs/read_text_file, so I cannot read {path}.\n")
+            return PromptResponse(stop_reason="end_turn")
+
+        call_id = turn.new_tool_call_id()
+        await turn.tool_start(call_id, f"Read {path}", kind="read", raw_input={"path": path}, locations=[path])
+        await turn.pause()
+        try:
+            response = await turn.guard(self.conn.read_text_file(session_id=turn.session_id, path=path))
+        except RequestError as exc:
+            await turn.tool_update(call_id, status="failed", content=[_text_content(f"read failed: {exc}")])
+            await turn.message(f"Reading {path} failed: {exc}\n")
+            return PromptResponse(stop_reason="end_turn")
+        text = response.content
+        lines = len(text.splitlines())
+        await turn.tool_update(
+            call_id,
+            status="completed",
+            content=[_text_content(text)],
+            raw_output={"path": path, "lines": lines, "characters": len(text)},
+        )
+        await turn.pause()
+        await turn.message(f"Read {lines} line(s), {len(text)} characters, from {path}.\n")
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _script_run(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``run CMD...``: run a command in a client terminal and report its output."""
+        try:
+            argv = shlex.split(rest)
+        except ValueError:
+            argv = rest.split()
+        if not argv:
+            await turn.message("usage: run CMD [ARGS...]\n")
+            return PromptResponse(stop_reason="end_turn")
+        if not self._client_caps.terminal:
+            await turn.message(f"The client does not support terminals, so I cannot run {rest.strip()}.\n")
+            return PromptResponse(stop_reason="end_turn")
+
+        call_id = turn.new_tool_call_id()
+        cwd = turn.session.cwd
+        await turn.tool_start(
+            call_id,
+            f"Run {_shorten(rest, 80)}",
+            kind="execute",
+            raw_input={"command": argv[0], "args": argv[1:], "cwd": cwd},
+        )
+        await turn.pause()
+        try:
+            terminal = await turn.guard(
+                self.conn.create_terminal(
+                    session_id=turn.session_id,
+                    command=argv[0],
+                    args=argv[1:],
+                    cwd=cwd,
+                    output_byte_limit=TERMINAL_OUTPUT_LIMIT,
+                )
+            )
+        except RequestError as exc:
+            await turn.tool_update(call_id, status="failed", content=[_text_content(f"terminal failed: {exc}")])
+            await turn.message(f"Could not start {argv[0]}: {exc}\n")
+            return PromptResponse(stop_reason="end_turn")
+
+        terminal_id = terminal.terminal_id
+        try:
+            # Point the client at the live terminal while the command runs.
+            await turn.tool_update(call_id, content=[acp.tool_terminal_ref(terminal_id)])
+            try:
+                exit_status = await turn.guard(
+                    self.conn.wait_for_terminal_exit(session_id=turn.session_id, terminal_id=terminal_id)
+                )
+            except _Cancelled:
+                await self._best_effort(self.conn.kill_terminal(session_id=turn.session_id, terminal_id=terminal_id))
+                raise
+            output = await turn.guard(self.conn.terminal_output(session_id=turn.session_id, terminal_id=terminal_id))
+        except RequestError as exc:
+            await turn.tool_update(call_id, status="failed", content=[_text_content(f"terminal failed: {exc}")])
+            await turn.message(f"Running {argv[0]} failed: {exc}\n")
+            return PromptResponse(stop_reason="end_turn")
+        finally:
+            await self._best_effort(self.conn.release_terminal(session_id=turn.session_id, terminal_id=terminal_id))
+
+        ok = exit_status.exit_code == 0
+        await turn.tool_update(
+            call_id,
+            status="completed" if ok else "failed",
+            content=[_text_content(output.output)],
+            raw_output={
+                "exit_code": exit_status.exit_code,
+                "signal": exit_status.signal,
+                "output": output.output,
+                "truncated": output.truncated,
+            },
+        )
+        await turn.pause()
+        how = f"code {exit_status.exit_code}" if exit_status.signal is None else f"signal {exit_status.signal}"
+        await turn.message(f"`{_shorten(rest, 80)}` exited with {how}.\n")
+        return PromptResponse(stop_reason="end_turn")
+
+    # -- small utilities ------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve(session: _Session, path: str) -> str:
+        """ACP file methods take absolute paths; relative ones are relative to the session cwd."""
+        return os.path.normpath(path if os.path.isabs(path) else os.path.join(session.cwd, path))
+
+    @staticmethod
+    async def _best_effort(awaitable: Awaitable[Any], timeout: float = 2.0) -> None:
+        """Await a cleanup request without letting its failure (or a dead client) matter."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(awaitable, timeout=timeout)
+
+    async def _flush_stdout(self, timeout: float = 1.0) -> None:
+        """Wait until everything queued on stdout reached the pipe (before ``os._exit``)."""
+        writer = self._writer
+        if writer is None:
+            return
+        deadline = time.monotonic() + timeout
+        while writer.transport.get_write_buffer_size() > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+
+def _parse_int(text: str, *, default: int) -> int | None:
+    """First token as a non-negative int, ``default`` if absent, None if it does not parse."""
+    tokens = text.split()
+    if not tokens:
+        return default
+    try:
+        value = int(tokens[0])
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def _parse_float(text: str, *, default: float) -> float | None:
+    """First token as a non-negative float, ``default`` if absent, None if it does not parse."""
+    tokens = text.split()
+    if not tokens:
+        return default
+    try:
+        value = float(tokens[0])
+    except ValueError:
+        return None
+    return value if value >= 0 and value == value else None  # rejects NaN too
+
+
+ScriptFn = Callable[[DemoAgent, _Turn, str], Awaitable[PromptResponse | None]]
+
+# First word of the prompt (lower-cased) -> script. Everything else runs the default script.
+_SCRIPTS: dict[str, ScriptFn] = {
+    "firehose": DemoAgent._script_firehose,
+    "slow": DemoAgent._script_slow,
+    "silent": DemoAgent._script_silent,
+    "crash": DemoAgent._script_crash,
+    "fail": DemoAgent._script_fail,
+    "garbage": DemoAgent._script_garbage,
+    "echo-env": DemoAgent._script_echo_env,
+    "write": DemoAgent._script_write,
+    "read": DemoAgent._script_read,
+    "run": DemoAgent._script_run,
+}
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options of the demo agent."""
+    parser = argparse.ArgumentParser(
+        prog="python -m agh_nb.agents.demo",
+        description="Scripted, deterministic ACP agent for agh_nb (speaks ACP on stdio).",
+    )
+    parser.add_argument(
+        "--delay", type=float, default=DEFAULT_DELAY, help=f"seconds between steps (default {DEFAULT_DELAY})"
+    )
+    parser.add_argument("--fast", action="store_true", help="no delay between steps (same as --delay 0)")
+    parser.add_argument(
+        "--fail-startup",
+        choices=("exit", "garbage", "hang"),
+        default=None,
+        help="misbehave at startup: exit 2, print garbage instead of a handshake, or never answer",
+    )
+    parser.add_argument("--no-load", action="store_true", help="do not advertise or accept session/load")
+    args = parser.parse_args(argv)
+    if args.delay < 0:
+        parser.error("--delay must be >= 0")
+    return args
+
+
+def _sleep_forever() -> NoReturn:
+    """Block until killed (the client's shutdown escalation ends us with SIGTERM/SIGKILL)."""
+    while True:
+        time.sleep(3600)
+
+
+async def _serve(agent: DemoAgent) -> None:
+    """Serve ACP on stdin/stdout until the client closes stdin."""
+    # We build the stdio streams ourselves (instead of letting run_agent do it) only to keep the
+    # stdout writer: ``garbage`` writes through it and ``crash`` waits for it to drain.
+    try:
+        reader, writer = await acp.stdio_streams(limit=DEFAULT_STDIO_BUFFER_LIMIT_BYTES)
+    except ValueError as exc:
+        # asyncio pipe transports refuse regular files, e.g. ``> out.txt``; say so plainly.
+        raise _NotAPipe(str(exc)) from exc
+    agent.attach_writer(writer)
+    await acp.run_agent(agent, writer, reader)
+
+
+class _NotAPipe(Exception):
+    """stdin/stdout are not pipes, sockets or ttys (asyncio cannot stream regular files)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = _parse_args(argv)
+    if args.fail_startup == "exit":
+        sys.stderr.write("demo: refusing to start\n")
+        sys.stderr.flush()
+        return 2
+    if args.fail_startup == "garbage":
+        sys.stdout.write("not json at all\n")
+        sys.stdout.flush()
+        _sleep_forever()
+    if args.fail_startup == "hang":
+        _sleep_forever()
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="demo: %(levelname)s %(name)s: %(message)s")
+    delay = 0.0 if args.fast else args.delay
+    log.info("starting pid=%d delay=%gs load_session=%s", os.getpid(), delay, not args.no_load)
+    agent = DemoAgent(delay=delay, load_session=not args.no_load)
+    try:
+        asyncio.run(_serve(agent))
+    except KeyboardInterrupt:
+        return 130
+    except _NotAPipe as exc:
+        log.error("stdin and stdout must be pipes (an ACP client spawns us): %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""The Python API: the same words as the magics, as methods returning Python values.
+
+Owns: ``Reader`` (store-only reads: what works without a live host, used by the CLI),
+``Host`` (a running embedded runtime: create, prompt, stop), ``TurnHandle`` and ``Session``
+(handles returned to notebook users), and ``get_host`` (the process-wide embedded host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agh_nb.config import agh_home, load_settings, parse_since
+from agh_nb.core.health import compute_health
+from agh_nb.core.history import group_by_turn
+from agh_nb.core.ports import EventCallback, EventStore, Subscription
+from agh_nb.core.record import SessionRecord
+from agh_nb.core.session import Turn, TurnResult
+from agh_nb.errors import AghError, SessionNotFoundError, UsageError
+from agh_nb.events import JSON, Event, EventQuery, EventType
+from agh_nb.runtime import Runtime, open_store
+
+if TYPE_CHECKING:
+    import pandas
+
+
+def build_query(
+    *,
+    last: int | None = None,
+    types: Sequence[str] | str | None = None,
+    turn: str | None = None,
+    since: str | datetime | None = None,
+    after_sequence: int | None = None,
+    agent_name: str | None = None,
+) -> EventQuery:
+    """Validate event filters into an ``EventQuery``.
+
+    Raises:
+        UsageError: for an unknown type, a negative count or a bad ``since``.
+    """
+    if isinstance(types, str):
+        types = [t for t in types.split(",") if t]
+    known = {t.value for t in EventType}
+    for t in types or ():
+        if t not in known:
+            raise UsageError(f"unknown event type {t!r}; known types: {', '.join(sorted(known))}")
+    if last is not None and last < 1:
+        raise UsageError(f"--last must be a positive number, got {last}")
+    if after_sequence is not None and after_sequence < 0:
+        raise UsageError(f"--after-sequence must be 0 or more, got {after_sequence}")
+    when = since if isinstance(since, datetime) or since is None else _since(since)
+    return EventQuery(
+        types=tuple(types or ()),
+        agent_name=agent_name,
+        turn_id=turn,
+        since=when,
+        after_sequence=after_sequence,
+        limit=last,
+    )
+
+
+def _since(value: str) -> datetime:
+    try:
+        return parse_since(value)
+    except AghError as exc:
+        raise UsageError(str(exc)) from None
+
+
+class Reader:
+    """Reads over the store: sessions, events, history, status, SQL. Blocking; any thread."""
+
+    def __init__(self, store: EventStore, *, home: Path, stale_after: float = 900.0) -> None:
+        self.store = store
+        self.home = home
+        self._stale_after = stale_after
+
+    @classmethod
+    def open(cls, home: Path | None = None) -> Reader:
+        """Open ``$AGH_HOME``'s store read-only (for the CLI, when no host holds it)."""
+        home = home or agh_home()
+        if not (home / "agh.duckdb").exists():
+            raise AghError(f"no agh_nb store at {home / 'agh.duckdb'}: create a session first (or set AGH_HOME)")
+        return cls(open_store(home, read_only=True), home=home, stale_after=load_settings(home).stale_after)
+
+    def close(self) -> None:
+        """Close the store if this reader opened it."""
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+
+    def get(self, session_id: str) -> SessionRecord:
+        """Return a session's record (raises SessionNotFoundError)."""
+        record = self.store.get_session(session_id)
+        if record is None:
+            raise SessionNotFoundError(
+                f"no session {session_id!r}: list sessions with %agh session list", session_id=session_id
+            )
+        return record
+
+    def list(self) -> list[SessionRecord]:
+        """Return every session, oldest first."""
+        return self.store.list_sessions()
+
+    def events(self, session_id: str, query: EventQuery | None = None) -> list[Event]:
+        """Return a session's events matching ``query`` (ascending sequence)."""
+        self.get(session_id)
+        return self.store.query_events(session_id, query or EventQuery())
+
+    def history(self, session_id: str) -> list[JSON]:
+        """Return a session's events grouped by turn."""
+        return group_by_turn(self.events(session_id))
+
+    def status(self, session_id: str) -> JSON:
+        """Return state, stop reason, failure and health of a session."""
+        return self._status(self.get(session_id), live=False, active_prompt=None, last_activity_at=None)
+
+    def _status(
+        self, record: SessionRecord, *, live: bool, active_prompt: str | None, last_activity_at: datetime | None
+    ) -> JSON:
+        health = compute_health(
+            record,
+            live=live,
+            active_prompt=active_prompt,
+            last_activity_at=last_activity_at,
+            now=datetime.now(timezone.utc),
+            stale_after=self._stale_after,
+        )
+        return {
+            "id": record.id,
+            "name": record.name,
+            "agent_name": record.agent_name,
+            "state": record.state.value,
+            "stop_reason": record.stop_reason.value if record.stop_reason else None,
+            "stop_detail": record.stop_detail,
+            "failure": record.failure.to_dict() if record.failure else None,
+            "health": health,
+        }
+
+    def sql(self, query: str) -> pandas.DataFrame:
+        """Run a SQL query over the store and return a DataFrame."""
+        if not query.strip():
+            raise UsageError("the SQL cell is empty: write a query, e.g. SELECT * FROM sessions")
+        result: pandas.DataFrame = self.store.sql(query)  # type: ignore[attr-defined]
+        return result
+
+
+class TurnHandle:
+    """A submitted prompt turn; ``wait()`` blocks until it finishes."""
+
+    def __init__(self, turn: JSON, future: concurrent.futures.Future[TurnResult]) -> None:
+        self.session_id: str = turn["session_id"]
+        self.turn_id: str = turn["turn_id"]
+        self.position: int = turn["position"]
+        self._future = future
+
+    def done(self) -> bool:
+        """True once the turn finished."""
+        return self._future.done()
+
+    def wait(self, timeout: float | None = None) -> TurnResult:
+        """Block until the turn finishes and return how it ended.
+
+        Raises:
+            AghError: when ``timeout`` seconds pass first (the turn keeps running).
+        """
+        try:
+            return self._future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise AghError(
+                f"turn {self.turn_id} still running after {timeout:g}s; it continues in the background"
+            ) from None
+
+    def to_dict(self) -> JSON:
+        """JSON form: the queued turn, or the finished turn when done."""
+        base: JSON = {"session_id": self.session_id, "turn_id": self.turn_id, "position": self.position}
+        if self._future.done() and not self._future.cancelled() and self._future.exception() is None:
+            return base | self._future.result().to_dict() | {"status": "done"}
+        return base | {"status": "running" if self.position == 0 else "queued"}
+
+    def __repr__(self) -> str:
+        return f"<TurnHandle {self.turn_id} of {self.session_id} position={self.position} done={self.done()}>"
+
+
+class Host(Reader):
+    """The embedded host: a ``Reader`` plus live operations through the runtime thread."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(runtime.store, home=runtime.home, stale_after=runtime.settings.stale_after)
+        self.runtime = runtime
+
+    def create(
+        self,
+        agent: str,
+        *,
+        cwd: str | None = None,
+        name: str | None = None,
+        permissions: str | None = None,
+        session_type: str = "user",
+    ) -> SessionRecord:
+        """Create a session and start its agent; returns the ``active`` record."""
+        return self.runtime.call(
+            lambda: self.runtime.manager.create(
+                agent_name=agent, cwd=cwd, name=name, permissions=permissions, session_type=session_type
+            )
+        )
+
+    def prompt(self, session_id: str, text: str, *, interrupt: bool = False) -> TurnHandle:
+        """Queue a prompt; returns at once with a handle (its ``user_message`` is durable)."""
+        turn: Turn = self.runtime.call(lambda: self.runtime.manager.prompt(session_id, text, interrupt=interrupt))
+
+        async def finished() -> TurnResult:
+            return await asyncio.shield(turn.future)
+
+        return TurnHandle(turn.to_dict(), self.runtime.submit(finished))
+
+    def stop(self, session_id: str, *, detail: str | None = None) -> SessionRecord:
+        """Stop a session and return its final record."""
+        return self.runtime.call(lambda: self.runtime.manager.stop(session_id, detail=detail))
+
+    def get(self, session_id: str) -> SessionRecord:
+        """Return the freshest record (live if running here)."""
+        live = self.runtime.manager.live(session_id)
+        return live.record if live is not None else super().get(session_id)
+
+    def list(self) -> list[SessionRecord]:
+        """Return every session, live records overlaid."""
+        return [self.get(r.id) if self.runtime.manager.live(r.id) else r for r in super().list()]
+
+    def status(self, session_id: str) -> JSON:
+        """Return state, stop reason, failure and health (live knowledge included)."""
+        live = self.runtime.manager.live(session_id)
+        if live is None:
+            return super().status(session_id)
+        return self._status(
+            live.record, live=True, active_prompt=live.active_turn_id, last_activity_at=live.last_activity_at
+        ) | {"queue": live.queue_snapshot()}
+
+    def subscribe(self, session_id: str | None, after_sequence: int, callback: EventCallback) -> Subscription:
+        """Subscribe to committed events (backlog after ``after_sequence``, then live)."""
+        if session_id is not None:
+            super().get(session_id)
+        return self.store.subscribe(session_id, after_sequence, callback)
+
+    def close(self) -> None:
+        """Stop live sessions and close the runtime."""
+        self.runtime.close()
+
+
+class Session:
+    """A notebook handle on one session: ``s.prompt("hi").wait()``, ``s.events()``, ``s.stop()``."""
+
+    def __init__(self, host: Host, session_id: str) -> None:
+        self._host = host
+        self.id = session_id
+
+    @property
+    def record(self) -> SessionRecord:
+        """The freshest record."""
+        return self._host.get(self.id)
+
+    @property
+    def state(self) -> str:
+        """The lifecycle state."""
+        return self.record.state.value
+
+    def prompt(self, text: str, *, wait: bool = False, interrupt: bool = False) -> TurnHandle | TurnResult:
+        """Send a prompt; with ``wait=True`` block until the turn finishes."""
+        handle = self._host.prompt(self.id, text, interrupt=interrupt)
+        return handle.wait() if wait else handle
+
+    def stop(self) -> SessionRecord:
+        """Stop the session."""
+        return self._host.stop(self.id)
+
+    def events(self, **filters: Any) -> list[Event]:
+        """Return events (filters: last, types, turn, since, after_sequence)."""
+        return self._host.events(self.id, build_query(**filters))
+
+    def history(self) -> list[JSON]:
+        """Return the events grouped by turn."""
+        return self._host.history(self.id)
+
+    def status(self) -> JSON:
+        """Return state, stop reason, failure and health."""
+        return self._host.status(self.id)
+
+    def to_dict(self) -> JSON:
+        """The record's JSON form."""
+        return self.record.to_dict()
+
+    def __repr__(self) -> str:
+        r = self.record
+        extra = f" stop_reason={r.stop_reason.value}" if r.stop_reason else ""
+        return f"<Session {r.id} agent={r.agent_name} state={r.state.value}{extra}>"
+
+
+_host: Host | None = None
+_host_lock = threading.Lock()
+
+
+def get_host() -> Host:
+    """Return the process-wide embedded host, starting it on first use."""
+    global _host
+    with _host_lock:
+        if _host is None or _host.runtime.closed:
+            _host = Host(Runtime.start())
+            atexit.register(_host.close)
+        return _host
+
+
+def shutdown_host() -> None:
+    """Close the process-wide host if it was started (sessions are stopped)."""
+    global _host
+    with _host_lock:
+        if _host is not None:
+            _host.close()
+            _host = None

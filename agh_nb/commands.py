@@ -1,0 +1,208 @@
+"""The command grammar shared by the ``%agh`` magic and the ``agh-nb`` CLI (SPEC 8).
+
+Owns: the argparse grammar (one parser, errors raised as ``UsageError`` instead of exiting),
+``execute`` (words -> a call on a ``Reader``/``Host`` -> a ``Result`` holding the Python value
+and its JSON document). Knows nothing of IPython or of how results are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from agh_nb.api import Host, Reader, Session, build_query
+from agh_nb.core.session import TurnResult
+from agh_nb.errors import UsageError
+from agh_nb.events import JSON
+
+LIVE_COMMANDS = {"new", "create", "prompt", "stop"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises ``UsageError`` with one line instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (try: {self.prog} --help)")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise _HelpShown(self.format_help() if message is None else message)
+
+
+class _HelpShown(Exception):
+    """--help was asked for; carries the text to show."""
+
+
+def build_parser(prog: str = "%agh") -> argparse.ArgumentParser:
+    """Return the full command grammar."""
+    root = _Parser(prog=prog, description="Drive durable ACP agent sessions.")
+    root.add_argument("-o", "--output", choices=["json"], help="print exactly one JSON document instead")
+    top = root.add_subparsers(dest="group", required=True, parser_class=_Parser)
+
+    session = top.add_parser("session", help="session commands")
+    session.add_argument("-o", "--output", choices=["json"], default=argparse.SUPPRESS)
+    sub = session.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def cmd(name: str, help_text: str, aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, aliases=list(aliases))
+        p.add_argument("-o", "--output", choices=["json"], default=argparse.SUPPRESS)
+        return p
+
+    new = cmd("new", "create a session and start its agent", aliases=["create"])
+    new.add_argument("--agent", required=True, help="agent name (an AGENT.md definition)")
+    new.add_argument("--cwd", help="workspace directory (default: the current directory)")
+    new.add_argument("--name", help="a name for the session")
+    new.add_argument("--permissions", help="deny-all | approve-reads | approve-all")
+    new.add_argument("--type", dest="session_type", default="user", help="user | dream | system | coordinator | spawned")
+
+    prompt = cmd("prompt", "send a prompt (queued while a turn runs)")
+    prompt.add_argument("id")
+    prompt.add_argument("text", nargs="*")
+    prompt.add_argument("--wait", action="store_true", help="block until the turn finishes")
+    prompt.add_argument("--interrupt", action="store_true", help="cancel the running turn and drop the queue")
+    prompt.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")
+
+    stop = cmd("stop", "stop a session")
+    stop.add_argument("id")
+
+    listing = cmd("list", "list sessions")
+    listing.add_argument("--include-health", action="store_true")
+
+    for name in ("status", "health", "inspect"):
+        p = cmd(name, f"show a session's {name}")
+        p.add_argument("id")
+
+    events = cmd("events", "query a session's events")
+    events.add_argument("id")
+    events.add_argument("--last", type=int, help="the newest N events")
+    events.add_argument("--type", action="append", dest="types", help="keep only this type (repeatable, or a,b)")
+    events.add_argument("--turn", help="keep only this turn id")
+    events.add_argument("--since", help="RFC3339 time or a duration like 5m")
+    events.add_argument("--after-sequence", type=int)
+    events.add_argument("--follow", action="store_true", help="keep printing new events (magic only)")
+
+    history = cmd("history", "a session's events grouped by turn")
+    history.add_argument("id")
+
+    sql = top.add_parser("sql", help="run a SQL query over the store")
+    sql.add_argument("-o", "--output", choices=["json"], default=argparse.SUPPRESS)
+    sql.add_argument("query", nargs="*")
+    return root
+
+
+@dataclass
+class Result:
+    """A command's outcome: the Python value for the user and its JSON document."""
+
+    value: Any
+    document: Any
+
+
+def parse(line: str | Sequence[str], prog: str = "%agh") -> tuple[argparse.Namespace | None, str | None]:
+    """Parse words; return ``(namespace, None)`` or ``(None, help_text)`` when help was asked.
+
+    Raises:
+        UsageError: for unknown words, flags or values.
+    """
+    try:
+        words = shlex.split(line) if isinstance(line, str) else list(line)
+    except ValueError as exc:
+        raise UsageError(f"cannot parse the command line: {exc}") from None
+    if not words:
+        raise UsageError(f"{prog}: say what to do, e.g. {prog} session list (try: {prog} --help)")
+    try:
+        return build_parser(prog).parse_args(words), None
+    except _HelpShown as shown:
+        return None, str(shown)
+
+
+def execute(
+    args: argparse.Namespace,
+    reader: Reader,
+    *,
+    cell: str | None = None,
+    follow: Callable[[Host, str, argparse.Namespace], Any] | None = None,
+) -> Result:
+    """Run a parsed command against ``reader`` (a ``Host`` for live commands).
+
+    Raises:
+        UsageError: when a live command is run without a live host, or arguments conflict.
+        AghError: whatever the operation raises (one line for the user).
+    """
+    if args.group == "sql":
+        query = cell if cell is not None else " ".join(args.query)
+        frame = reader.sql(query)
+        return Result(frame, _frame_records(frame))
+    command = args.command
+    if command in LIVE_COMMANDS and not isinstance(reader, Host):
+        raise UsageError(
+            f"'session {command}' needs a live host: run it in a notebook with %agh session {command} ..."
+        )
+    if command in ("new", "create"):
+        assert isinstance(reader, Host)
+        record = reader.create(
+            args.agent, cwd=args.cwd, name=args.name, permissions=args.permissions, session_type=args.session_type
+        )
+        return Result(Session(reader, record.id), record.to_dict())
+    if command == "prompt":
+        assert isinstance(reader, Host)
+        text = cell if cell is not None and cell.strip() else " ".join(args.text)
+        if not text.strip():
+            raise UsageError("session prompt: give the prompt text (or use %%agh session prompt ID with a cell body)")
+        handle = reader.prompt(args.id, text, interrupt=args.interrupt)
+        if args.wait:
+            result: TurnResult = handle.wait(args.timeout)
+            return Result(result, result.to_dict())
+        return Result(handle, handle.to_dict())
+    if command == "stop":
+        assert isinstance(reader, Host)
+        record = reader.stop(args.id)
+        return Result(record.to_dict(), record.to_dict())
+    if command == "list":
+        rows = []
+        for record in reader.list():
+            row = record.to_dict()
+            if args.include_health:
+                row["health"] = reader.status(record.id)["health"]
+            rows.append(row)
+        return Result(_frame(rows), rows)
+    if command in ("status", "health"):
+        status = reader.status(args.id)
+        doc = status["health"] if command == "health" else status
+        return Result(doc, doc)
+    if command == "inspect":
+        record = reader.get(args.id).to_dict()
+        doc = record | {"status": reader.status(args.id)}
+        return Result(doc, doc)
+    if command == "events":
+        query = build_query(
+            last=args.last,
+            types=[t for spec in (args.types or []) for t in spec.split(",") if t],
+            turn=args.turn,
+            since=args.since,
+            after_sequence=args.after_sequence,
+        )
+        if args.follow:
+            if not isinstance(reader, Host) or follow is None:
+                raise UsageError("--follow needs a live host: run it in a notebook")
+            return Result(follow(reader, args.id, args), None)
+        rows = [e.to_dict() for e in reader.events(args.id, query)]
+        return Result(_frame(rows), rows)
+    if command == "history":
+        turns = reader.history(args.id)
+        return Result(_frame(turns), turns)
+    raise UsageError(f"unknown command session {command}")
+
+
+def _frame(rows: list[JSON]) -> Any:
+    import pandas
+
+    return pandas.DataFrame(rows)
+
+
+def _frame_records(frame: Any) -> list[JSON]:
+    import json
+
+    return list(json.loads(frame.to_json(orient="records", date_format="iso")))

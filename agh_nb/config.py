@@ -1,0 +1,289 @@
+"""Configuration: ``AGH_HOME``, ``config.toml`` (SPEC 7) and agent definitions (SPEC 1).
+
+Owns: ``Settings`` (validated config), ``parse_duration``, ``AgentDefinition`` and the lookup of
+AGENT.md files (workspace wins over ``$AGH_HOME``, which wins over the built-ins shipped in
+``agh_nb/agents/presets``). Imports only ``errors`` and ``events``; reads files, spawns nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agh_nb.errors import AgentNotFoundError, ConfigError
+
+PERMISSION_MODES = ("deny-all", "approve-reads", "approve-all")
+DEFAULT_PERMISSION_MODE = "approve-reads"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def agh_home(env: Mapping[str, str] | None = None) -> Path:
+    """Return ``$AGH_HOME`` (default ``~/.agh-nb``) as an absolute path; it is not created."""
+    env = os.environ if env is None else env
+    raw = env.get("AGH_HOME") or "~/.agh-nb"
+    return Path(raw).expanduser().resolve()
+
+
+def parse_duration(value: str | int | float, *, name: str = "duration") -> float:
+    """Parse ``"250ms"``, ``"30s"``, ``"5m"``, ``"1h"`` (or a number of seconds) into seconds.
+
+    Raises:
+        ConfigError: naming ``name`` when the value is not a duration.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}: expected a duration like \"30s\" or \"5m\", got {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ConfigError(f"{name}: a duration cannot be negative, got {value!r}")
+        return float(value)
+    if value.strip() == "0":
+        return 0.0
+    match = _DURATION.match(value)
+    if not match:
+        raise ConfigError(f"{name}: expected a duration like \"250ms\", \"30s\" or \"5m\", got {value!r}")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def parse_since(value: str, *, now: datetime | None = None) -> datetime:
+    """Parse ``--since``: an RFC3339 timestamp or a duration back from now (``5m``).
+
+    Raises:
+        ConfigError: when the value is neither.
+    """
+    now = now or datetime.now(timezone.utc)
+    try:
+        return now - timedelta(seconds=parse_duration(value, name="--since"))
+    except ConfigError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"--since: expected an RFC3339 time (2026-01-02T15:04:05Z) or a duration (5m), got {value!r}"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated ``config.toml``; durations in seconds (0 means off)."""
+
+    permission_mode: str | None = None
+    approval_timeout: float = 300.0
+    session_timeout: float = 0.0
+    inactivity_timeout: float = 0.0
+    inactivity_warning_after: float = 0.0
+    timeout_cancel_grace: float = 10.0
+    progress_notify_interval: float = 0.0
+    queue_cap: int = 16
+    stale_after: float = 900.0
+
+
+# section -> key -> (Settings attribute, kind)
+_SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
+    "permissions": {"mode": ("permission_mode", "mode"), "approval_timeout": ("approval_timeout", "duration")},
+    "session.limits": {"timeout": ("session_timeout", "duration")},
+    "session.supervision": {
+        "inactivity_timeout": ("inactivity_timeout", "duration"),
+        "inactivity_warning_after": ("inactivity_warning_after", "duration"),
+        "timeout_cancel_grace": ("timeout_cancel_grace", "duration"),
+        "progress_notify_interval": ("progress_notify_interval", "duration"),
+    },
+    "session.busy_input": {"queue_cap": ("queue_cap", "count")},
+    "health": {"stale_after": ("stale_after", "duration")},
+}
+
+
+def load_settings(home: Path) -> Settings:
+    """Read and validate ``home/config.toml``; a missing file gives the defaults.
+
+    Raises:
+        ConfigError: naming the file and key for a TOML error, an unknown key or a bad value.
+    """
+    path = home / "config.toml"
+    if not path.exists():
+        return Settings()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    values: dict[str, Any] = {}
+    for section, keys in _flatten_sections(data, path).items():
+        schema = _SCHEMA.get(section)
+        if schema is None:
+            raise ConfigError(f"{path}: unknown section [{section}]")
+        for key, raw in keys.items():
+            if key not in schema:
+                raise ConfigError(f"{path}: unknown key {key!r} in [{section}]")
+            attr, kind = schema[key]
+            values[attr] = _convert(raw, kind, f"{path}: [{section}] {key}")
+    return Settings(**values)
+
+
+def _flatten_sections(data: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+
+    def walk(prefix: str, table: dict[str, Any]) -> None:
+        leaves = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        if leaves:
+            if not prefix:
+                raise ConfigError(f"{path}: unknown top-level key {next(iter(leaves))!r}")
+            out[prefix] = leaves
+        for k, v in table.items():
+            if isinstance(v, dict):
+                walk(f"{prefix}.{k}" if prefix else k, v)
+
+    walk("", data)
+    return out
+
+
+def _convert(raw: Any, kind: str, label: str) -> Any:
+    if kind == "duration":
+        if not isinstance(raw, (str, int, float)):
+            raise ConfigError(f"{label}: expected a duration string like \"30s\", got {raw!r}")
+        return parse_duration(raw, name=label)
+    if kind == "mode":
+        if raw not in PERMISSION_MODES:
+            raise ConfigError(f"{label}: expected one of {', '.join(PERMISSION_MODES)}, got {raw!r}")
+        return raw
+    if kind == "count":
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+            raise ConfigError(f"{label}: expected a positive integer, got {raw!r}")
+        return raw
+    raise AssertionError(kind)
+
+
+# ---------------------------------------------------------------------------------------------
+# Agent definitions
+# ---------------------------------------------------------------------------------------------
+
+PRESETS_DIR = Path(__file__).parent / "agents" / "presets"
+_AGENT_KEYS = {"name", "command", "env", "permissions", "description"}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class AgentDefinition:
+    """One agent definition parsed from an AGENT.md front matter.
+
+    Attributes:
+        name: the agent's name.
+        command: argv to spawn (``{python}`` expands to this interpreter).
+        env: extra environment; values may be ``env:NAME`` or ``vault:...`` refs.
+        permissions: the definition's permission mode, if any.
+        description: the free text after the front matter.
+        source: the AGENT.md the definition came from.
+    """
+
+    name: str
+    command: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    permissions: str | None = None
+    description: str = ""
+    source: str = ""
+
+    def argv(self) -> tuple[str, ...]:
+        """Return the command with ``{python}`` replaced by the running interpreter."""
+        return tuple(sys.executable if part == "{python}" else part for part in self.command)
+
+
+def parse_agent_md(path: Path) -> AgentDefinition:
+    """Parse one AGENT.md (YAML front matter between ``---`` lines, then free text).
+
+    Raises:
+        ConfigError: naming the file and the field that is missing or wrong.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read agent definition ({exc.strerror})") from exc
+    if not text.startswith("---"):
+        raise ConfigError(f"{path}: an AGENT.md must start with YAML front matter between '---' lines")
+    parts = text.split("\n---", 1)
+    if len(parts) != 2:
+        raise ConfigError(f"{path}: the YAML front matter is not closed with a '---' line")
+    try:
+        meta = yaml.safe_load(parts[0][3:]) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: front matter is not valid YAML ({exc.__class__.__name__})") from exc
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path}: front matter must be a mapping of keys to values")
+    unknown = set(meta) - _AGENT_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]!r} in front matter")
+    name = meta.get("name") or path.parent.name
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"{path}: 'name' must be letters, digits, '.', '_' or '-', got {name!r}")
+    command = meta.get("command")
+    if isinstance(command, str):
+        argv = tuple(shlex.split(command))
+    elif isinstance(command, list) and all(isinstance(c, str) for c in command):
+        argv = tuple(command)
+    else:
+        raise ConfigError(f"{path}: 'command' must be a string or a list of strings")
+    if not argv:
+        raise ConfigError(f"{path}: 'command' is empty")
+    env = meta.get("env") or {}
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise ConfigError(f"{path}: 'env' must map names to string values or env:/vault: refs")
+    permissions = meta.get("permissions")
+    if permissions is not None and permissions not in PERMISSION_MODES:
+        raise ConfigError(f"{path}: 'permissions' must be one of {', '.join(PERMISSION_MODES)}, got {permissions!r}")
+    return AgentDefinition(
+        name=name,
+        command=argv,
+        env=dict(env),
+        permissions=permissions,
+        description=parts[1].lstrip("-").strip(),
+        source=str(path),
+    )
+
+
+def agent_search_dirs(home: Path, workspace: Path | None) -> list[Path]:
+    """Return the directories searched for ``<name>/AGENT.md``, highest priority first."""
+    dirs = []
+    if workspace is not None:
+        dirs.append(workspace / ".agh" / "agents")
+    dirs.append(home / "agents")
+    dirs.append(PRESETS_DIR)
+    return dirs
+
+
+def find_agent(name: str, *, home: Path, workspace: Path | None) -> AgentDefinition:
+    """Resolve an agent by name (workspace, then ``$AGH_HOME``, then built-ins).
+
+    Raises:
+        AgentNotFoundError: listing the known names when none matches.
+        ConfigError: when the matching AGENT.md is malformed.
+    """
+    for base in agent_search_dirs(home, workspace):
+        candidate = base / name / "AGENT.md"
+        if candidate.is_file():
+            return parse_agent_md(candidate)
+    known = ", ".join(sorted(list_agent_names(home=home, workspace=workspace))) or "none"
+    raise AgentNotFoundError(
+        f"unknown agent {name!r}: no {name}/AGENT.md in the workspace, $AGH_HOME/agents or the "
+        f"built-ins (known: {known})",
+        agent_name=name,
+    )
+
+
+def list_agent_names(*, home: Path, workspace: Path | None) -> set[str]:
+    """Return every agent name visible from ``workspace``."""
+    names: set[str] = set()
+    for base in agent_search_dirs(home, workspace):
+        if base.is_dir():
+            names.update(p.parent.name for p in base.glob("*/AGENT.md"))
+    return names

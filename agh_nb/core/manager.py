@@ -1,0 +1,234 @@
+"""The session manager: creates sessions, routes prompts and stops, and knows which are live.
+
+Owns: workspace and permission resolution, the live-session table, and reads that overlay live
+records on stored ones. Runs on the runtime loop; store reads go through ``asyncio.to_thread``.
+Imports no third-party library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from agh_nb.config import DEFAULT_PERMISSION_MODE, PERMISSION_MODES, AgentDefinition, Settings, find_agent
+from agh_nb.core.classify import CauseKind, StopCause
+from agh_nb.core.clock import IdGenerator, SystemClock
+from agh_nb.core.ports import DriverFactory, EventStore, LaunchSpec
+from agh_nb.core.record import SessionRecord
+from agh_nb.core.session import LiveSession, Turn
+from agh_nb.core.session_dir import session_dir
+from agh_nb.core.state import FailureKind, SessionState, SessionType
+from agh_nb.errors import AgentStartError, AghError, SessionNotActiveError, SessionNotFoundError, UsageError
+
+log = logging.getLogger(__name__)
+
+SecretResolver = Callable[[str], str]
+
+
+def workspace_id_for(path: Path) -> str:
+    """Return the stable workspace id of a real path (``ws_`` + 16 hex digits of its hash)."""
+    return "ws_" + hashlib.sha256(str(path).encode("utf-8")).hexdigest()[:16]
+
+
+def resolve_permissions(
+    flag: str | None, definition: AgentDefinition | None, settings: Settings, session_type: str
+) -> str:
+    """Return the session's permission mode: dream > flag > AGENT.md > config.toml > default."""
+    if session_type == SessionType.DREAM.value:
+        return "approve-all"
+    for candidate in (flag, definition.permissions if definition else None, settings.permission_mode):
+        if candidate:
+            return candidate
+    return DEFAULT_PERMISSION_MODE
+
+
+def env_resolver(environ: Mapping[str, str]) -> SecretResolver:
+    """Return a resolver for ``env:NAME`` refs; other values pass through unchanged."""
+
+    def resolve(value: str) -> str:
+        if value.startswith("env:"):
+            name = value[4:]
+            if name not in environ:
+                raise AghError(f"environment variable {name} (ref {value}) is not set")
+            return environ[name]
+        if value.startswith("vault:"):
+            raise AghError(f"cannot resolve {value}: no vault is configured in this host")
+        return value
+
+    return resolve
+
+
+class SessionManager:
+    """Creates and tracks sessions on the runtime loop.
+
+    Args:
+        store: the event store.
+        driver_factory: builds one agent driver per session.
+        settings: validated configuration.
+        home: ``$AGH_HOME``.
+        resolve_secret: resolves ``env:``/``vault:`` values of an AGENT.md ``env`` at spawn.
+        clock, ids, redact: collaborators with real defaults.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: EventStore,
+        driver_factory: DriverFactory,
+        settings: Settings,
+        home: Path,
+        resolve_secret: SecretResolver | None = None,
+        clock: SystemClock | None = None,
+        ids: IdGenerator | None = None,
+        redact: Callable[[str], str] = str,
+        host_pid: int | None = None,
+    ) -> None:
+        self._store = store
+        self._driver_factory = driver_factory
+        self._settings = settings
+        self._home = home
+        self._resolve_secret = resolve_secret or env_resolver(os.environ)
+        self._clock = clock or SystemClock()
+        self._ids = ids or IdGenerator()
+        self._redact = redact
+        self._host_pid = host_pid if host_pid is not None else os.getpid()
+        self._live: dict[str, LiveSession] = {}
+
+    @property
+    def settings(self) -> Settings:
+        """The configuration in force."""
+        return self._settings
+
+    async def create(
+        self,
+        *,
+        agent_name: str,
+        cwd: str | None = None,
+        name: str | None = None,
+        permissions: str | None = None,
+        session_type: str = "user",
+    ) -> SessionRecord:
+        """Create a session and start its agent; return the ``active`` record.
+
+        Raises:
+            UsageError: for a bad ``--permissions`` or session type (nothing is created).
+            AgentStartError: the session exists, ``stopped`` with a classified failure.
+        """
+        if permissions is not None and permissions not in PERMISSION_MODES:
+            raise UsageError(f"--permissions must be one of {', '.join(PERMISSION_MODES)}, got {permissions!r}")
+        if session_type not in {t.value for t in SessionType}:
+            raise UsageError(f"session type must be one of {', '.join(t.value for t in SessionType)}")
+        raw_path = Path(cwd).expanduser() if cwd else Path(os.getcwd())
+        workspace = Path(os.path.realpath(raw_path.absolute()))
+        now = self._clock.now()
+        record = SessionRecord(
+            id=self._ids.session_id(),
+            name=name,
+            agent_name=agent_name,
+            type=session_type,
+            workspace_id=workspace_id_for(workspace),
+            workspace_path=str(workspace),
+            permissions=resolve_permissions(permissions, None, self._settings, session_type),
+            state=SessionState.STARTING,
+            created_at=now,
+            updated_at=now,
+            host_pid=self._host_pid,
+        )
+        await asyncio.to_thread(session_dir(self._home, record.id).mkdir, parents=True, exist_ok=True)
+        await self._store.save_session(record)
+        live = self._track(record)
+        try:
+            spec, definition = await asyncio.to_thread(self._launch_spec, agent_name, workspace)
+        except AghError as exc:
+            await live.fail_start(FailureKind.STARTUP_FAILURE, str(exc))
+            raise AgentStartError(f"session {record.id} could not start: {exc}", session_id=record.id) from None
+        mode = resolve_permissions(permissions, definition, self._settings, session_type)
+        live.set_permissions(mode)
+        return await live.start(spec)
+
+    def _launch_spec(self, agent_name: str, workspace: Path) -> tuple[LaunchSpec, AgentDefinition]:
+        if not workspace.exists():
+            raise AghError(f"workspace {workspace} does not exist (pass an existing directory with --cwd)")
+        if not workspace.is_dir():
+            raise AghError(f"workspace {workspace} is not a directory (pass a directory with --cwd)")
+        definition = find_agent(agent_name, home=self._home, workspace=workspace)
+        env = {key: self._resolve_secret(value) for key, value in definition.env.items()}
+        spec = LaunchSpec(agent_name=definition.name, argv=definition.argv(), cwd=str(workspace), env=env)
+        return spec, definition
+
+    def _track(self, record: SessionRecord) -> LiveSession:
+        live = LiveSession(
+            record,
+            store=self._store,
+            driver=self._driver_factory(),
+            settings=self._settings,
+            home=self._home,
+            on_stopped=lambda s: self._live.pop(s.session_id, None),
+            clock=self._clock,
+            ids=self._ids,
+            redact=self._redact,
+        )
+        self._live[record.id] = live
+        return live
+
+    async def prompt(self, session_id: str, text: str, *, interrupt: bool = False) -> Turn:
+        """Queue a prompt on a live session (see ``LiveSession.submit``)."""
+        if not text.strip():
+            raise UsageError("the prompt is empty: give the text to send")
+        return await self._require_live(session_id).submit(text, interrupt=interrupt)
+
+    async def stop(self, session_id: str, *, detail: str | None = None) -> SessionRecord:
+        """Stop a session (user stop); stopping a stopped session returns its record."""
+        live = self._live.get(session_id)
+        if live is None:
+            return await self.get(session_id)
+        return await live.stop(StopCause(CauseKind.USER, detail=detail))
+
+    async def stop_all(self, *, detail: str) -> None:
+        """Stop every live session (host shutdown)."""
+        sessions = list(self._live.values())
+        await asyncio.gather(*(s.stop(StopCause(CauseKind.USER, detail=detail)) for s in sessions), return_exceptions=True)
+
+    def live(self, session_id: str) -> LiveSession | None:
+        """Return the live session, if this host runs it."""
+        return self._live.get(session_id)
+
+    async def get(self, session_id: str) -> SessionRecord:
+        """Return the freshest record of a session.
+
+        Raises:
+            SessionNotFoundError: when no session has that id.
+        """
+        live = self._live.get(session_id)
+        if live is not None:
+            return live.record
+        record = await asyncio.to_thread(self._store.get_session, session_id)
+        if record is None:
+            raise SessionNotFoundError(
+                f"no session {session_id!r}: list sessions with %agh session list", session_id=session_id
+            )
+        return record
+
+    async def list(self) -> list[SessionRecord]:
+        """Return every session, oldest first, live records overlaid on stored ones."""
+        stored = await asyncio.to_thread(self._store.list_sessions)
+        return [self._live[r.id].record if r.id in self._live else r for r in stored]
+
+    def _require_live(self, session_id: str) -> LiveSession:
+        live = self._live.get(session_id)
+        if live is None:
+            record = self._store.get_session(session_id)
+            if record is None:
+                raise SessionNotFoundError(
+                    f"no session {session_id!r}: list sessions with %agh session list", session_id=session_id
+                )
+            raise SessionNotActiveError(
+                f"session {session_id} is {record.state.value}, not active: resume it first "
+                f"(%agh session resume {session_id})",
+                session_id=session_id,
+            )
+        return live

@@ -1,0 +1,387 @@
+"""One live session: its lifecycle, its prompt turns (one at a time, FIFO queue) and its stop path.
+
+Owns: ``LiveSession`` (the driver's listener; the only code that changes a live record's state),
+``Turn`` and ``TurnResult``. Runs entirely on the runtime's event loop; blocking work (DuckDB,
+files) goes through the store's writer thread or ``asyncio.to_thread``. Imports no third-party
+library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from agh_nb.config import Settings
+from agh_nb.core.classify import CauseKind, StopCause, classify, exit_summary
+from agh_nb.core.clock import IdGenerator, SystemClock
+from agh_nb.core.permissions import choose_option, static_decision
+from agh_nb.core.ports import AgentDriver, DriverFailure, EventStore, ExitInfo, LaunchSpec
+from agh_nb.core.record import SessionRecord
+from agh_nb.core.session_dir import write_meta
+from agh_nb.core.state import FailureKind, SessionState, transition
+from agh_nb.errors import AgentStartError, QueueFullError, SessionNotActiveError
+from agh_nb.events import JSON, EventDraft, EventType
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE = 5.0
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """How a prompt turn ended: the ACP stop reason (``end_turn``, ``cancelled``...) or ``error``."""
+
+    session_id: str
+    turn_id: str
+    stop_reason: str
+    error: str | None = None
+    usage: JSON | None = None
+
+    def to_dict(self) -> JSON:
+        """Return the JSON form."""
+        return {
+            "session_id": self.session_id,
+            "turn_id": self.turn_id,
+            "stop_reason": self.stop_reason,
+            "error": self.error,
+            "usage": self.usage,
+        }
+
+
+class Turn:
+    """A submitted prompt: queued, then running, then done (``future`` resolves)."""
+
+    def __init__(self, session_id: str, turn_id: str, text: str, position: int) -> None:
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self.text = text
+        self.position = position
+        self.future: asyncio.Future[TurnResult] = asyncio.get_running_loop().create_future()
+
+    def resolve(self, result: TurnResult) -> None:
+        """Finish the turn (first result wins)."""
+        if not self.future.done():
+            self.future.set_result(result)
+
+    def to_dict(self) -> JSON:
+        """Return the queued turn as JSON (``turn_id``, queue ``position``)."""
+        return {"session_id": self.session_id, "turn_id": self.turn_id, "position": self.position}
+
+
+class LiveSession:
+    """A session with a running (or starting) agent, owned by the manager.
+
+    Args:
+        record: the session's record in state ``starting``.
+        store: the event store.
+        driver: the agent driver for this session.
+        settings: validated configuration.
+        home: ``$AGH_HOME``.
+        on_stopped: called once the session is ``stopped`` (the manager forgets it).
+        clock, ids, redact: collaborators with real defaults.
+    """
+
+    def __init__(
+        self,
+        record: SessionRecord,
+        *,
+        store: EventStore,
+        driver: AgentDriver,
+        settings: Settings,
+        home: Path,
+        on_stopped: Callable[[LiveSession], None],
+        clock: SystemClock | None = None,
+        ids: IdGenerator | None = None,
+        redact: Callable[[str], str] = str,
+    ) -> None:
+        self._record = record
+        self._store = store
+        self._driver = driver
+        self._settings = settings
+        self._home = home
+        self._on_stopped = on_stopped
+        self._clock = clock or SystemClock()
+        self._ids = ids or IdGenerator()
+        self._redact = redact
+        self._queue: deque[Turn] = deque()
+        self._wake = asyncio.Event()
+        self._current: Turn | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[SessionRecord] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self.last_activity_at: datetime = self._clock.now()
+
+    # -- read-only views ----------------------------------------------------------------------
+
+    @property
+    def record(self) -> SessionRecord:
+        """The current record."""
+        return self._record
+
+    @property
+    def session_id(self) -> str:
+        """The AGH session id."""
+        return self._record.id
+
+    @property
+    def active_turn_id(self) -> str | None:
+        """The running turn's id, if a turn runs."""
+        return self._current.turn_id if self._current else None
+
+    def queue_snapshot(self) -> list[JSON]:
+        """Return the running turn (position 0) and the queued ones, in order."""
+        turns = ([self._current] if self._current else []) + list(self._queue)
+        return [{"turn_id": t.turn_id, "position": i, "running": t is self._current} for i, t in enumerate(turns)]
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, spec: LaunchSpec) -> SessionRecord:
+        """Spawn the agent, handshake, open an ACP session and become ``active``.
+
+        Raises:
+            AgentStartError: after the session has been stopped with a classified failure.
+        """
+        try:
+            handshake = await self._driver.start(spec, self)
+            acp_session_id = await self._driver.new_session(spec.cwd)
+        except DriverFailure as failure:
+            await self.fail_start(failure.kind, failure.summary)
+            raise AgentStartError(
+                f"session {self.session_id} could not start: {self._record.failure.summary if self._record.failure else failure.summary}",
+                session_id=self.session_id,
+            ) from None
+        caps = dict(handshake.agent_caps)
+        if handshake.agent_info:
+            caps["agent_info"] = handshake.agent_info
+        self._update(acp_session_id=acp_session_id, acp_caps=caps)
+        self._move(SessionState.ACTIVE)
+        await self._save()
+        self._worker = asyncio.create_task(self._run_turns(), name=f"turns[{self.session_id}]")
+        return self._record
+
+    def set_permissions(self, mode: str) -> None:
+        """Settle the permission mode once the agent definition is known (only while starting)."""
+        if self._record.state is SessionState.STARTING:
+            self._update(permissions=mode)
+
+    async def fail_start(self, kind: FailureKind, summary: str) -> SessionRecord:
+        """Stop a session whose start failed (unknown agent, bad cwd, spawn or handshake error)."""
+        return await self.stop(StopCause(CauseKind.STARTUP, kind, summary))
+
+    async def stop(self, cause: StopCause | None = None) -> SessionRecord:
+        """Run the stop path once (first cause wins) and return the final record."""
+        self.begin_stop(cause or StopCause(CauseKind.USER))
+        assert self._stop_task is not None
+        return await asyncio.shield(self._stop_task)
+
+    def begin_stop(self, cause: StopCause) -> None:
+        """Start the stop path in the background if it has not started yet."""
+        if self._stop_task is None and self._record.state is not SessionState.STOPPED:
+            self._stop_task = asyncio.create_task(self._run_stop(cause), name=f"stop[{self.session_id}]")
+
+    async def _run_stop(self, cause: StopCause) -> SessionRecord:
+        self._move(SessionState.STOPPING)
+        await self._save()
+        for turn in list(self._queue):
+            await self._finish_turn(turn, "cancelled", error="session stopped before the turn ran")
+        self._queue.clear()
+        running = self._current
+        if running is not None and self._record.acp_session_id:
+            await self._driver.cancel(self._record.acp_session_id)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(running.future), timeout=STOP_GRACE)
+        exit_info = await self._driver.close(grace=STOP_GRACE / 2)
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        if running is not None and not running.future.done():
+            await self._finish_turn(running, "cancelled", error="session stopped during the turn")
+        if cause.kind is CauseKind.AGENT_EXIT and not cause.summary:
+            cause = StopCause(cause.kind, cause.failure_kind, exit_summary(self._record.agent_name, exit_info), cause.detail)
+        verdict = classify(cause, exit_info, redact=self._redact)
+        self._update(stop_reason=verdict.stop_reason, stop_detail=verdict.stop_detail, failure=verdict.failure)
+        exit_json = {"pid": exit_info.pid, "returncode": exit_info.returncode, "signal": exit_info.signal}
+        await self._store.append_durable(
+            self._record,
+            EventDraft(
+                EventType.SESSION_STOPPED,
+                None,
+                {
+                    "stop_reason": verdict.stop_reason.value,
+                    "failure": verdict.failure.to_dict() if verdict.failure else None,
+                    "runtime": {"stop_detail": verdict.stop_detail, "exit": exit_json},
+                },
+                self._clock.now(),
+            ),
+        )
+        self._move(SessionState.STOPPED)
+        await self._save()
+        for task in list(self._background):
+            task.cancel()
+        self._on_stopped(self)
+        return self._record
+
+    # -- prompting ----------------------------------------------------------------------------
+
+    async def submit(self, text: str, *, interrupt: bool = False) -> Turn:
+        """Queue a prompt turn; its ``user_message`` is durable before this returns.
+
+        Raises:
+            SessionNotActiveError: when the session is not ``active``.
+            QueueFullError: when the FIFO queue is at ``[session.busy_input] queue_cap``.
+        """
+        self._require_active()
+        if not interrupt and len(self._queue) >= self._settings.queue_cap:
+            raise QueueFullError(
+                f"session {self.session_id} already has {len(self._queue)} queued prompts (the cap): wait for "
+                "them, or send with --interrupt",
+                session_id=self.session_id,
+            )
+        turn_id = self._ids.turn_id()
+        await self._store.append_durable(
+            self._record, EventDraft(EventType.USER_MESSAGE, turn_id, {"text": text}, self._clock.now())
+        )
+        self._require_active()
+        if interrupt:
+            for stale in list(self._queue):
+                await self._finish_turn(stale, "cancelled", error="dropped by an interrupting prompt")
+            self._queue.clear()
+            if self._current is not None and self._record.acp_session_id:
+                await self._driver.cancel(self._record.acp_session_id)
+        ahead = len(self._queue) + (1 if self._current is not None else 0)
+        turn = Turn(self.session_id, turn_id, text, ahead)
+        self._queue.append(turn)
+        self._wake.set()
+        return turn
+
+    async def _run_turns(self) -> None:
+        while self._record.state is SessionState.ACTIVE:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            turn = self._queue.popleft()
+            self._current = turn
+            self.last_activity_at = self._clock.now()
+            acp_id = self._record.acp_session_id
+            assert acp_id is not None
+            try:
+                outcome = await self._driver.prompt(acp_id, turn.text)
+            except DriverFailure as failure:
+                summary = self._redact(failure.summary)
+                self._store.append(
+                    self._record,
+                    EventDraft(
+                        EventType.ERROR,
+                        turn.turn_id,
+                        {"error": summary, "failure": {"kind": failure.kind.value, "summary": summary}},
+                        self._clock.now(),
+                    ),
+                )
+                await self._finish_turn(turn, "error", error=summary)
+                self._current = None
+                cause_kind = CauseKind.AGENT_EXIT if failure.kind is FailureKind.PROCESS_EXIT else CauseKind.FAILURE
+                self.begin_stop(StopCause(cause_kind, failure.kind, failure.summary))
+                return
+            if outcome.usage:
+                await self._store.merge_usage(self.session_id, turn.turn_id, outcome.usage)
+            await self._finish_turn(turn, outcome.stop_reason, usage=outcome.usage)
+            self._current = None
+
+    async def _finish_turn(
+        self, turn: Turn, stop_reason: str, *, error: str | None = None, usage: JSON | None = None
+    ) -> None:
+        """Record the turn's durable ``done`` event, then resolve whoever waits on it."""
+        if turn.future.done():
+            return
+        fields: JSON = {"stop_reason": stop_reason, "usage": usage}
+        if error:
+            fields["error"] = error
+        await self._store.append_durable(self._record, EventDraft(EventType.DONE, turn.turn_id, fields, self._clock.now()))
+        turn.resolve(TurnResult(self.session_id, turn.turn_id, stop_reason, error, usage))
+
+    async def cancel_turn(self) -> bool:
+        """Cooperatively cancel the running turn (``session/cancel``); True if one was running."""
+        if self._current is None or not self._record.acp_session_id:
+            return False
+        await self._driver.cancel(self._record.acp_session_id)
+        return True
+
+    # -- DriverListener -----------------------------------------------------------------------
+
+    def on_update(self, event_type: EventType, fields: JSON) -> None:
+        """Record one mapped ``session/update`` under the running turn."""
+        if self._record.state is SessionState.STOPPED:
+            log.debug("dropping update for stopped session %s", self.session_id)
+            return
+        self.last_activity_at = now = self._clock.now()
+        turn_id = self._current.turn_id if self._current else None
+        self._store.append(self._record, EventDraft(event_type, turn_id, fields, now))
+        if event_type is EventType.USAGE and turn_id is not None and fields.get("usage"):
+            self._own(self._store.merge_usage(self.session_id, turn_id, dict(fields["usage"])))
+
+    def on_protocol_error(self, summary: str) -> None:
+        """Stop an active session whose agent broke the protocol."""
+        if self._record.state is SessionState.ACTIVE:
+            kind = FailureKind.TRANSPORT_FAILURE if "closed its stdout" in summary else FailureKind.PROTOCOL_FAILURE
+            if self._current is None:
+                self.begin_stop(StopCause(CauseKind.FAILURE, kind, summary))
+
+    def on_exit(self, info: ExitInfo) -> None:
+        """Stop an active, idle session whose agent process ended on its own."""
+        if self._record.state is SessionState.ACTIVE and self._current is None:
+            self.begin_stop(StopCause(CauseKind.AGENT_EXIT, FailureKind.PROCESS_EXIT, ""))
+
+    async def on_permission_request(self, tool_call: JSON, options: list[JSON]) -> str | None:
+        """Answer a permission request from the session's mode (interactive approvals: issue 3)."""
+        request_id = self._ids.request_id()
+        turn_id = self._current.turn_id if self._current else None
+        decision = static_decision(self._record.permissions, tool_call.get("kind"))
+        base: JSON = {
+            "request_id": request_id,
+            "tool_call_id": tool_call.get("toolCallId"),
+            "title": tool_call.get("title"),
+            "action": tool_call.get("kind"),
+            "raw": {"toolCall": tool_call, "options": options},
+        }
+        self._store.append(self._record, EventDraft(EventType.PERMISSION, turn_id, dict(base), self._clock.now()))
+        await self._store.append_durable(
+            self._record,
+            EventDraft(EventType.PERMISSION, turn_id, base | {"decision": decision, "raw": None}, self._clock.now()),
+        )
+        return choose_option(decision, options)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _require_active(self) -> None:
+        if self._record.state is not SessionState.ACTIVE:
+            raise SessionNotActiveError(
+                f"session {self.session_id} is {self._record.state.value}, not active: "
+                f"resume it first (%agh session resume {self.session_id})",
+                session_id=self.session_id,
+                state=self._record.state.value,
+            )
+
+    def _move(self, target: SessionState) -> None:
+        state = transition(self.session_id, self._record.state, target)
+        self._update(state=state)
+
+    def _update(self, **changes: Any) -> None:
+        self._record = self._record.replace(updated_at=self._clock.now(), **changes)
+
+    async def _save(self) -> None:
+        await self._store.save_session(self._record)
+        await asyncio.to_thread(write_meta, self._home, self._record)
+
+    def _own(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

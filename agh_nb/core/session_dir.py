@@ -1,0 +1,42 @@
+"""The per-session directory: ``$AGH_HOME/sessions/<session_id>/meta.json`` (the resume record).
+
+Owns: atomic write and read of meta.json. Blocking file I/O; callers on the loop use
+``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from agh_nb.core.record import SessionRecord
+
+
+def session_dir(home: Path, session_id: str) -> Path:
+    """Return the session's directory (not created)."""
+    return home / "sessions" / session_id
+
+
+def write_meta(home: Path, record: SessionRecord) -> Path:
+    """Atomically write meta.json for ``record`` (0600) and return its path."""
+    directory = session_dir(home, record.id)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "meta.json"
+    tmp = directory / f".meta.json.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(record.to_dict(), fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_meta(home: Path, session_id: str) -> SessionRecord | None:
+    """Return the record in meta.json, or None when absent or unreadable."""
+    path = session_dir(home, session_id) / "meta.json"
+    try:
+        return SessionRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError):
+        return None

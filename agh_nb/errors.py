@@ -1,0 +1,82 @@
+"""The AghError tree: every error agh_nb raises on purpose.
+
+Owns: exception classes only. Imports nothing from agh_nb.
+
+    AghError                      base; ``str(err)`` is one line written for the user
+    ├── ConfigError               config.toml or an AGENT.md is malformed (names the key/file)
+    ├── AgentNotFoundError        no agent definition with that name
+    ├── WorkspaceError            the workspace path is missing, not a directory, or unusable
+    ├── SessionNotFoundError      no session with that id
+    ├── InvalidTransitionError    a lifecycle move the state machine forbids ("from -> to"): a bug
+    ├── SessionNotActiveError     prompt/approve on a session that is not ``active``
+    ├── QueueFullError            the busy-input queue of a session is at its cap
+    ├── StoreError                the event store cannot be opened or written
+    │   └── StoreLockedError      another live process holds the DuckDB store
+    ├── AgentStartError           spawning or handshaking with the agent failed (carries failure)
+    ├── UsageError                a magic/CLI command was called with wrong words or flags
+    └── HostError                 the runtime host is not running or was closed
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AghError(Exception):
+    """Base of every deliberate agh_nb error; its message is one line for the user."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(AghError):
+    """Raised when config.toml or an AGENT.md has an unknown key or a bad value."""
+
+
+class AgentNotFoundError(AghError):
+    """Raised when no agent definition with the requested name exists."""
+
+
+class WorkspaceError(AghError):
+    """Raised when the workspace directory does not exist or is not a directory."""
+
+
+class SessionNotFoundError(AghError):
+    """Raised when a session id is unknown to the store."""
+
+
+class InvalidTransitionError(AghError):
+    """Raised when code attempts a lifecycle transition the SPEC forbids; always a bug."""
+
+
+class SessionNotActiveError(AghError):
+    """Raised when an operation needs an ``active`` session and the session is not."""
+
+
+class QueueFullError(AghError):
+    """Raised when a prompt is sent while the session's FIFO queue is at its cap."""
+
+
+class StoreError(AghError):
+    """Raised when the DuckDB event store cannot be opened, read or written."""
+
+
+class StoreLockedError(StoreError):
+    """Raised when another live process holds the DuckDB store open for writing."""
+
+
+class AgentStartError(AghError):
+    """Raised when a session could not start; the session is left ``stopped`` with a failure."""
+
+
+class UsageError(AghError):
+    """Raised when a magic or CLI command is called with unknown words, flags or values."""
+
+
+class HostError(AghError):
+    """Raised when the runtime host is closed or cannot be reached."""

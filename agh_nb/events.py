@@ -1,0 +1,191 @@
+"""The event vocabulary shared by the store, the streams and the widgets (SPEC section 4).
+
+Owns: ``EventType``, the ``EventDraft`` a producer hands to the store, the stored ``Event``
+row, and the canonical ``content`` envelope. Imports only ``errors``; never acp or duckdb.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+EVENT_SCHEMA = "agh.session.event.v1"
+
+JSON = dict[str, Any]
+
+
+class EventType(str, Enum):
+    """Every event ``type`` the store accepts; values are the SPEC's exact strings."""
+
+    USER_MESSAGE = "user_message"
+    AGENT_MESSAGE = "agent_message"
+    THOUGHT = "thought"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+    PLAN = "plan"
+    PERMISSION = "permission"
+    USAGE = "usage"
+    RUNTIME_PROGRESS = "runtime_progress"
+    RUNTIME_WARNING = "runtime_warning"
+    SYSTEM = "system"
+    DONE = "done"
+    ERROR = "error"
+    SESSION_STOPPED = "session_stopped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Types whose durability the caller waits for (SPEC 4: user_message, permission decisions,
+# session_stopped are durable before the call that caused them returns).
+DURABLE_TYPES = frozenset({EventType.USER_MESSAGE, EventType.SESSION_STOPPED})
+
+# Optional envelope fields, in the SPEC's order; anything else goes under ``raw``/``runtime``.
+ENVELOPE_FIELDS = (
+    "text",
+    "title",
+    "tool_name",
+    "tool_call_id",
+    "tool_input",
+    "tool_result",
+    "tool_error",
+    "stop_reason",
+    "failure",
+    "request_id",
+    "action",
+    "resource",
+    "decision",
+    "error",
+    "usage",
+    "runtime",
+    "raw",
+)
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+def format_timestamp(ts: datetime) -> str:
+    """Render a timestamp as RFC3339 UTC with microseconds and a ``Z`` suffix."""
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class EventDraft:
+    """An event before the store gives it a sequence: what producers emit.
+
+    Attributes:
+        type: the event type.
+        turn_id: the prompt turn it belongs to, or None for session-level events.
+        fields: envelope fields (keys from ``ENVELOPE_FIELDS``).
+        timestamp: when it happened (UTC); defaults to now.
+    """
+
+    type: EventType
+    turn_id: str | None = None
+    fields: JSON = field(default_factory=dict)
+    timestamp: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One stored event row (SPEC 4). ``content`` is the canonical JSON envelope."""
+
+    id: str
+    session_id: str
+    sequence: int
+    turn_id: str | None
+    type: str
+    agent_name: str
+    workspace_id: str
+    workspace_path: str
+    content: JSON
+    timestamp: datetime
+
+    def to_dict(self) -> JSON:
+        """Return the row as plain JSON-able data (timestamps as RFC3339 strings)."""
+        return {
+            "id": self.id,
+            "session_id": self.session_id,
+            "sequence": self.sequence,
+            "turn_id": self.turn_id,
+            "type": self.type,
+            "agent_name": self.agent_name,
+            "workspace_id": self.workspace_id,
+            "workspace_path": self.workspace_path,
+            "content": self.content,
+            "timestamp": format_timestamp(self.timestamp),
+        }
+
+
+def build_content(
+    event_type: EventType | str,
+    *,
+    acp_session_id: str | None,
+    turn_id: str | None,
+    timestamp: datetime,
+    fields: JSON,
+) -> JSON:
+    """Build the canonical ``content`` envelope for one event.
+
+    Args:
+        event_type: the event type.
+        acp_session_id: the ACP session id underneath (the envelope's ``session_id``).
+        turn_id: the turn, if any.
+        timestamp: event time.
+        fields: envelope fields; unknown keys are kept under ``runtime``.
+
+    Returns:
+        A JSON-able dict starting with ``schema``, ``type``, ``session_id``, ``turn_id``,
+        ``timestamp``.
+    """
+    content: JSON = {
+        "schema": EVENT_SCHEMA,
+        "type": str(event_type),
+        "session_id": acp_session_id,
+        "turn_id": turn_id,
+        "timestamp": format_timestamp(timestamp),
+    }
+    extra: JSON = {}
+    for key, value in fields.items():
+        if key in ENVELOPE_FIELDS:
+            if value is not None:
+                content[key] = value
+        else:
+            extra[key] = value
+    if extra:
+        runtime = dict(content.get("runtime") or {})
+        runtime.update(extra)
+        content["runtime"] = runtime
+    return content
+
+
+def dumps(value: Any) -> str:
+    """Serialise JSON compactly and deterministically (sorted keys are NOT used: order matters)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """Filters for an event query (SPEC 4); every field optional.
+
+    Attributes:
+        types: keep only these event types.
+        agent_name: keep only events of this agent.
+        turn_id: keep only this turn.
+        since: keep events at or after this UTC time.
+        after_sequence: keep events with a larger sequence.
+        limit: keep the newest N (returned ascending).
+    """
+
+    types: tuple[str, ...] = ()
+    agent_name: str | None = None
+    turn_id: str | None = None
+    since: datetime | None = None
+    after_sequence: int | None = None
+    limit: int | None = None

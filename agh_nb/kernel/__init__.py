@@ -1,0 +1,1 @@
+"""The notebook surface: the ``%agh`` magics and (later) widgets. Never imports ``server``."""

@@ -1,0 +1,122 @@
+"""The runtime: one asyncio loop in a dedicated thread, wiring the core to the adapters.
+
+Owns: ``Runtime`` (the embedded host's engine: the loop thread, the DuckDB store at
+``$AGH_HOME/agh.duckdb``, the session manager with ACP drivers). Cells in the kernel's main
+thread call into it with ``call``; sessions keep running while a cell computes or sleeps,
+because nothing here needs the kernel's own loop. The only module importing adapters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from agh_nb.adapters.acp_driver import AcpDriver
+from agh_nb.adapters.duckdb_store import DuckDBStore
+from agh_nb.config import Settings, agh_home, load_settings
+from agh_nb.core.manager import SessionManager
+from agh_nb.errors import HostError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STORE_FILE = "agh.duckdb"
+SHUTDOWN_TIMEOUT = 20.0
+
+
+def open_store(home: Path, *, read_only: bool = False) -> DuckDBStore:
+    """Open the DuckDB store of ``home`` (raises StoreLockedError when another process holds it)."""
+    return DuckDBStore.open(home / STORE_FILE, read_only=read_only)
+
+
+class Runtime:
+    """The embedded host engine. Use ``Runtime.start()``; ``close()`` is idempotent.
+
+    Args:
+        home: ``$AGH_HOME`` (default from the environment).
+        settings: configuration (default: ``home/config.toml``).
+    """
+
+    def __init__(self, *, home: Path | None = None, settings: Settings | None = None) -> None:
+        self.home = home or agh_home()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.settings = settings or load_settings(self.home)
+        self.store = open_store(self.home)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run_loop, name="agh-runtime", daemon=True)
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self.manager = SessionManager(
+            store=self.store,
+            driver_factory=AcpDriver,
+            settings=self.settings,
+            home=self.home,
+            host_pid=os.getpid(),
+        )
+
+    @classmethod
+    def start(cls, *, home: Path | None = None, settings: Settings | None = None) -> Runtime:
+        """Open the store and start the runtime thread."""
+        runtime = cls(home=home, settings=settings)
+        runtime._thread.start()
+        runtime._ready.wait()
+        return runtime
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.call_soon(self._ready.set)
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The runtime's event loop (runs in its own thread)."""
+        return self._loop
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` ran."""
+        return self._closed
+
+    def submit(self, factory: Callable[[], Awaitable[T]]) -> concurrent.futures.Future[T]:
+        """Schedule ``factory()`` on the runtime loop and return a thread-safe future."""
+        if self._closed:
+            raise HostError("the agh_nb host is closed: run %reload_ext agh_nb or restart the kernel")
+
+        async def run() -> T:
+            return await factory()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop)
+
+    def call(self, factory: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
+        """Run ``factory()`` on the runtime loop and wait for its result (from another thread)."""
+        if threading.current_thread() is self._thread:
+            raise HostError("Runtime.call() cannot be used from the runtime thread itself")
+        return self.submit(factory).result(timeout)
+
+    def close(self) -> None:
+        """Stop live sessions, flush and close the store, stop the loop. Safe to call twice."""
+        with self._close_lock:
+            if self._closed:
+                return
+            try:
+                fut = asyncio.run_coroutine_threadsafe(
+                    self.manager.stop_all(detail="host shutting down"), self._loop
+                )
+                fut.result(SHUTDOWN_TIMEOUT)
+            except Exception as exc:  # shutdown must go on: the store still has to close
+                log.warning("stopping sessions at shutdown failed: %r", exc)
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(SHUTDOWN_TIMEOUT)
+            self.store.close()

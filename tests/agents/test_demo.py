@@ -1,0 +1,541 @@
+"""End-to-end tests of the built-in demo ACP agent, spawned as a real subprocess.
+
+Every test talks to ``python -m agh_nb.agents.demo`` through the official SDK's
+``acp.spawn_agent_process`` with a small recording client, exactly as agh_nb will, and is bounded
+by ``asyncio.wait_for`` so a misbehaving agent fails the test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import acp
+import pytest
+from acp import RequestError
+from acp.schema import (
+    AgentMessageChunk,
+    AgentPlanUpdate,
+    AgentThoughtChunk,
+    AllowedOutcome,
+    ClientCapabilities,
+    CreateTerminalResponse,
+    DeniedOutcome,
+    EnvVariable,
+    FileSystemCapabilities,
+    InitializeResponse,
+    PermissionOption,
+    ReadTextFileResponse,
+    ReleaseTerminalResponse,
+    RequestPermissionResponse,
+    TerminalOutputResponse,
+    TextContentBlock,
+    ToolCallProgress,
+    ToolCallStart,
+    ToolCallUpdate,
+    UsageUpdate,
+    WaitForTerminalExitResponse,
+    WriteTextFileResponse,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEST_TIMEOUT = 30.0
+T = TypeVar("T")
+
+
+def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = TEST_TIMEOUT) -> T:
+    """Run one async test body with a hard timeout (pytest-asyncio is not a dependency)."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro_fn(), timeout=timeout)
+
+    return asyncio.run(bounded())
+
+
+class RecordingClient:
+    """A minimal but real ACP client: records updates, answers permissions, does fs and terminals."""
+
+    def __init__(self, root: Path, *, permission: str = "allow_once") -> None:
+        self.root = root
+        self.permission = permission
+        self.updates: list[tuple[str, Any, dict[str, Any]]] = []
+        self.permission_requests: list[tuple[ToolCallUpdate, list[PermissionOption]]] = []
+        self.changed = asyncio.Event()
+        self._terminals: dict[str, tuple[asyncio.subprocess.Process, asyncio.Task[bytes]]] = {}
+
+    # -- recording ----------------------------------------------------------------------
+
+    async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
+        """Record every notification (kwargs carry notification-level ``_meta``, if any)."""
+        self.updates.append((session_id, update, kwargs))
+        self.changed.set()
+
+    def of(self, kind: type) -> list[Any]:
+        """Recorded updates of one schema class, in arrival order."""
+        return [u for _, u, _ in self.updates if isinstance(u, kind)]
+
+    def message_text(self) -> str:
+        """All agent message chunks joined."""
+        return "".join(u.content.text for u in self.of(AgentMessageChunk))
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds, re-checking on every new update."""
+
+        async def loop() -> None:
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(loop(), timeout=timeout)
+
+    # -- permissions and files ----------------------------------------------------------
+
+    async def request_permission(
+        self, session_id: str, tool_call: ToolCallUpdate, options: list[PermissionOption], **kwargs: Any
+    ) -> RequestPermissionResponse:
+        """Pick the option whose kind is ``self.permission`` (or answer "cancelled")."""
+        self.permission_requests.append((tool_call, options))
+        for option in options:
+            if option.kind == self.permission:
+                return RequestPermissionResponse(outcome=AllowedOutcome(outcome="selected", option_id=option.option_id))
+        return RequestPermissionResponse(outcome=DeniedOutcome(outcome="cancelled"))
+
+    def _inside(self, path: str) -> Path:
+        resolved = Path(path).resolve()
+        if not resolved.is_relative_to(self.root.resolve()):
+            raise RequestError.invalid_params({"path": path, "reason": "outside workspace"})
+        return resolved
+
+    async def read_text_file(
+        self, session_id: str, path: str, line: int | None = None, limit: int | None = None, **kwargs: Any
+    ) -> ReadTextFileResponse:
+        return ReadTextFileResponse(content=self._inside(path).read_text())
+
+    async def write_text_file(self, session_id: str, path: str, content: str, **kwargs: Any) -> WriteTextFileResponse:
+        target = self._inside(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+        return WriteTextFileResponse()
+
+    # -- terminals ----------------------------------------------------------------------
+
+    async def create_terminal(
+        self,
+        session_id: str,
+        command: str,
+        args: list[str] | None = None,
+        env: list[EnvVariable] | None = None,
+        cwd: str | None = None,
+        output_byte_limit: int | None = None,
+        **kwargs: Any,
+    ) -> CreateTerminalResponse:
+        proc = await asyncio.create_subprocess_exec(
+            command, *(args or []), cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        assert proc.stdout is not None
+        terminal_id = f"term-{uuid.uuid4().hex[:8]}"
+        self._terminals[terminal_id] = (proc, asyncio.ensure_future(proc.stdout.read()))
+        return CreateTerminalResponse(terminal_id=terminal_id)
+
+    async def wait_for_terminal_exit(self, session_id: str, terminal_id: str, **kwargs: Any) -> WaitForTerminalExitResponse:
+        proc, _ = self._terminals[terminal_id]
+        return WaitForTerminalExitResponse(exit_code=await proc.wait())
+
+    async def terminal_output(self, session_id: str, terminal_id: str, **kwargs: Any) -> TerminalOutputResponse:
+        proc, reader = self._terminals[terminal_id]
+        output = (await reader).decode()
+        return TerminalOutputResponse(output=output, truncated=False)
+
+    async def release_terminal(self, session_id: str, terminal_id: str, **kwargs: Any) -> ReleaseTerminalResponse:
+        proc, reader = self._terminals.pop(terminal_id)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        reader.cancel()
+        return ReleaseTerminalResponse()
+
+    async def kill_terminal(self, session_id: str, terminal_id: str, **kwargs: Any) -> None:
+        proc, _ = self._terminals[terminal_id]
+        if proc.returncode is None:
+            proc.kill()
+
+
+FULL_CAPS = ClientCapabilities(
+    fs=FileSystemCapabilities(read_text_file=True, write_text_file=True), terminal=True
+)
+
+
+@contextlib.asynccontextmanager
+async def demo_agent(
+    client: RecordingClient, *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[acp.core.ClientSideConnection, asyncio.subprocess.Process]]:
+    """Spawn the demo agent; the SDK passes only a trimmed environment, so add PYTHONPATH."""
+    full_env = {"PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    async with acp.spawn_agent_process(
+        client,
+        sys.executable,
+        "-m",
+        "agh_nb.agents.demo",
+        *args,
+        env=full_env,
+        cwd=client.root,
+        transport_kwargs={"shutdown_timeout": 1.0},
+    ) as (conn, proc):
+        yield conn, proc
+
+
+async def start_session(
+    conn: acp.core.ClientSideConnection, client: RecordingClient, caps: ClientCapabilities = FULL_CAPS
+) -> tuple[InitializeResponse, str]:
+    """initialize + session/new; returns the handshake answer and the ACP session id."""
+    init = await conn.initialize(protocol_version=acp.PROTOCOL_VERSION, client_capabilities=caps)
+    session = await conn.new_session(cwd=str(client.root), mcp_servers=[])
+    return init, session.session_id
+
+
+def prompt_of(text: str) -> list[TextContentBlock]:
+    return [acp.text_block(text)]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_initialize_advertises_load_session(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast") as (conn, _):
+            init, session_id = await start_session(conn, client)
+            assert init.protocol_version == acp.PROTOCOL_VERSION
+            assert init.agent_capabilities is not None and init.agent_capabilities.load_session is True
+            assert init.agent_info is not None and init.agent_info.name == "agh-demo"
+            assert session_id.startswith("demo-") and len(session_id) == len("demo-") + 32
+            other = await conn.new_session(cwd=str(tmp_path), mcp_servers=[])
+            assert other.session_id != session_id
+
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast", "--no-load") as (conn, _):
+            init, _ = await start_session(conn, client)
+            assert init.agent_capabilities is not None and init.agent_capabilities.load_session is False
+            with pytest.raises(RequestError):
+                await conn.load_session(cwd=str(tmp_path), session_id="demo-abc", mcp_servers=[])
+
+    run(body)
+
+
+def test_load_session(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast") as (conn, _):
+            await start_session(conn, client)
+            with pytest.raises(RequestError) as info:
+                await conn.load_session(cwd=str(tmp_path), session_id="sess_unknown", mcp_servers=[])
+            assert info.value.code == -32002
+            # Any demo- id loads (the demo keeps no history), and the session then takes prompts.
+            await conn.load_session(cwd=str(tmp_path), session_id="demo-from-an-earlier-process", mcp_servers=[])
+            response = await conn.prompt(session_id="demo-from-an-earlier-process", prompt=prompt_of("echo-env HOME"))
+            assert response.stop_reason == "end_turn"
+
+    run(body)
+
+
+def test_default_script(tmp_path: Path) -> None:
+    text = "Please summarise the quarterly numbers"
+
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client)
+            response = await conn.prompt(session_id=session_id, prompt=prompt_of(text))
+
+            assert response.stop_reason == "end_turn"
+            assert response.usage is not None
+            usage = response.usage
+            assert usage.input_tokens > 0 and usage.output_tokens > 0 and usage.thought_tokens
+            assert usage.total_tokens == usage.input_tokens + usage.output_tokens + usage.thought_tokens
+            assert all(sid == session_id for sid, _, _ in client.updates)
+
+            assert 1 <= len(client.of(AgentThoughtChunk)) <= 2
+            plans = client.of(AgentPlanUpdate)
+            assert len(plans) == 1 and len(plans[0].entries) == 3
+            assert len(client.of(AgentMessageChunk)) >= 4
+            assert text in client.message_text()
+
+            starts = client.of(ToolCallStart)
+            progress = client.of(ToolCallProgress)
+            assert len(starts) == 2
+            assert {s.kind for s in starts} == {"think", "search"}
+            for start in starts:
+                assert start.status == "in_progress" and start.raw_input is not None
+                done = [p for p in progress if p.tool_call_id == start.tool_call_id]
+                assert len(done) == 1 and done[0].status == "completed"
+                assert done[0].raw_output is not None and done[0].content
+            # Each tool call completes before the next one starts.
+            kinds = [type(u).__name__ for _, u, _ in client.updates]
+            assert kinds.index("ToolCallProgress") < len(kinds) - 1 - kinds[::-1].index("ToolCallStart")
+
+            usage_updates = client.of(UsageUpdate)
+            assert len(usage_updates) == 1
+            assert usage_updates[0].used == usage.total_tokens and usage_updates[0].size > 0
+            assert usage_updates[0].cost is not None and usage_updates[0].cost.amount > 0
+            assert isinstance(client.updates[-1][1], UsageUpdate)
+
+            # Deterministic: the same prompt in a fresh session gives the same usage and text.
+            first_text = client.message_text()
+            client.updates.clear()
+            second = await conn.new_session(cwd=str(tmp_path), mcp_servers=[])
+            again = await conn.prompt(session_id=second.session_id, prompt=prompt_of(text))
+            assert again.usage == usage
+            assert client.message_text() == first_text
+
+    run(body)
+
+
+def test_firehose_meta(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client) as (conn, _):  # firehose ignores the step delay
+            _, session_id = await start_session(conn, client)
+            before = time.time()
+            response = await conn.prompt(session_id=session_id, prompt=prompt_of("firehose 1000"))
+            assert response.stop_reason == "end_turn"
+            chunks = client.of(AgentMessageChunk)
+            assert len(chunks) == 1000
+            assert [c.field_meta["agh_demo_index"] for c in chunks] == list(range(1000))
+            stamps = [c.field_meta["agh_demo_sent_at"] for c in chunks]
+            assert stamps == sorted(stamps) and before - 1 <= stamps[0] <= stamps[-1] <= time.time()
+            # The timing lives on the update's own _meta, not on the notification.
+            assert all(kwargs == {} for _, _, kwargs in client.updates)
+
+    run(body)
+
+
+def test_cancel_during_slow(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client)
+            turn = asyncio.ensure_future(conn.prompt(session_id=session_id, prompt=prompt_of("slow 50 0.1")))
+            await client.wait_for(lambda: len(client.of(AgentMessageChunk)) >= 3)
+            cancelled_at = time.monotonic()
+            await conn.cancel(session_id=session_id)
+            response = await asyncio.wait_for(turn, timeout=2.0)
+            elapsed = time.monotonic() - cancelled_at
+            assert response.stop_reason == "cancelled"
+            assert elapsed < 0.5, elapsed
+            assert len(client.of(AgentMessageChunk)) < 10
+
+            # The session stays usable after a cancelled turn.
+            after = await conn.prompt(session_id=session_id, prompt=prompt_of("slow 2 0"))
+            assert after.stop_reason == "end_turn"
+
+    run(body)
+
+
+def test_silent_then_one_chunk(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client)
+            started = time.monotonic()
+            response = await conn.prompt(session_id=session_id, prompt=prompt_of("silent 0.3"))
+            assert time.monotonic() - started >= 0.3
+            assert response.stop_reason == "end_turn"
+            assert len(client.updates) == 1 and len(client.of(AgentMessageChunk)) == 1
+
+    run(body)
+
+
+def test_crash_exits_with_code_3(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast") as (conn, proc):
+            _, session_id = await start_session(conn, client)
+            with pytest.raises(ConnectionError):
+                await conn.prompt(session_id=session_id, prompt=prompt_of("crash"))
+            assert await asyncio.wait_for(proc.wait(), timeout=5.0) == 3
+            # Everything sent before the crash arrived: a thought, a dangling tool call, a chunk.
+            assert len(client.of(AgentThoughtChunk)) == 1
+            starts = client.of(ToolCallStart)
+            assert len(starts) == 1 and starts[0].status == "in_progress"
+            assert len(client.of(AgentMessageChunk)) == 1
+            assert proc.stderr is not None
+            assert b"crashing on purpose" in await proc.stderr.read()
+
+    run(body)
+
+
+def test_fail_raises_request_error(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast") as (conn, proc):
+            _, session_id = await start_session(conn, client)
+            with pytest.raises(RequestError) as info:
+                await conn.prompt(session_id=session_id, prompt=prompt_of("fail"))
+            assert info.value.code == -32603
+            assert "on purpose" in str(info.value)
+            # The agent survives a failed prompt.
+            assert proc.returncode is None
+            ok = await conn.prompt(session_id=session_id, prompt=prompt_of("echo-env NOPE_NOT_SET"))
+            assert ok.stop_reason == "end_turn"
+            assert "NOPE_NOT_SET=<unset>" in client.message_text()
+
+    run(body)
+
+
+def test_garbage_line_mid_turn(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client)
+            # The SDK's client logs and skips the non-JSON line; the turn still completes.
+            response = await conn.prompt(session_id=session_id, prompt=prompt_of("garbage"))
+            assert response.stop_reason == "end_turn"
+            assert "Still here" in client.message_text()
+
+    run(body)
+
+
+def test_echo_env(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast", env={"DEMO_SECRET_THING": "s3cr3t"}) as (conn, _):
+            _, session_id = await start_session(conn, client)
+            await conn.prompt(session_id=session_id, prompt=prompt_of("ECHO-ENV DEMO_SECRET_THING"))
+            assert client.message_text() == "DEMO_SECRET_THING=s3cr3t\n"
+
+    run(body)
+
+
+def test_fail_startup_exit(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fail-startup", "exit") as (conn, proc):
+            assert await asyncio.wait_for(proc.wait(), timeout=10.0) == 2
+            assert proc.stderr is not None
+            assert (await proc.stderr.read()).decode().strip() == "demo: refusing to start"
+            with pytest.raises(ConnectionError):
+                await conn.initialize(protocol_version=acp.PROTOCOL_VERSION)
+
+    run(body)
+
+
+@pytest.mark.parametrize("mode", ["garbage", "hang"])
+def test_fail_startup_never_answers(tmp_path: Path, mode: str) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fail-startup", mode) as (conn, proc):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(conn.initialize(protocol_version=acp.PROTOCOL_VERSION), timeout=1.5)
+            assert proc.returncode is None
+        # spawn_agent_process escalated (stdin close, terminate) and the process is gone.
+        assert proc.returncode is not None
+
+    run(body)
+
+
+@pytest.mark.parametrize(("permission", "written"), [("allow_once", True), ("reject_once", False)])
+def test_write_with_permission(tmp_path: Path, permission: str, written: bool) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path, permission=permission)
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client)
+            response = await conn.prompt(session_id=session_id, prompt=prompt_of("write notes/out.txt hello demo world"))
+            assert response.stop_reason == "end_turn"
+
+            assert len(client.permission_requests) == 1
+            tool_call, options = client.permission_requests[0]
+            assert tool_call.kind == "edit"
+            assert {o.kind for o in options} == {"allow_once", "allow_always", "reject_once", "reject_always"}
+            start = client.of(ToolCallStart)[0]
+            assert start.kind == "edit" and start.content and start.content[0].type == "diff"
+
+            target = tmp_path / "notes" / "out.txt"
+            final = client.of(ToolCallProgress)[-1]
+            if written:
+                assert target.read_text() == "hello demo world"
+                assert final.status == "completed"
+            else:
+                assert not target.exists()
+                assert final.status == "failed"
+                assert "permission rejected, not writing" in client.message_text()
+
+    run(body)
+
+
+def test_write_allow_always_asks_once(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path, permission="allow_always")
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client)
+            await conn.prompt(session_id=session_id, prompt=prompt_of("write a.txt one"))
+            await conn.prompt(session_id=session_id, prompt=prompt_of("write b.txt two"))
+            assert len(client.permission_requests) == 1
+            assert (tmp_path / "a.txt").read_text() == "one" and (tmp_path / "b.txt").read_text() == "two"
+
+    run(body)
+
+
+def test_read_and_missing_capabilities(tmp_path: Path) -> None:
+    async def body() -> None:
+        (tmp_path / "data.txt").write_text("line one\nline two\n")
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client)
+            response = await conn.prompt(session_id=session_id, prompt=prompt_of("read data.txt"))
+            assert response.stop_reason == "end_turn"
+            start = client.of(ToolCallStart)[0]
+            assert start.kind == "read"
+            done = client.of(ToolCallProgress)[-1]
+            assert done.status == "completed" and done.content[0].content.text == "line one\nline two\n"
+
+        # A client without fs/terminal capabilities gets an explanation instead of a request.
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client, caps=ClientCapabilities())
+            for text in ("read data.txt", "write x.txt nope", "run echo hi"):
+                response = await conn.prompt(session_id=session_id, prompt=prompt_of(text))
+                assert response.stop_reason == "end_turn"
+            assert client.of(ToolCallStart) == [] and client.permission_requests == []
+            assert client.message_text().count("does not support") == 3
+            assert not (tmp_path / "x.txt").exists()
+
+    run(body)
+
+
+def test_run_in_terminal(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client)
+            response = await conn.prompt(
+                session_id=session_id, prompt=prompt_of(f"run {sys.executable} -c 'print(6 * 7)'")
+            )
+            assert response.stop_reason == "end_turn"
+            start = client.of(ToolCallStart)[0]
+            assert start.kind == "execute"
+            final = client.of(ToolCallProgress)[-1]
+            assert final.status == "completed"
+            assert final.raw_output["exit_code"] == 0 and final.raw_output["output"].strip() == "42"
+            assert "exited with code 0" in client.message_text()
+
+    run(body)
+
+
+def test_demo_imports_only_stdlib_and_acp() -> None:
+    """The demo is a separate process: it must not import agh_nb (or anything but acp)."""
+    tree = ast.parse((REPO_ROOT / "agh_nb" / "agents" / "demo.py").read_text())
+    roots: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "relative imports would pull in agh_nb"
+            roots.add((node.module or "").split(".")[0])
+    assert roots - sys.stdlib_module_names == {"acp"}
