@@ -13,3 +13,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
+# ACP agents written by other projects, for tests/test_third_party.py (npm registry only).
+if command -v npm >/dev/null 2>&1; then
+  (cd tests/third_party && npm install --silent --no-audit --no-fund --no-package-lock >/dev/null)
+else
+  echo "setup: npm not found; tests/test_third_party.py will fail until Node.js and npm are installed" >&2
+fi

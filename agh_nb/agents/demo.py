@@ -44,7 +44,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 import acp
 from acp import RequestError
@@ -56,22 +56,26 @@ from acp.schema import (
     AgentThoughtChunk,
     AllowedOutcome,
     ClientCapabilities,
+    ContentToolCallContent,
     Cost,
     FileEditToolCallContent,
-    ContentToolCallContent,
     Implementation,
     InitializeResponse,
     LoadSessionResponse,
     NewSessionResponse,
     PermissionOption,
     PlanEntry,
+    PlanEntryPriority,
+    PlanEntryStatus,
     PromptResponse,
     TerminalToolCallContent,
     TextContentBlock,
     ToolCallLocation,
     ToolCallProgress,
     ToolCallStart,
+    ToolCallStatus,
     ToolCallUpdate,
+    ToolKind,
     Usage,
     UsageUpdate,
 )
@@ -102,7 +106,8 @@ _OPTION_KIND_BY_ID = {option.option_id: option.kind for option in PERMISSION_OPT
 ToolContent = ContentToolCallContent | FileEditToolCallContent | TerminalToolCallContent
 T = TypeVar("T")
 
-log = logging.getLogger("agh_demo")
+# Named explicitly: under ``python -m`` this module's __name__ is "__main__".
+log = logging.getLogger("agh_nb.agents.demo")
 
 
 class _Cancelled(Exception):
@@ -160,7 +165,7 @@ class _Turn:
             return
         try:
             await asyncio.wait_for(self.cancel.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         raise _Cancelled
 
@@ -192,21 +197,19 @@ class _Turn:
 
     async def message(self, text: str, meta: dict[str, Any] | None = None) -> None:
         """Emit one ``agent_message_chunk``."""
-        await self.emit(
-            AgentMessageChunk(session_update="agent_message_chunk", content=_text(text), field_meta=meta)
-        )
+        await self.emit(AgentMessageChunk(session_update="agent_message_chunk", content=_text(text), field_meta=meta))
 
     async def thought(self, text: str) -> None:
         """Emit one ``agent_thought_chunk``."""
         await self.emit(AgentThoughtChunk(session_update="agent_thought_chunk", content=_text(text)))
 
-    async def plan(self, entries: Sequence[tuple[str, str, str]]) -> None:
+    async def plan(self, entries: Sequence[tuple[str, PlanEntryPriority, PlanEntryStatus]]) -> None:
         """Emit a ``plan`` update from ``(content, priority, status)`` triples."""
         await self.emit(
             AgentPlanUpdate(
                 session_update="plan",
                 entries=[
-                    PlanEntry(content=content, priority=priority, status=status)  # type: ignore[arg-type]
+                    PlanEntry(content=content, priority=priority, status=status)
                     for content, priority, status in entries
                 ],
             )
@@ -222,8 +225,8 @@ class _Turn:
         tool_call_id: str,
         title: str,
         *,
-        kind: str,
-        status: str = "in_progress",
+        kind: ToolKind,
+        status: ToolCallStatus = "in_progress",
         raw_input: Any = None,
         content: Sequence[ToolContent] | None = None,
         locations: Sequence[str] | None = None,
@@ -234,8 +237,8 @@ class _Turn:
                 session_update="tool_call",
                 tool_call_id=tool_call_id,
                 title=title,
-                kind=kind,  # type: ignore[arg-type]
-                status=status,  # type: ignore[arg-type]
+                kind=kind,
+                status=status,
                 raw_input=raw_input,
                 content=list(content) if content is not None else None,
                 locations=[ToolCallLocation(path=p) for p in locations] if locations else None,
@@ -246,7 +249,7 @@ class _Turn:
         self,
         tool_call_id: str,
         *,
-        status: str | None = None,
+        status: ToolCallStatus | None = None,
         content: Sequence[ToolContent] | None = None,
         raw_output: Any = None,
     ) -> None:
@@ -255,7 +258,7 @@ class _Turn:
             ToolCallProgress(
                 session_update="tool_call_update",
                 tool_call_id=tool_call_id,
-                status=status,  # type: ignore[arg-type]
+                status=status,
                 content=list(content) if content is not None else None,
                 raw_output=raw_output,
             )
@@ -447,7 +450,9 @@ class DemoAgent:
         await turn.pause()
 
         search_id = turn.new_tool_call_id()
-        await turn.tool_start(search_id, f"Search notes for \u201c{query}\u201d", kind="search", raw_input={"query": query})
+        await turn.tool_start(
+            search_id, f"Search notes for \u201c{query}\u201d", kind="search", raw_input={"query": query}
+        )
         await turn.pause()
         await turn.tool_update(
             search_id,
@@ -839,7 +844,10 @@ async def _serve(agent: DemoAgent) -> None:
         # asyncio pipe transports refuse regular files, e.g. ``> out.txt``; say so plainly.
         raise _NotAPipe(str(exc)) from exc
     agent.attach_writer(writer)
-    await acp.run_agent(agent, writer, reader)
+    # A cast, not a subclass: DemoAgent implements only the part of the acp.Agent protocol it
+    # supports, and the SDK router answers "method not found" for the rest. Subclassing the
+    # Protocol would instead inherit stub methods that answer ``null``.
+    await acp.run_agent(cast(acp.Agent, agent), writer, reader)
 
 
 class _NotAPipe(Exception):

@@ -15,11 +15,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import acp
 import pytest
+import yaml
 from acp import RequestError
+from acp.helpers import ContentBlock
 from acp.schema import (
     AgentMessageChunk,
     AgentPlanUpdate,
@@ -36,7 +38,6 @@ from acp.schema import (
     ReleaseTerminalResponse,
     RequestPermissionResponse,
     TerminalOutputResponse,
-    TextContentBlock,
     ToolCallProgress,
     ToolCallStart,
     ToolCallUpdate,
@@ -100,8 +101,11 @@ class RecordingClient:
     async def request_permission(
         self, session_id: str, tool_call: ToolCallUpdate, options: list[PermissionOption], **kwargs: Any
     ) -> RequestPermissionResponse:
-        """Pick the option whose kind is ``self.permission`` (or answer "cancelled")."""
+        """Pick the option whose kind is ``self.permission`` ("hold": never answer on our own)."""
         self.permission_requests.append((tool_call, options))
+        self.changed.set()
+        if self.permission == "hold":
+            await asyncio.Event().wait()
         for option in options:
             if option.kind == self.permission:
                 return RequestPermissionResponse(outcome=AllowedOutcome(outcome="selected", option_id=option.option_id))
@@ -144,7 +148,9 @@ class RecordingClient:
         self._terminals[terminal_id] = (proc, asyncio.ensure_future(proc.stdout.read()))
         return CreateTerminalResponse(terminal_id=terminal_id)
 
-    async def wait_for_terminal_exit(self, session_id: str, terminal_id: str, **kwargs: Any) -> WaitForTerminalExitResponse:
+    async def wait_for_terminal_exit(
+        self, session_id: str, terminal_id: str, **kwargs: Any
+    ) -> WaitForTerminalExitResponse:
         proc, _ = self._terminals[terminal_id]
         return WaitForTerminalExitResponse(exit_code=await proc.wait())
 
@@ -167,9 +173,7 @@ class RecordingClient:
             proc.kill()
 
 
-FULL_CAPS = ClientCapabilities(
-    fs=FileSystemCapabilities(read_text_file=True, write_text_file=True), terminal=True
-)
+FULL_CAPS = ClientCapabilities(fs=FileSystemCapabilities(read_text_file=True, write_text_file=True), terminal=True)
 
 
 @contextlib.asynccontextmanager
@@ -179,7 +183,7 @@ async def demo_agent(
     """Spawn the demo agent; the SDK passes only a trimmed environment, so add PYTHONPATH."""
     full_env = {"PYTHONPATH": str(REPO_ROOT), **(env or {})}
     async with acp.spawn_agent_process(
-        client,
+        cast(acp.Client, client),  # implements the part of the Client protocol the demo uses
         sys.executable,
         "-m",
         "agh_nb.agents.demo",
@@ -200,7 +204,8 @@ async def start_session(
     return init, session.session_id
 
 
-def prompt_of(text: str) -> list[TextContentBlock]:
+def prompt_of(text: str) -> list[ContentBlock]:
+    """A one-block text prompt."""
     return [acp.text_block(text)]
 
 
@@ -223,8 +228,9 @@ def test_initialize_advertises_load_session(tmp_path: Path) -> None:
         async with demo_agent(client, "--fast", "--no-load") as (conn, _):
             init, _ = await start_session(conn, client)
             assert init.agent_capabilities is not None and init.agent_capabilities.load_session is False
-            with pytest.raises(RequestError):
+            with pytest.raises(RequestError) as info:
                 await conn.load_session(cwd=str(tmp_path), session_id="demo-abc", mcp_servers=[])
+            assert info.value.code == -32601  # method not found
 
     run(body)
 
@@ -446,7 +452,9 @@ def test_write_with_permission(tmp_path: Path, permission: str, written: bool) -
         client = RecordingClient(tmp_path, permission=permission)
         async with demo_agent(client, "--fast") as (conn, _):
             _, session_id = await start_session(conn, client)
-            response = await conn.prompt(session_id=session_id, prompt=prompt_of("write notes/out.txt hello demo world"))
+            response = await conn.prompt(
+                session_id=session_id, prompt=prompt_of("write notes/out.txt hello demo world")
+            )
             assert response.stop_reason == "end_turn"
 
             assert len(client.permission_requests) == 1
@@ -478,6 +486,38 @@ def test_write_allow_always_asks_once(tmp_path: Path) -> None:
             await conn.prompt(session_id=session_id, prompt=prompt_of("write b.txt two"))
             assert len(client.permission_requests) == 1
             assert (tmp_path / "a.txt").read_text() == "one" and (tmp_path / "b.txt").read_text() == "two"
+
+    run(body)
+
+
+def test_cancel_while_permission_pending(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path, permission="hold")
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client)
+            turn = asyncio.ensure_future(conn.prompt(session_id=session_id, prompt=prompt_of("write held.txt x")))
+            await client.wait_for(lambda: bool(client.permission_requests))
+            await conn.cancel(session_id=session_id)
+            # The agent gives up on the unanswered request instead of waiting for it.
+            response = await asyncio.wait_for(turn, timeout=2.0)
+            assert response.stop_reason == "cancelled"
+            assert not (tmp_path / "held.txt").exists()
+
+    run(body)
+
+
+def test_file_errors_fail_the_tool_call(tmp_path: Path) -> None:
+    async def body() -> None:
+        workspace = tmp_path / "ws"
+        workspace.mkdir()
+        (tmp_path / "outside.txt").write_text("secret")
+        client = RecordingClient(workspace)
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client)
+            response = await conn.prompt(session_id=session_id, prompt=prompt_of("read ../outside.txt"))
+            assert response.stop_reason == "end_turn"
+            assert client.of(ToolCallProgress)[-1].status == "failed"
+            assert "failed" in client.message_text()
 
     run(body)
 
@@ -539,3 +579,46 @@ def test_demo_imports_only_stdlib_and_acp() -> None:
             assert node.level == 0, "relative imports would pull in agh_nb"
             roots.add((node.module or "").split(".")[0])
     assert roots - sys.stdlib_module_names == {"acp"}
+
+
+PRESETS = REPO_ROOT / "agh_nb" / "agents" / "presets"
+
+
+def read_agent_md(path: Path) -> dict[str, Any]:
+    """The YAML front matter of an AGENT.md file."""
+    _, front, body = path.read_text().split("---\n", 2)
+    assert body.strip(), f"{path} has no description text"
+    data = yaml.safe_load(front)
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.mark.parametrize("name", ["demo", "demo-fast", "claude", "gemini", "codex"])
+def test_preset_front_matter(name: str) -> None:
+    data = read_agent_md(PRESETS / name / "AGENT.md")
+    assert set(data) <= {"name", "command", "env", "permissions", "description"}
+    assert data["name"] == name
+    assert isinstance(data["command"], list) and all(isinstance(arg, str) for arg in data["command"])
+    for key, value in (data.get("env") or {}).items():
+        assert value == f"env:{key}"  # references only, never a literal secret
+
+
+def test_demo_fast_preset_command_starts_the_agent(tmp_path: Path) -> None:
+    """The preset's argv, with {python} expanded as agh_nb does, is a working ACP agent."""
+    command = [
+        sys.executable if arg == "{python}" else arg
+        for arg in read_agent_md(PRESETS / "demo-fast" / "AGENT.md")["command"]
+    ]
+
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with acp.spawn_agent_process(
+            cast(acp.Client, client), command[0], *command[1:], env={"PYTHONPATH": str(REPO_ROOT)}, cwd=tmp_path
+        ) as (conn, _):
+            _, session_id = await start_session(conn, client)
+            started = time.monotonic()
+            response = await conn.prompt(session_id=session_id, prompt=prompt_of("hello"))
+            assert response.stop_reason == "end_turn"
+            assert time.monotonic() - started < 1.0  # --fast: no pacing between the ~15 steps
+
+    run(body)

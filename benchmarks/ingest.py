@@ -1,0 +1,452 @@
+"""End-to-end ingest: a real ACP agent firehose into agh_nb, next to a bare SDK client and SQLite.
+
+Run: ``python benchmarks/ingest.py [--n 50000] [--quick] [--sqlite-n N] [--profile]``
+
+One run measures, against the built-in demo agent (``python -m agh_nb.agents.demo --fast``)
+answering ``firehose N`` (N ``agent_message_chunk`` updates, each stamped with ``_meta``
+``agh_demo_sent_at`` / ``agh_demo_index``):
+
+1. agh_nb: an embedded ``Runtime`` + ``Host`` in a temporary ``AGH_HOME``; ``host.create`` a
+   session of the ``demo-fast`` preset, ``host.store.subscribe`` to it, ``host.prompt(...)``.
+   events/s = N / (prompt submission -> the last ``agent_message`` committed and delivered to the
+   subscriber); latency = agent's ``agh_demo_sent_at`` -> subscriber delivery (stored and visible).
+2. ceiling: a bare ``acp.spawn_agent_process`` client whose ``session_update`` only counts; same
+   agent, same prompt, nothing persisted.
+3. SQLite: the bare client again, but each update is mapped exactly as agh_nb maps it (same
+   ``content`` envelope) and written in its own durable SQLite transaction (WAL,
+   ``synchronous=FULL``) with the columns of agh_nb's ``events`` table: per-event durability.
+   It runs on ``--sqlite-n`` updates (default N/10) and reports its rate.
+4. ratios agh_nb/ceiling (target >= 0.6), agh_nb/SQLite (target >= 3x), p99 < 100 ms, each with
+   PASS/MISS. Informational only: the exit code is 0 whatever the figures.
+
+The last line printed is one JSON object with every figure. ``--profile`` re-runs the agh_nb
+leg under per-thread cProfile (runtime loop thread vs. store writer thread) and prints where
+the time goes; the profiled run's figures are not the reported ones (cProfile slows Python).
+
+Clocks: latencies compare the agent's ``time.time()`` with ours (same machine, same clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import os
+import pstats
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import acp  # noqa: E402
+from acp import schema  # noqa: E402
+
+from agh_nb.adapters.acp_driver import STREAM_LIMIT  # noqa: E402
+from agh_nb.adapters.acp_mapping import map_update  # noqa: E402
+from agh_nb.adapters.duckdb_schema import EVENT_COLUMNS  # noqa: E402
+from agh_nb.api import Host  # noqa: E402
+from agh_nb.events import Event, build_content, dumps, utcnow  # noqa: E402
+from agh_nb.runtime import Runtime  # noqa: E402
+
+AGENT_PRESET = "demo-fast"
+AGENT_ARGV = (sys.executable, "-m", "agh_nb.agents.demo", "--fast")
+TARGET_CEILING_RATIO = 0.6
+TARGET_SQLITE_RATIO = 3.0
+TARGET_P99_MS = 100.0
+DELIVERY_TIMEOUT = 600.0
+
+
+def pct(sorted_values: Sequence[float], q: float) -> float:
+    """The q-quantile (nearest rank) of already sorted values; NaN when empty."""
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+# -- 1. agh_nb ------------------------------------------------------------------------------
+
+
+class Probe:
+    """The subscriber: runs on the store's writer thread, so it only stamps and keeps batches."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.batches: list[tuple[float, float, Sequence[Event]]] = []
+        self.messages = 0
+        self.last_delivery: float | None = None  # perf_counter of the N-th agent_message
+        self.complete = threading.Event()
+        self.on_first: Any = None
+        self.on_last: Any = None
+
+    def __call__(self, events: Sequence[Event]) -> None:
+        wall, perf = time.time(), time.perf_counter()
+        if self.on_first is not None:
+            hook, self.on_first = self.on_first, None
+            hook()
+        self.batches.append((wall, perf, events))
+        self.messages += sum(1 for e in events if e.type == "agent_message")
+        if self.messages >= self.n and self.last_delivery is None:
+            self.last_delivery = perf
+            if self.on_last is not None:
+                self.on_last()
+            self.complete.set()
+
+    def analyse(self) -> dict[str, Any]:
+        """Latencies of every agent_message, and order/gap checks on what was delivered."""
+        latencies: list[float] = []
+        sequences: list[int] = []
+        indexes: list[int] = []
+        sizes: list[int] = []
+        for wall, _perf, events in self.batches:
+            sizes.append(len(events))
+            for e in events:
+                sequences.append(e.sequence)
+                if e.type != "agent_message":
+                    continue
+                meta = (e.content.get("raw") or {}).get("_meta") or {}
+                sent = meta.get("agh_demo_sent_at")
+                if sent is not None:
+                    latencies.append((wall - sent) * 1000.0)
+                    indexes.append(int(meta.get("agh_demo_index", -1)))
+        latencies.sort()
+        gapless = sequences == list(range(sequences[0], sequences[0] + len(sequences))) if sequences else False
+        return {
+            "latencies": latencies,
+            "in_order": indexes == list(range(len(indexes))),
+            "gapless": gapless,
+            "batches": len(sizes),
+            "mean_batch": sum(sizes) / len(sizes) if sizes else 0.0,
+        }
+
+
+class ThreadProfiles:
+    """cProfile on the runtime loop thread and on the store writer thread (Python 3.11: per thread)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.loop_prof = cProfile.Profile()
+        self.writer_prof = cProfile.Profile()
+        self.writer_on = False
+
+    def start_loop(self) -> None:
+        async def enable() -> None:
+            self.loop_prof.enable()
+
+        self.runtime.call(enable)
+
+    def stop_loop(self) -> None:
+        async def disable() -> None:
+            self.loop_prof.disable()
+
+        self.runtime.call(disable)
+
+    def start_writer(self) -> None:  # called from the subscriber, i.e. on the writer thread
+        self.writer_prof.enable()
+        self.writer_on = True
+
+    def stop_writer(self) -> None:  # likewise
+        if self.writer_on:
+            self.writer_prof.disable()
+            self.writer_on = False
+
+    @staticmethod
+    def report(prof: cProfile.Profile, title: str, top: int) -> str:
+        out = io.StringIO()
+        stats = pstats.Stats(prof, stream=out)
+        total = stats.total_tt  # type: ignore[attr-defined]
+        out.write(f"--- {title}: {total:.2f} s of Python time under cProfile ---\n")
+        stats.sort_stats("tottime").print_stats(top)
+        stats.sort_stats("cumulative").print_stats(top)
+        return out.getvalue()
+
+
+def run_agh(n: int, *, profile: bool = False, top: int = 25) -> dict[str, Any]:
+    """Firehose ``n`` updates through the embedded runtime; return rate and latencies."""
+    with tempfile.TemporaryDirectory(prefix="agh-bench-home-") as tmp:
+        home = Path(tmp) / "home"
+        workspace = Path(tmp) / "workspace"
+        workspace.mkdir()
+        host = Host(Runtime.start(home=home))
+        profiles: ThreadProfiles | None = None
+        try:
+            record = host.create(AGENT_PRESET, cwd=str(workspace), name="ingest-bench")
+            probe = Probe(n)
+            if profile:
+                profiles = ThreadProfiles(host.runtime)
+                probe.on_first = profiles.start_writer
+                probe.on_last = profiles.stop_writer
+            sub = host.store.subscribe(record.id, 0, probe)
+            try:
+                if profiles is not None:
+                    profiles.start_loop()
+                start = time.perf_counter()
+                handle = host.prompt(record.id, f"firehose {n}")
+                submitted = time.perf_counter()
+                result = handle.wait(DELIVERY_TIMEOUT)
+                turn_done = time.perf_counter()
+                if not probe.complete.wait(DELIVERY_TIMEOUT):
+                    raise RuntimeError(f"only {probe.messages}/{n} agent_message events were delivered")
+                if profiles is not None:
+                    profiles.stop_loop()
+            finally:
+                sub.close()
+            host.stop(record.id)
+        finally:
+            host.close()
+    assert probe.last_delivery is not None
+    elapsed = probe.last_delivery - start
+    stats = probe.analyse()
+    lat = stats.pop("latencies")
+    out = {
+        "n": n,
+        "seconds": elapsed,
+        "events_per_s": n / elapsed,
+        "p50_ms": pct(lat, 0.50),
+        "p99_ms": pct(lat, 0.99),
+        "max_ms": lat[-1] if lat else float("nan"),
+        "submit_ms": (submitted - start) * 1000.0,
+        "turn_done_s": turn_done - start,
+        "stop_reason": result.stop_reason,
+        "delivered": len(lat),
+        **stats,
+    }
+    if profiles is not None:
+        out["profile_text"] = ThreadProfiles.report(
+            profiles.loop_prof, "runtime loop thread (agh-runtime)", top
+        ) + ThreadProfiles.report(profiles.writer_prof, "store writer thread (agh-nb-store-writer)", top)
+    return out
+
+
+# -- 2./3. bare ACP SDK client --------------------------------------------------------------
+
+
+class CountingClient:
+    """The minimal ACP client: ``session_update`` counts, nothing else."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.count = 0
+        self.last: float | None = None
+        self.complete: asyncio.Event | None = None
+
+    async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
+        self.count += 1
+        if self.count == self.n:
+            self.last = time.perf_counter()
+            assert self.complete is not None
+            self.complete.set()
+
+    async def request_permission(self, session_id: str, tool_call: Any, options: Any, **kwargs: Any) -> Any:
+        return schema.RequestPermissionResponse(outcome=schema.DeniedOutcome(outcome="cancelled"))
+
+    async def ext_method(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        raise acp.RequestError.method_not_found(method)
+
+    async def ext_notification(self, method: str, params: dict[str, Any]) -> None:
+        return None
+
+    def on_connect(self, conn: Any) -> None:
+        return None
+
+
+SQLITE_DDL = (
+    "CREATE TABLE events (id TEXT NOT NULL, session_id TEXT NOT NULL, sequence INTEGER NOT NULL,"
+    " turn_id TEXT, type TEXT NOT NULL, agent_name TEXT NOT NULL, workspace_id TEXT NOT NULL,"
+    " workspace_path TEXT NOT NULL, content TEXT NOT NULL, timestamp TEXT NOT NULL)"
+)
+
+
+class SQLiteClient(CountingClient):
+    """Maps each update as agh_nb does and commits it in its own durable SQLite transaction."""
+
+    def __init__(self, n: int, path: Path, workspace: str) -> None:
+        super().__init__(n)
+        self.con = sqlite3.connect(path, isolation_level=None)
+        self.con.execute("PRAGMA journal_mode=WAL")
+        self.con.execute("PRAGMA synchronous=FULL")
+        self.con.execute(SQLITE_DDL)
+        self.insert = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+        self.workspace = workspace
+        self.sequence = 0
+        self.latencies: list[float] = []
+
+    async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
+        event_type, fields = map_update(update)
+        now = utcnow()
+        content = build_content(event_type, acp_session_id=session_id, turn_id="turn_bench", timestamp=now, fields=fields)
+        self.sequence += 1
+        con = self.con
+        con.execute("BEGIN")
+        con.execute(
+            self.insert,
+            (
+                f"evt_{self.sequence:032x}",
+                "sess_bench",
+                self.sequence,
+                "turn_bench",
+                str(event_type),
+                "bench",
+                "ws_bench",
+                self.workspace,
+                dumps(content),
+                now.isoformat(),
+            ),
+        )
+        con.execute("COMMIT")
+        meta = (fields.get("raw") or {}).get("_meta") or {}
+        sent = meta.get("agh_demo_sent_at")
+        if sent is not None:
+            self.latencies.append((time.time() - sent) * 1000.0)
+        await super().session_update(session_id, update, **kwargs)
+
+
+async def drive_bare(client: CountingClient, n: int, cwd: str) -> tuple[float, str]:
+    """Spawn the agent with the SDK, run ``firehose n``; return (seconds to the n-th update, stop)."""
+    client.complete = asyncio.Event()
+    async with acp.spawn_agent_process(
+        client, *AGENT_ARGV, cwd=cwd, transport_kwargs={"limit": STREAM_LIMIT}
+    ) as (conn, _proc):
+        await conn.initialize(protocol_version=acp.PROTOCOL_VERSION)
+        session = await conn.new_session(cwd=cwd, mcp_servers=[])
+        start = time.perf_counter()
+        response = await conn.prompt(session_id=session.session_id, prompt=[acp.text_block(f"firehose {n}")])
+        await asyncio.wait_for(client.complete.wait(), DELIVERY_TIMEOUT)
+    assert client.last is not None
+    return client.last - start, str(response.stop_reason)
+
+
+def run_ceiling(n: int) -> dict[str, Any]:
+    """The bare SDK client: nothing but counting."""
+    with tempfile.TemporaryDirectory(prefix="agh-bench-ceiling-") as tmp:
+        client = CountingClient(n)
+        seconds, stop = asyncio.run(drive_bare(client, n, tmp))
+    return {"n": n, "seconds": seconds, "events_per_s": n / seconds, "stop_reason": stop}
+
+
+def run_sqlite(n: int) -> dict[str, Any]:
+    """The bare SDK client with one durable SQLite transaction per update."""
+    with tempfile.TemporaryDirectory(prefix="agh-bench-sqlite-") as tmp:
+        client = SQLiteClient(n, Path(tmp) / "events.sqlite", tmp)
+        try:
+            seconds, stop = asyncio.run(drive_bare(client, n, tmp))
+            rows = client.con.execute("SELECT count(*) FROM events").fetchone()[0]
+        finally:
+            client.con.close()
+    lat = sorted(client.latencies)
+    return {
+        "n": n,
+        "seconds": seconds,
+        "events_per_s": n / seconds,
+        "p50_ms": pct(lat, 0.50),
+        "p99_ms": pct(lat, 0.99),
+        "rows": rows,
+        "stop_reason": stop,
+    }
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def main() -> int:
+    """Parse arguments, run the three legs and print the figures, then one JSON line."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--n", type=int, default=None, help="updates per run (default 50000; 5000 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="a ~10 s smoke run (N=5000)")
+    parser.add_argument("--sqlite-n", type=int, default=None, help="updates for the SQLite leg (default N/10)")
+    parser.add_argument("--profile", action="store_true", help="also profile an extra agh_nb run per thread")
+    parser.add_argument("--profile-top", type=int, default=25, help="functions listed per profile table")
+    args = parser.parse_args()
+    n = args.n if args.n is not None else (5_000 if args.quick else 50_000)
+    if n < 1:
+        parser.error("--n must be positive")
+    sqlite_n = args.sqlite_n if args.sqlite_n is not None else max(1, n // 10)
+
+    print(f"ingest benchmark: firehose {n} from `{' '.join(AGENT_ARGV[1:])}`, {os.cpu_count()} CPUs, "
+          f"Python {sys.version.split()[0]}", flush=True)
+
+    ceiling = run_ceiling(n)
+    print(f"ceiling  bare ACP SDK client, counting:   {ceiling['events_per_s']:10,.0f} events/s"
+          f"  ({n} in {ceiling['seconds']:.2f} s)", flush=True)
+
+    agh = run_agh(n)
+    print(f"agh_nb   runtime + DuckDB, subscriber:    {agh['events_per_s']:10,.0f} events/s"
+          f"  ({n} in {agh['seconds']:.2f} s; turn done at {agh['turn_done_s']:.2f} s)", flush=True)
+    print(f"         sent -> stored+delivered:       p50 {agh['p50_ms']:8.1f} ms  p99 {agh['p99_ms']:8.1f} ms"
+          f"  max {agh['max_ms']:8.1f} ms", flush=True)
+    print(f"         {agh['batches']} commits, {agh['mean_batch']:.0f} events each on average;"
+          f" in order: {agh['in_order']}, gapless: {agh['gapless']}", flush=True)
+
+    sqlite = run_sqlite(sqlite_n)
+    print(f"sqlite   bare client, 1 durable txn/event: {sqlite['events_per_s']:9,.0f} events/s"
+          f"  ({sqlite_n} in {sqlite['seconds']:.2f} s; p50 {sqlite['p50_ms']:.1f} ms,"
+          f" p99 {sqlite['p99_ms']:.1f} ms)", flush=True)
+
+    r_ceiling = agh["events_per_s"] / ceiling["events_per_s"]
+    r_sqlite = agh["events_per_s"] / sqlite["events_per_s"]
+    checks = {
+        "ceiling_ratio": r_ceiling >= TARGET_CEILING_RATIO,
+        "sqlite_ratio": r_sqlite >= TARGET_SQLITE_RATIO,
+        "p99": agh["p99_ms"] < TARGET_P99_MS,
+        "correct": bool(agh["in_order"] and agh["gapless"] and agh["delivered"] == n),
+    }
+    print(f"agh_nb / ceiling = {r_ceiling:5.2f}   (target >= {TARGET_CEILING_RATIO})   {verdict(checks['ceiling_ratio'])}")
+    print(f"agh_nb / SQLite  = {r_sqlite:5.1f}x  (target >= {TARGET_SQLITE_RATIO:g}x)    {verdict(checks['sqlite_ratio'])}")
+    print(f"agh_nb p99       = {agh['p99_ms']:5.1f} ms (target < {TARGET_P99_MS:g} ms)  {verdict(checks['p99'])}")
+    if not checks["correct"]:
+        print(f"WARNING: delivery check failed: delivered {agh['delivered']}/{n},"
+              f" in order {agh['in_order']}, gapless {agh['gapless']}")
+
+    profile_text = None
+    if args.profile:
+        print("\nprofiling a second agh_nb run (cProfile per thread; its timings are inflated) ...", flush=True)
+        prof = run_agh(n, profile=True, top=args.profile_top)
+        profile_text = prof.pop("profile_text")
+        print(f"profiled run: {prof['events_per_s']:,.0f} events/s, p99 {prof['p99_ms']:.1f} ms")
+        print(profile_text)
+
+    figures = {
+        "benchmark": "agh_nb.ingest",
+        "n": n,
+        "sqlite_n": sqlite_n,
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "ceiling_events_per_s": round(ceiling["events_per_s"], 1),
+        "agh_events_per_s": round(agh["events_per_s"], 1),
+        "agh_p50_ms": round(agh["p50_ms"], 2),
+        "agh_p99_ms": round(agh["p99_ms"], 2),
+        "agh_max_ms": round(agh["max_ms"], 2),
+        "agh_commits": agh["batches"],
+        "agh_mean_batch": round(agh["mean_batch"], 1),
+        "agh_in_order": agh["in_order"],
+        "agh_gapless": agh["gapless"],
+        "agh_delivered": agh["delivered"],
+        "sqlite_events_per_s": round(sqlite["events_per_s"], 1),
+        "sqlite_p50_ms": round(sqlite["p50_ms"], 2),
+        "sqlite_p99_ms": round(sqlite["p99_ms"], 2),
+        "ratio_agh_ceiling": round(r_ceiling, 3),
+        "ratio_agh_sqlite": round(r_sqlite, 2),
+        "target_ceiling_ratio": TARGET_CEILING_RATIO,
+        "target_sqlite_ratio": TARGET_SQLITE_RATIO,
+        "target_p99_ms": TARGET_P99_MS,
+        "pass_ceiling_ratio": checks["ceiling_ratio"],
+        "pass_sqlite_ratio": checks["sqlite_ratio"],
+        "pass_p99": checks["p99"],
+    }
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

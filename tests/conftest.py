@@ -1,0 +1,64 @@
+"""Shared fixtures: a fresh AGH_HOME per test, agent definitions, and an embedded host."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agh_nb.api import Host
+from agh_nb.runtime import Runtime
+
+DEMO = [sys.executable, "-m", "agh_nb.agents.demo"]
+
+
+def write_agent(home: Path, name: str, command: list[str], extra: str = "") -> Path:
+    """Write ``$AGH_HOME/agents/<name>/AGENT.md`` with the given argv."""
+    directory = home / "agents" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    argv = ", ".join(f'"{part}"' for part in command)
+    path = directory / "AGENT.md"
+    path.write_text(f"---\nname: {name}\ncommand: [{argv}]\n{extra}---\nTest agent {name}.\n", encoding="utf-8")
+    return path
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05) -> object:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def agh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ``$AGH_HOME`` for this test."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("AGH_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """An empty workspace directory."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    return ws
+
+
+@pytest.fixture
+def host(agh_home: Path) -> Iterator[Host]:
+    """An embedded host on a fresh store; closed (sessions stopped) after the test."""
+    h = Host(Runtime.start(home=agh_home))
+    try:
+        yield h
+    finally:
+        h.close()

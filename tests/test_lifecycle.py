@@ -1,0 +1,233 @@
+"""Session lifecycle against real demo-agent subprocesses (SPEC 2): create, prompt, queue, stop, fail."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from agh_nb.api import Host, build_query
+from agh_nb.errors import AgentStartError, SessionNotActiveError, SessionNotFoundError, UsageError
+from tests.conftest import DEMO, wait_until, write_agent
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def types_of(host: Host, session_id: str) -> list[str]:
+    return [e.type for e in host.events(session_id)]
+
+
+def assert_gapless(host: Host, session_id: str) -> None:
+    sequences = [e.sequence for e in host.events(session_id)]
+    assert sequences == list(range(1, len(sequences) + 1))
+
+
+def test_create_prompt_stop_records_the_whole_turn(host: Host, workspace: Path) -> None:
+    record = host.create("demo", cwd=str(workspace), name="first")
+    assert record.state.value == "active"
+    assert record.id.startswith("sess_")
+    assert record.acp_session_id and record.acp_session_id.startswith("demo-")
+    assert record.acp_caps.get("loadSession") is True
+    meta = host.home / "sessions" / record.id / "meta.json"
+    assert meta.is_file()
+
+    result = host.prompt(record.id, "hello world").wait(30)
+    assert result.stop_reason == "end_turn"
+    assert result.usage and result.usage["total_tokens"] > 0
+
+    kinds = types_of(host, record.id)
+    assert kinds[0] == "user_message"
+    for expected in ("thought", "plan", "agent_message", "tool_call", "tool_result", "usage", "done"):
+        assert expected in kinds, expected
+    assert kinds[-1] == "done"
+    events = host.events(record.id)
+    assert {e.turn_id for e in events} == {result.turn_id}
+    first = events[0].content
+    assert first["schema"] == "agh.session.event.v1"
+    assert first["session_id"] == record.acp_session_id
+    assert first["text"] == "hello world"
+    tool_result = next(e for e in events if e.type == "tool_result")
+    assert tool_result.content["raw"]["sessionUpdate"] == "tool_call_update"
+    assert tool_result.content["tool_call_id"]
+
+    usage = host.sql(f"SELECT * FROM token_usage WHERE session_id = '{record.id}'")
+    assert len(usage) == 1 and int(usage["total_tokens"][0]) == result.usage["total_tokens"]
+
+    stopped = host.stop(record.id)
+    assert stopped.state.value == "stopped"
+    assert stopped.stop_reason is not None and stopped.stop_reason.value == "user_canceled"
+    assert stopped.failure is None
+    assert types_of(host, record.id)[-1] == "session_stopped"
+    assert_gapless(host, record.id)
+    # Stopping twice is harmless and changes nothing.
+    assert host.stop(record.id).updated_at == stopped.updated_at
+    assert types_of(host, record.id).count("session_stopped") == 1
+
+
+def test_prompts_sent_while_a_turn_runs_are_queued_fifo(host: Host, workspace: Path) -> None:
+    record = host.create("demo", cwd=str(workspace))
+    first = host.prompt(record.id, "slow 5 0.1")
+    second = host.prompt(record.id, "second prompt")
+    third = host.prompt(record.id, "third prompt")
+    assert (first.position, second.position, third.position) == (0, 1, 2)
+    assert third.wait(60).stop_reason == "end_turn"
+    assert first.done() and second.done()
+    events = host.events(record.id, build_query(types="done"))
+    assert [e.turn_id for e in events] == [first.turn_id, second.turn_id, third.turn_id]
+    # Every agent_message of turn 1 precedes turn 2's first agent_message.
+    rows = host.events(record.id, build_query(types="agent_message"))
+    last_first = max(e.sequence for e in rows if e.turn_id == first.turn_id)
+    first_second = min(e.sequence for e in rows if e.turn_id == second.turn_id)
+    assert last_first < first_second
+
+
+def test_interrupt_cancels_the_running_turn_and_drops_the_queue(host: Host, workspace: Path) -> None:
+    record = host.create("demo", cwd=str(workspace))
+    running = host.prompt(record.id, "slow 200 0.05")
+    queued = host.prompt(record.id, "never runs")
+    wait_until(lambda: len(host.events(record.id, build_query(types="agent_message"))) >= 3)
+    urgent = host.prompt(record.id, "urgent", interrupt=True)
+    assert urgent.wait(30).stop_reason == "end_turn"
+    assert running.wait(5).stop_reason == "cancelled"
+    dropped = queued.wait(5)
+    assert dropped.stop_reason == "cancelled" and dropped.error
+    history = {t["turn_id"]: t for t in host.history(record.id)}
+    assert history[queued.turn_id]["response"] == ""
+
+
+def test_unknown_agent_leaves_a_stopped_session(host: Host, workspace: Path) -> None:
+    with pytest.raises(AgentStartError, match="unknown agent 'nope'"):
+        host.create("nope", cwd=str(workspace))
+    (record,) = host.list()
+    assert record.state.value == "stopped"
+    assert record.stop_reason and record.stop_reason.value == "error"
+    assert record.failure and record.failure.kind.value == "startup_failure"
+    assert types_of(host, record.id) == ["session_stopped"]
+
+
+def test_bad_cwd_leaves_a_stopped_session(host: Host, tmp_path: Path) -> None:
+    with pytest.raises(AgentStartError, match="does not exist"):
+        host.create("demo", cwd=str(tmp_path / "missing"))
+    (record,) = host.list()
+    assert record.failure and record.failure.kind.value == "startup_failure"
+
+
+@pytest.mark.parametrize(
+    ("command", "kind", "message"),
+    [
+        pytest.param(["/nonexistent/agent-binary"], "startup_failure", "not found", id="missing-binary"),
+        pytest.param([*DEMO, "--fail-startup", "exit"], "handshake_failure", "before answering initialize", id="exit-before-initialize"),
+        pytest.param([*DEMO, "--fail-startup", "garbage"], "protocol_failure", "non-ACP output", id="garbage-before-initialize"),
+    ],
+)
+def test_startup_failures_are_classified(
+    host: Host, agh_home: Path, workspace: Path, command: list[str], kind: str, message: str
+) -> None:
+    write_agent(agh_home, "broken", command)
+    with pytest.raises(AgentStartError, match=message) as caught:
+        host.create("broken", cwd=str(workspace))
+    assert "\n" not in str(caught.value)
+    (record,) = host.list()
+    assert record.state.value == "stopped"
+    assert record.stop_reason and record.stop_reason.value == "error"
+    assert record.failure and record.failure.kind.value == kind
+    last = host.events(record.id)[-1]
+    assert last.type == "session_stopped"
+    assert last.content["failure"]["kind"] == kind
+
+
+def test_exit_before_initialize_keeps_the_stderr_line(host: Host, agh_home: Path, workspace: Path) -> None:
+    write_agent(agh_home, "refuser", [*DEMO, "--fail-startup", "exit"])
+    with pytest.raises(AgentStartError):
+        host.create("refuser", cwd=str(workspace))
+    (record,) = host.list()
+    assert record.failure is not None
+    assert "exit code 2" in record.failure.summary
+    assert "demo: refusing to start" in record.failure.summary
+
+
+def test_sigkill_mid_turn_is_agent_crashed_and_keeps_events(host: Host, workspace: Path) -> None:
+    record = host.create("demo", cwd=str(workspace))
+    turn = host.prompt(record.id, "slow 100 0.05")
+    wait_until(lambda: len(host.events(record.id, build_query(types="agent_message"))) >= 5)
+    before = [e.id for e in host.events(record.id)]
+    live = host.runtime.manager.live(record.id)
+    assert live is not None
+    pid = live._driver.pid  # the real child process
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    result = turn.wait(30)
+    assert result.stop_reason == "error"
+    final = wait_until(lambda: (r := host.get(record.id)).state.value == "stopped" and r)
+    assert final.stop_reason and final.stop_reason.value == "agent_crashed"
+    assert final.failure and final.failure.kind.value == "process_exit"
+    assert "signal 9" in final.failure.summary
+    after = host.events(record.id)
+    assert [e.id for e in after][: len(before)] == before
+    assert after[-1].type == "session_stopped"
+    assert "error" in [e.type for e in after]
+    assert_gapless(host, record.id)
+
+
+def test_agent_crash_mid_turn_with_exit_code(host: Host, workspace: Path) -> None:
+    record = host.create("demo", cwd=str(workspace))
+    assert host.prompt(record.id, "crash").wait(30).stop_reason == "error"
+    final = wait_until(lambda: (r := host.get(record.id)).state.value == "stopped" and r)
+    assert final.stop_reason and final.stop_reason.value == "agent_crashed"
+    assert final.failure and "exit code 3" in final.failure.summary
+
+
+def test_prompt_error_is_a_prompt_failure(host: Host, workspace: Path) -> None:
+    record = host.create("demo", cwd=str(workspace))
+    result = host.prompt(record.id, "fail").wait(30)
+    assert result.stop_reason == "error" and result.error
+    final = wait_until(lambda: (r := host.get(record.id)).state.value == "stopped" and r)
+    assert final.stop_reason and final.stop_reason.value == "error"
+    assert final.failure and final.failure.kind.value == "prompt_failure"
+
+
+def test_garbage_mid_session_is_a_protocol_failure(host: Host, workspace: Path) -> None:
+    record = host.create("demo", cwd=str(workspace))
+    host.prompt(record.id, "garbage").wait(30)
+    final = wait_until(lambda: (r := host.get(record.id)).state.value == "stopped" and r)
+    assert final.failure and final.failure.kind.value == "protocol_failure"
+    assert "this is not json" in final.failure.summary
+
+
+def test_prompting_a_stopped_or_unknown_session_is_one_clear_error(host: Host, workspace: Path) -> None:
+    record = host.create("demo", cwd=str(workspace))
+    host.stop(record.id)
+    with pytest.raises(SessionNotActiveError, match="stopped, not active"):
+        host.prompt(record.id, "hi")
+    with pytest.raises(SessionNotFoundError):
+        host.prompt("sess_doesnotexist", "hi")
+    with pytest.raises(UsageError):
+        host.prompt(record.id, "   ")
+
+
+def test_bad_permissions_flag_creates_nothing(host: Host, workspace: Path) -> None:
+    with pytest.raises(UsageError, match="--permissions"):
+        host.create("demo", cwd=str(workspace), permissions="yolo")
+    assert host.list() == []
+
+
+def test_dream_sessions_run_approve_all(host: Host, workspace: Path) -> None:
+    record = host.create("demo", cwd=str(workspace), permissions="deny-all", session_type="dream")
+    assert record.permissions == "approve-all"
+
+
+def test_third_party_style_agent_declared_only_by_command(host: Host, agh_home: Path, workspace: Path) -> None:
+    """An agent defined purely by an AGENT.md ``command`` string in the workspace works the same."""
+    agents = workspace / ".agh" / "agents" / "custom"
+    agents.mkdir(parents=True)
+    (agents / "AGENT.md").write_text(
+        f"---\nname: custom\ncommand: {sys.executable} -m agh_nb.agents.demo --fast\npermissions: deny-all\n---\n",
+        encoding="utf-8",
+    )
+    record = host.create("custom", cwd=str(workspace))
+    assert record.permissions == "deny-all"
+    assert host.prompt(record.id, "hi").wait(30).stop_reason == "end_turn"
+    host.stop(record.id)
