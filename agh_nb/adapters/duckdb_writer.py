@@ -337,9 +337,10 @@ class GroupCommitWriter:
     def _save_session(self, op: SaveSession) -> None:
         cur = self._cursor
         if op.prime:
-            row = cur.execute(schema.MAX_SEQUENCE, [op.record.id]).fetchone()
+            # fetchall, not fetchone: DuckDB refuses register() while a result is unfinished.
+            rows = cur.execute(schema.MAX_SEQUENCE, [op.record.id]).fetchall()
             with self._cond:
-                self._last_seq.setdefault(op.record.id, int(row[0]) if row else 0)
+                self._last_seq.setdefault(op.record.id, int(rows[0][0]) if rows else 0)
         cur.execute(schema.UPSERT_SESSION, schema.session_params(op.record))
 
     def _fail_rest(self, error: StoreError, pending: Sequence[_Step | Event]) -> None:
