@@ -14,7 +14,16 @@ Owns: exception classes only. Imports nothing from agh_nb.
     │   └── StoreLockedError      another live process holds the DuckDB store
     ├── AgentStartError           spawning or handshaking with the agent failed (carries failure)
     ├── UsageError                a magic/CLI command was called with wrong words or flags
-    └── HostError                 the runtime host is not running or was closed
+    ├── HostError                 the runtime host is not running or was closed
+    ├── PathOutsideWorkspaceError an agent asked for a path that resolves outside the workspace
+    ├── PermissionDeniedError     the session's permission mode blocks an operation
+    ├── ApprovalError             a permission decision is unknown, late, or given twice
+    ├── ResumeError               a session cannot be resumed (names the failed prerequisite)
+    └── VaultError                the vault cannot be opened, read or written
+        ├── VaultRefError         a ``vault:`` or ``env:`` ref is malformed or names an unknown namespace
+        ├── VaultKeyError         the vault key is missing, malformed, or not the key the vault was written with
+        ├── VaultTamperedError    a stored ciphertext failed authentication
+        └── SecretNotFoundError   a ref names no stored secret (the ref, never a value, is named)
 """
 
 from __future__ import annotations
@@ -80,3 +89,39 @@ class UsageError(AghError):
 
 class HostError(AghError):
     """Raised when the runtime host is closed or cannot be reached."""
+
+
+class PathOutsideWorkspaceError(AghError):
+    """Raised when a path an agent asked for resolves outside the session's workspace."""
+
+
+class PermissionDeniedError(AghError):
+    """Raised when the session's permission mode blocks an operation outright."""
+
+
+class ApprovalError(AghError):
+    """Raised when a permission decision names an unknown request or comes after it was resolved."""
+
+
+class ResumeError(AghError):
+    """Raised when a session cannot be resumed; the message names the prerequisite that failed."""
+
+
+class VaultError(AghError):
+    """Raised when the vault cannot be opened, read or written."""
+
+
+class VaultRefError(VaultError):
+    """Raised when a ``vault:``/``env:`` ref is malformed or names an unknown namespace."""
+
+
+class VaultKeyError(VaultError):
+    """Raised when the vault key is missing, malformed, or not the key the vault was written with."""
+
+
+class VaultTamperedError(VaultError):
+    """Raised when a stored ciphertext fails authentication (modified on disk)."""
+
+
+class SecretNotFoundError(VaultError):
+    """Raised when a ref names no stored secret; the message names the ref, never a value."""
