@@ -62,6 +62,68 @@ TARGET_CEILING_RATIO = 0.6
 TARGET_SQLITE_RATIO = 3.0
 TARGET_P99_MS = 100.0
 DELIVERY_TIMEOUT = 600.0
+RUNTIME_THREAD = "agh-runtime"
+WRITER_THREAD = "agh-nb-store-writer"
+
+
+def _stat_cpu(path: str) -> float | None:
+    """utime + stime in seconds from a /proc ``stat`` file (None where /proc is unavailable)."""
+    try:
+        with open(path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(name: str) -> float | None:
+    """CPU seconds used so far by this process's thread called ``name`` (Linux only)."""
+    for thread in threading.enumerate():
+        if thread.name == name and thread.native_id is not None:
+            return _stat_cpu(f"/proc/self/task/{thread.native_id}/stat")
+    return None
+
+
+def process_cpu(pid: int | None) -> float | None:
+    """CPU seconds used so far by process ``pid`` (Linux only)."""
+    return _stat_cpu(f"/proc/{pid}/stat") if pid else None
+
+
+def demo_child_pid() -> int | None:
+    """The pid of our demo agent child process (the one agh_nb spawned), found through /proc."""
+    me = os.getpid()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != me:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if b"agh_nb.agents.demo" in f.read():
+                    return int(entry)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def delta(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else after - before
+
+
+def fmt_cpu(cpu: dict[str, float | None], wall: float, n: int) -> str:
+    """``name 1.23 s = 45% of wall, 61 us/event`` for each known figure."""
+    parts = [
+        f"{k:<15s}{v:6.2f} s  {100 * v / wall:4.0f}% of wall  {1e6 * v / n:5.0f} us/event"
+        for k, v in cpu.items()
+        if v is not None
+    ]
+    return "\n              ".join(parts) if parts else "n/a (no /proc)"
 
 
 def pct(sorted_values: Sequence[float], q: float) -> float:
@@ -102,6 +164,8 @@ class Probe:
     def analyse(self) -> dict[str, Any]:
         """Latencies of every agent_message, and order/gap checks on what was delivered."""
         latencies: list[float] = []
+        ingest: list[float] = []  # sent -> mapped on the runtime loop (the event's own timestamp)
+        store: list[float] = []  # mapped -> committed and delivered
         sequences: list[int] = []
         indexes: list[int] = []
         sizes: list[int] = []
@@ -114,12 +178,21 @@ class Probe:
                 meta = (e.content.get("raw") or {}).get("_meta") or {}
                 sent = meta.get("agh_demo_sent_at")
                 if sent is not None:
+                    mapped = e.timestamp.timestamp()
                     latencies.append((wall - sent) * 1000.0)
+                    ingest.append((mapped - sent) * 1000.0)
+                    store.append((wall - mapped) * 1000.0)
                     indexes.append(int(meta.get("agh_demo_index", -1)))
         latencies.sort()
+        ingest.sort()
+        store.sort()
         gapless = sequences == list(range(sequences[0], sequences[0] + len(sequences))) if sequences else False
         return {
             "latencies": latencies,
+            "ingest_p50_ms": pct(ingest, 0.50),
+            "ingest_p99_ms": pct(ingest, 0.99),
+            "store_p50_ms": pct(store, 0.50),
+            "store_p99_ms": pct(store, 0.99),
             "in_order": indexes == list(range(len(indexes))),
             "gapless": gapless,
             "batches": len(sizes),
@@ -163,9 +236,67 @@ class ThreadProfiles:
         stats = pstats.Stats(prof, stream=out)
         total = stats.total_tt  # type: ignore[attr-defined]
         out.write(f"--- {title}: {total:.2f} s of Python time under cProfile ---\n")
+        out.write(
+            "by component (own time + the C functions it calls; json.loads/dumps shown apart as [json];\n"
+            " DuckDB's pybind11 calls are invisible to cProfile: their wall time, GIL waits included,\n"
+            " is the own time of the agh_nb function that calls execute()):\n"
+        )
+        for name, seconds in grouped_times(stats):
+            out.write(f"  {name:<44s}{seconds:7.2f} s  {100 * seconds / total:5.1f}%\n")
         stats.sort_stats("tottime").print_stats(top)
         stats.sort_stats("cumulative").print_stats(top)
         return out.getvalue()
+
+
+# Where a function's own time is charged, by the file it is defined in (first match wins).
+COMPONENTS = (
+    ("agh_nb/adapters/acp_driver", "agh_nb acp_driver (stdout tap, _Client)"),
+    ("agh_nb/adapters/acp_mapping", "agh_nb acp_mapping (map_update, dump)"),
+    ("agh_nb/adapters/duckdb_writer", "agh_nb duckdb_writer"),
+    ("agh_nb/adapters/duckdb_schema", "agh_nb duckdb_schema (Arrow batch)"),
+    ("agh_nb/adapters/duckdb_store", "agh_nb duckdb_store"),
+    ("agh_nb/events", "agh_nb events (content envelope)"),
+    ("agh_nb/core", "agh_nb core (session, clock)"),
+    ("benchmarks/", "benchmark subscriber"),
+    ("site-packages/acp/", "acp SDK (framing, routing, tasks)"),
+    ("pydantic", "pydantic (SDK validation)"),
+    ("site-packages/duckdb", "duckdb python glue"),
+    ("asyncio/", "asyncio (loop, streams, tasks)"),
+    ("uuid", "uuid"),
+    ("threading", "threading"),
+)
+_JSON_ENTRIES = ("loads", "dumps")
+
+
+def _component(file: str) -> str | None:
+    if file == "~" or "/json/" in file:
+        return None  # charged to the caller
+    for needle, name in COMPONENTS:
+        if needle in file:
+            return name
+    return "other Python"
+
+
+def grouped_times(stats: pstats.Stats) -> list[tuple[str, float]]:
+    """Own time per component; C functions and json's entry points are charged to their caller."""
+    totals: dict[str, float] = {}
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for (file, _line, func), (_cc, _nc, tt, _ct, callers) in raw.items():
+        name = _component(file)
+        if name is not None:
+            totals[name] = totals.get(name, 0.0) + tt
+            continue
+        json_entry = "/json/" in file and func in _JSON_ENTRIES
+        if file != "~" and not json_entry:
+            continue  # json internals: inside an entry point's cumulative time
+        for (cfile, _cl, _cf), edge in callers.items():
+            owner = _component(cfile)
+            if owner is None:
+                continue  # called from json internals or another C function: already counted
+            seconds = edge[3] if json_entry else edge[2]
+            label = f"{owner} [json]" if json_entry else owner
+            totals[label] = totals.get(label, 0.0) + seconds
+    return sorted(totals.items(), key=lambda kv: -kv[1])
 
 
 def run_agh(n: int, *, profile: bool = False, top: int = 25) -> dict[str, Any]:
@@ -187,6 +318,8 @@ def run_agh(n: int, *, profile: bool = False, top: int = 25) -> dict[str, Any]:
             try:
                 if profiles is not None:
                     profiles.start_loop()
+                agent_pid = demo_child_pid()
+                cpu0 = (time.process_time(), thread_cpu(RUNTIME_THREAD), thread_cpu(WRITER_THREAD), process_cpu(agent_pid))
                 start = time.perf_counter()
                 handle = host.prompt(record.id, f"firehose {n}")
                 submitted = time.perf_counter()
@@ -194,6 +327,7 @@ def run_agh(n: int, *, profile: bool = False, top: int = 25) -> dict[str, Any]:
                 turn_done = time.perf_counter()
                 if not probe.complete.wait(DELIVERY_TIMEOUT):
                     raise RuntimeError(f"only {probe.messages}/{n} agent_message events were delivered")
+                cpu1 = (time.process_time(), thread_cpu(RUNTIME_THREAD), thread_cpu(WRITER_THREAD), process_cpu(agent_pid))
                 if profiles is not None:
                     profiles.stop_loop()
             finally:
@@ -216,6 +350,12 @@ def run_agh(n: int, *, profile: bool = False, top: int = 25) -> dict[str, Any]:
         "turn_done_s": turn_done - start,
         "stop_reason": result.stop_reason,
         "delivered": len(lat),
+        "cpu": {
+            "host": delta(cpu1[0], cpu0[0]),
+            "runtime_thread": delta(cpu1[1], cpu0[1]),
+            "writer_thread": delta(cpu1[2], cpu0[2]),
+            "agent": delta(cpu1[3], cpu0[3]),
+        },
         **stats,
     }
     if profiles is not None:
@@ -236,6 +376,7 @@ class CountingClient:
         self.count = 0
         self.last: float | None = None
         self.complete: asyncio.Event | None = None
+        self.cpu: dict[str, float | None] = {}
 
     async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
         self.count += 1
@@ -313,13 +454,16 @@ async def drive_bare(client: CountingClient, n: int, cwd: str) -> tuple[float, s
     client.complete = asyncio.Event()
     async with acp.spawn_agent_process(
         client, *AGENT_ARGV, cwd=cwd, transport_kwargs={"limit": STREAM_LIMIT}
-    ) as (conn, _proc):
+    ) as (conn, proc):
         await conn.initialize(protocol_version=acp.PROTOCOL_VERSION)
         session = await conn.new_session(cwd=cwd, mcp_servers=[])
+        cpu0 = (time.process_time(), process_cpu(proc.pid))
         start = time.perf_counter()
         response = await conn.prompt(session_id=session.session_id, prompt=[acp.text_block(f"firehose {n}")])
         await asyncio.wait_for(client.complete.wait(), DELIVERY_TIMEOUT)
+        cpu1 = (time.process_time(), process_cpu(proc.pid))
     assert client.last is not None
+    client.cpu = {"client": delta(cpu1[0], cpu0[0]), "agent": delta(cpu1[1], cpu0[1])}
     return client.last - start, str(response.stop_reason)
 
 
@@ -328,7 +472,7 @@ def run_ceiling(n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="agh-bench-ceiling-") as tmp:
         client = CountingClient(n)
         seconds, stop = asyncio.run(drive_bare(client, n, tmp))
-    return {"n": n, "seconds": seconds, "events_per_s": n / seconds, "stop_reason": stop}
+    return {"n": n, "seconds": seconds, "events_per_s": n / seconds, "stop_reason": stop, "cpu": client.cpu}
 
 
 def run_sqlite(n: int) -> dict[str, Any]:
@@ -349,10 +493,23 @@ def run_sqlite(n: int) -> dict[str, Any]:
         "p99_ms": pct(lat, 0.99),
         "rows": rows,
         "stop_reason": stop,
+        "cpu": client.cpu,
     }
 
 
 # -- report ---------------------------------------------------------------------------------
+
+
+def loadavg() -> float | None:
+    """The 1-minute load average (None where unavailable)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+def _round_all(values: dict[str, float | None]) -> dict[str, float | None]:
+    return {k: None if v is None else round(v, 3) for k, v in values.items()}
 
 
 def verdict(ok: bool) -> str:
@@ -373,25 +530,35 @@ def main() -> int:
         parser.error("--n must be positive")
     sqlite_n = args.sqlite_n if args.sqlite_n is not None else max(1, n // 10)
 
+    load_before = loadavg()
     print(f"ingest benchmark: firehose {n} from `{' '.join(AGENT_ARGV[1:])}`, {os.cpu_count()} CPUs, "
-          f"Python {sys.version.split()[0]}", flush=True)
+          f"Python {sys.version.split()[0]}, load average {load_before}", flush=True)
+    if load_before is not None and os.cpu_count() and load_before > 0.5 * os.cpu_count():
+        print("note: the machine is busy; every leg shares the CPUs with it, so figures will be noisy", flush=True)
 
     ceiling = run_ceiling(n)
     print(f"ceiling  bare ACP SDK client, counting:   {ceiling['events_per_s']:10,.0f} events/s"
           f"  ({n} in {ceiling['seconds']:.2f} s)", flush=True)
+    print(f"         CPU  {fmt_cpu(ceiling['cpu'], ceiling['seconds'], n)}", flush=True)
 
     agh = run_agh(n)
     print(f"agh_nb   runtime + DuckDB, subscriber:    {agh['events_per_s']:10,.0f} events/s"
           f"  ({n} in {agh['seconds']:.2f} s; turn done at {agh['turn_done_s']:.2f} s)", flush=True)
     print(f"         sent -> stored+delivered:       p50 {agh['p50_ms']:8.1f} ms  p99 {agh['p99_ms']:8.1f} ms"
           f"  max {agh['max_ms']:8.1f} ms", flush=True)
+    print(f"           of which sent -> mapped:      p50 {agh['ingest_p50_ms']:8.1f} ms  p99 {agh['ingest_p99_ms']:8.1f} ms"
+          "  (pipe + read buffers + ACP parsing)", flush=True)
+    print(f"           and mapped -> delivered:      p50 {agh['store_p50_ms']:8.1f} ms  p99 {agh['store_p99_ms']:8.1f} ms"
+          "  (group commit + notify)", flush=True)
     print(f"         {agh['batches']} commits, {agh['mean_batch']:.0f} events each on average;"
           f" in order: {agh['in_order']}, gapless: {agh['gapless']}", flush=True)
+    print(f"         CPU  {fmt_cpu(agh['cpu'], agh['seconds'], n)}", flush=True)
 
     sqlite = run_sqlite(sqlite_n)
     print(f"sqlite   bare client, 1 durable txn/event: {sqlite['events_per_s']:9,.0f} events/s"
           f"  ({sqlite_n} in {sqlite['seconds']:.2f} s; p50 {sqlite['p50_ms']:.1f} ms,"
           f" p99 {sqlite['p99_ms']:.1f} ms)", flush=True)
+    print(f"         CPU  {fmt_cpu(sqlite['cpu'], sqlite['seconds'], sqlite_n)}", flush=True)
 
     r_ceiling = agh["events_per_s"] / ceiling["events_per_s"]
     r_sqlite = agh["events_per_s"] / sqlite["events_per_s"]
@@ -416,22 +583,32 @@ def main() -> int:
         print(f"profiled run: {prof['events_per_s']:,.0f} events/s, p99 {prof['p99_ms']:.1f} ms")
         print(profile_text)
 
+    load_after = loadavg()
     figures = {
         "benchmark": "agh_nb.ingest",
         "n": n,
         "sqlite_n": sqlite_n,
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
+        "load_before": load_before,
+        "load_after": load_after,
         "ceiling_events_per_s": round(ceiling["events_per_s"], 1),
         "agh_events_per_s": round(agh["events_per_s"], 1),
         "agh_p50_ms": round(agh["p50_ms"], 2),
         "agh_p99_ms": round(agh["p99_ms"], 2),
         "agh_max_ms": round(agh["max_ms"], 2),
+        "agh_ingest_p50_ms": round(agh["ingest_p50_ms"], 2),
+        "agh_ingest_p99_ms": round(agh["ingest_p99_ms"], 2),
+        "agh_store_p50_ms": round(agh["store_p50_ms"], 2),
+        "agh_store_p99_ms": round(agh["store_p99_ms"], 2),
         "agh_commits": agh["batches"],
         "agh_mean_batch": round(agh["mean_batch"], 1),
         "agh_in_order": agh["in_order"],
         "agh_gapless": agh["gapless"],
         "agh_delivered": agh["delivered"],
+        "agh_cpu_s": _round_all(agh["cpu"]),
+        "ceiling_cpu_s": _round_all(ceiling["cpu"]),
+        "sqlite_cpu_s": _round_all(sqlite["cpu"]),
         "sqlite_events_per_s": round(sqlite["events_per_s"], 1),
         "sqlite_p50_ms": round(sqlite["p50_ms"], 2),
         "sqlite_p99_ms": round(sqlite["p99_ms"], 2),

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -28,11 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agh_nb.adapters.duckdb_schema import EVENT_COLUMNS  # noqa: E402
-from agh_nb.adapters.duckdb_store import DuckDBStore  # noqa: E402
-from agh_nb.core.record import SessionRecord  # noqa: E402
-from agh_nb.core.state import SessionState  # noqa: E402
-from agh_nb.events import Event, EventDraft, EventType, dumps  # noqa: E402
+from agh_nb.adapters.duckdb_schema import EVENT_COLUMNS
+from agh_nb.adapters.duckdb_store import DuckDBStore
+from agh_nb.core.record import SessionRecord
+from agh_nb.core.state import SessionState
+from agh_nb.events import Event, EventDraft, EventType, dumps
 
 TEXT = "The quick brown fox jumps over the lazy dog; streaming one more chunk of the answer. "
 
@@ -94,9 +93,7 @@ class Probe:
     def latencies_ms(self) -> list[float]:
         out: list[float] = []
         for appended, notified in zip(self.appended, self.notified, strict=True):
-            out.extend(
-                (n - a) * 1000.0 for a, n in zip(appended, notified, strict=True) if a and n
-            )
+            out.extend((n - a) * 1000.0 for a, n in zip(appended, notified, strict=True) if a and n)
         out.sort()
         return out
 

@@ -17,15 +17,19 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from importlib import metadata
+from pathlib import Path
 from typing import Any, TypeVar
 
 import acp
 from acp import schema
 
+from agh_nb.adapters import fs_ops
 from agh_nb.adapters.acp_mapping import dump, map_update, usage_from_prompt
+from agh_nb.adapters.terminals import TerminalManager, UnknownTerminalError
 from agh_nb.core.classify import exit_summary
 from agh_nb.core.ports import DriverFailure, DriverListener, ExitInfo, Handshake, LaunchSpec, TurnOutcome
 from agh_nb.core.state import FailureKind
+from agh_nb.errors import PathOutsideWorkspaceError, PermissionDeniedError
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +63,98 @@ def build_environment(extra: dict[str, str], base: dict[str, str] | None = None)
 
 
 class _Client:
-    """The ACP ``Client`` side we implement: updates and permission requests.
+    """The ACP ``Client`` side we implement: updates, permission requests, files and terminals.
 
-    File system and terminal methods are not defined, so the SDK answers "method not found",
-    matching the capabilities we advertise (none of them).
+    Every file or terminal call is authorised by the session first (permission mode, then the
+    workspace boundary); a refusal reaches the agent as a JSON-RPC error naming the reason.
     """
 
     def __init__(self, driver: AcpDriver) -> None:
         self._driver = driver
+
+    async def _authorize(self, operation: str, path: str | None) -> Path:
+        try:
+            return await self._driver.listener.authorize(operation, path)
+        except PathOutsideWorkspaceError as exc:
+            raise acp.RequestError(-32602, f"path-outside-workspace: {exc}", {"reason": "path_outside_workspace"}) from None
+        except PermissionDeniedError as exc:
+            raise acp.RequestError(-32602, f"permission-denied: {exc}", {"reason": "permission_denied"}) from None
+
+    async def read_text_file(
+        self, session_id: str, path: str, line: int | None = None, limit: int | None = None, **kwargs: Any
+    ) -> schema.ReadTextFileResponse:
+        resolved = await self._authorize("fs/read_text_file", path)
+        try:
+            content = await asyncio.to_thread(fs_ops.read_text_file, resolved, line=line, limit=limit)
+        except FileNotFoundError:
+            raise acp.RequestError.resource_not_found(path) from None
+        except (ValueError, OSError) as exc:
+            raise acp.RequestError.invalid_params({"details": str(exc)}) from None
+        return schema.ReadTextFileResponse(content=content)
+
+    async def write_text_file(self, session_id: str, path: str, content: str, **kwargs: Any) -> schema.WriteTextFileResponse:
+        resolved = await self._authorize("fs/write_text_file", path)
+        try:
+            await asyncio.to_thread(fs_ops.write_text_file, resolved, content)
+        except OSError as exc:
+            raise acp.RequestError.internal_error({"details": f"cannot write {path}: {exc.strerror or exc}"}) from None
+        return schema.WriteTextFileResponse()
+
+    async def create_terminal(
+        self,
+        session_id: str,
+        command: str,
+        args: list[str] | None = None,
+        env: list[Any] | None = None,
+        cwd: str | None = None,
+        output_byte_limit: int | None = None,
+        **kwargs: Any,
+    ) -> schema.CreateTerminalResponse:
+        resolved = await self._authorize("terminal/create", cwd)
+        try:
+            terminal_id = await self._driver.terminals.create(
+                command,
+                list(args or []),
+                cwd=resolved,
+                env={e.name: e.value for e in env or []},
+                output_byte_limit=output_byte_limit,
+            )
+        except (FileNotFoundError, PermissionError, ValueError) as exc:
+            raise acp.RequestError.invalid_params({"details": str(exc)}) from None
+        return schema.CreateTerminalResponse(terminal_id=terminal_id)
+
+    async def terminal_output(self, session_id: str, terminal_id: str, **kwargs: Any) -> schema.TerminalOutputResponse:
+        output, truncated, status = self._terminal_call(lambda: self._driver.terminals.output(terminal_id))
+        exit_status = schema.TerminalExitStatus(**status) if status else None
+        return schema.TerminalOutputResponse(output=output, truncated=truncated, exit_status=exit_status)
+
+    async def wait_for_terminal_exit(
+        self, session_id: str, terminal_id: str, **kwargs: Any
+    ) -> schema.WaitForTerminalExitResponse:
+        status = await self._terminal_await(self._driver.terminals.wait_for_exit(terminal_id))
+        return schema.WaitForTerminalExitResponse(**status)
+
+    async def kill_terminal(self, session_id: str, terminal_id: str, **kwargs: Any) -> schema.KillTerminalResponse:
+        await self._terminal_await(self._driver.terminals.kill(terminal_id))
+        return schema.KillTerminalResponse()
+
+    async def release_terminal(self, session_id: str, terminal_id: str, **kwargs: Any) -> schema.ReleaseTerminalResponse:
+        await self._terminal_await(self._driver.terminals.release(terminal_id))
+        return schema.ReleaseTerminalResponse()
+
+    @staticmethod
+    def _terminal_call(call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except UnknownTerminalError as exc:
+            raise acp.RequestError.invalid_params({"details": str(exc)}) from None
+
+    @staticmethod
+    async def _terminal_await(call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except UnknownTerminalError as exc:
+            raise acp.RequestError.invalid_params({"details": str(exc)}) from None
 
     async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
         event_type, fields = map_update(update)
@@ -123,6 +211,7 @@ class AcpDriver:
         self._exit_info: ExitInfo | None = None
         self._phase = "spawn"
         self._sdk_reader: asyncio.StreamReader | None = None
+        self.terminals = TerminalManager()
 
     # -- public surface -----------------------------------------------------------------------
 
@@ -192,8 +281,8 @@ class AcpDriver:
             self._conn.initialize(
                 protocol_version=acp.PROTOCOL_VERSION,
                 client_capabilities=schema.ClientCapabilities(
-                    fs=schema.FileSystemCapabilities(read_text_file=False, write_text_file=False),
-                    terminal=False,
+                    fs=schema.FileSystemCapabilities(read_text_file=True, write_text_file=True),
+                    terminal=True,
                 ),
                 client_info=schema.Implementation(name="agh_nb", title="agh_nb", version=_client_version()),
             ),
@@ -254,6 +343,8 @@ class AcpDriver:
         if self._closed_info is not None:
             return self._closed_info
         self._closing = True
+        with contextlib.suppress(Exception):
+            await self.terminals.aclose()
         proc = self._proc
         if proc is None:
             self._closed_info = ExitInfo(pid=None, returncode=None, signal=None)

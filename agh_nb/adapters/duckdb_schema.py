@@ -29,6 +29,7 @@ from agh_nb.core.record import SessionRecord
 from agh_nb.events import JSON, Event, EventQuery, dumps
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
 
 DDL: tuple[str, ...] = (
     """
@@ -115,6 +116,9 @@ EVENT_BATCH_SCHEMA = pa.schema(
     ]
 )
 
+_TEXT_TYPES = [f.type for f in EVENT_BATCH_SCHEMA][:-1]  # every column but the timestamp
+_TIMESTAMP_TYPE = EVENT_BATCH_SCHEMA.field("timestamp").type
+
 BATCH_VIEW = "agh_event_batch"
 INSERT_EVENTS = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
@@ -151,6 +155,13 @@ SELECT_SESSION = f"SELECT {_SESSION_SELECT} FROM sessions WHERE id = ?"
 SELECT_SESSIONS = f"SELECT {_SESSION_SELECT} FROM sessions ORDER BY created_at, id"
 
 MAX_SEQUENCE = "SELECT coalesce(max(sequence), 0) FROM events WHERE session_id = ?"
+
+_EVENT_SELECT = ", ".join(EVENT_COLUMNS[:-1]) + ", epoch_us(timestamp) AS ts_us"
+# The oldest ``?`` events of a session after a sequence: one page of a subscriber's backlog.
+BACKLOG_PAGE = (
+    f"SELECT {_EVENT_SELECT} FROM events WHERE session_id = ? AND sequence > ? "
+    "ORDER BY sequence LIMIT ?"
+)
 
 USAGE_COLUMNS: tuple[str, ...] = (
     "input_tokens",
@@ -259,7 +270,7 @@ def session_from_row(row: Sequence[Any]) -> SessionRecord:
 
 def event_batch_table(events: Sequence[Event]) -> pa.Table:
     """Build the Arrow table inserted by ``INSERT_EVENTS`` for one group commit."""
-    columns = [
+    columns: list[list[Any]] = [
         [e.id for e in events],
         [e.session_id for e in events],
         [e.sequence for e in events],
@@ -269,13 +280,37 @@ def event_batch_table(events: Sequence[Event]) -> pa.Table:
         [e.workspace_id for e in events],
         [e.workspace_path for e in events],
         [dumps(e.content) for e in events],
-        [e.timestamp for e in events],
     ]
-    arrays = [
-        pa.array(values, type=fld.type)
-        for values, fld in zip(columns, EVENT_BATCH_SCHEMA, strict=True)
-    ]
+    arrays = [_array(values, t) for values, t in zip(columns, _TEXT_TYPES, strict=True)]
+    # Timestamps go in as epoch microseconds: pyarrow's datetime conversion imports pandas on
+    # first use (half a second on the writer thread) and this is faster anyway.
+    stamps = [e.timestamp for e in events]
+    try:
+        micros = [(ts - EPOCH) // _ONE_US for ts in stamps]
+    except TypeError:  # a naive datetime: taken as UTC
+        micros = [(_aware(ts) - EPOCH) // _ONE_US for ts in stamps]
+    arrays.append(pa.array(micros, pa.int64()).view(_TIMESTAMP_TYPE))
     return pa.Table.from_arrays(arrays, schema=EVENT_BATCH_SCHEMA)
+
+
+def warm_up() -> None:
+    """Run one tiny batch conversion so pyarrow's lazy imports happen before the first commit."""
+    pa.array(["warm"], pa.string())
+
+
+def _array(values: list[Any], type_: pa.DataType) -> pa.Array:
+    try:
+        return pa.array(values, type=type_)
+    except UnicodeEncodeError:
+        # A lone surrogate (a non-UTF-8 path, a "\ud800" escape in an agent's JSON) cannot be
+        # stored as UTF-8; one such string must not fail the whole commit, so it is replaced.
+        return pa.array([_scrub(v) for v in values], type=type_)
+
+
+def _scrub(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def events_select(session_id: str, query: EventQuery) -> tuple[str, list[Any]]:
@@ -297,8 +332,7 @@ def events_select(session_id: str, query: EventQuery) -> tuple[str, list[Any]]:
     if query.after_sequence is not None:
         where.append("sequence > ?")
         params.append(query.after_sequence)
-    columns = ", ".join(EVENT_COLUMNS[:-1]) + ", epoch_us(timestamp) AS ts_us"
-    sql = f"SELECT {columns} FROM events WHERE {' AND '.join(where)}"
+    sql = f"SELECT {_EVENT_SELECT} FROM events WHERE {' AND '.join(where)}"
     if query.limit is not None:
         sql = f"SELECT * FROM ({sql} ORDER BY sequence DESC LIMIT ?) ORDER BY sequence"
         params.append(max(query.limit, 0))
@@ -308,7 +342,7 @@ def events_select(session_id: str, query: EventQuery) -> tuple[str, list[Any]]:
 
 
 def event_from_row(row: Sequence[Any]) -> Event:
-    """Rebuild an ``Event`` from an ``events_select`` row."""
+    """Rebuild an ``Event`` from an ``events_select`` or ``BACKLOG_PAGE`` row."""
     content: JSON = json.loads(row[8])
     return Event(
         id=row[0],

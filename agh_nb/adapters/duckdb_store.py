@@ -18,7 +18,7 @@ import os
 import random
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from agh_nb.adapters import duckdb_schema as schema
+from agh_nb.adapters.duckdb_subscriptions import Subscription, SubscriptionHub
 from agh_nb.adapters.duckdb_writer import (
     Barrier,
     GroupCommitWriter,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_BACKLOG_PAGE_SIZE = 5000
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
 
 
@@ -87,16 +89,14 @@ class DuckDBStore:
         self._new_id = new_id
         self._closed = False
         self._close_lock = threading.Lock()
-        self._subs_lock = threading.Lock()
-        # Copy-on-write: the writer reads this dict without the lock.
-        self._subs: dict[str | None, tuple[_Subscription, ...]] = {}
+        self._hub = SubscriptionHub()
         self._writer: GroupCommitWriter | None = None
         if not read_only:
             self._writer = GroupCommitWriter(
                 con.cursor(),
                 flush_interval=flush_interval,
                 max_batch=max_batch,
-                publish=self._publish,
+                publish=self._hub.publish,
             )
 
     @classmethod
@@ -126,7 +126,10 @@ class DuckDBStore:
         Raises:
             StoreLockedError: another process holds the file.
             StoreError: the file or its directory cannot be opened or created.
+            ValueError: ``max_batch`` is below 1.
         """
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
         path = Path(path)
         try:
             if not read_only:
@@ -169,11 +172,7 @@ class DuckDBStore:
             self._closed = True
         if self._writer is not None:
             self._writer.close()
-        with self._subs_lock:
-            subs = [s for group in self._subs.values() for s in group]
-            self._subs = {}
-        for sub in subs:
-            sub.close()
+        self._hub.close_all()
         self._con.close()
 
     async def aclose(self) -> None:
@@ -222,24 +221,7 @@ class DuckDBStore:
             timestamp=draft.timestamp,
             fields=draft.fields,
         )
-        event_id = self._new_id()
-        event_type = str(draft.type)
-
-        def build(sequence: int) -> Event:
-            return Event(
-                id=event_id,
-                session_id=record.id,
-                sequence=sequence,
-                turn_id=draft.turn_id,
-                type=event_type,
-                agent_name=record.agent_name,
-                workspace_id=record.workspace_id,
-                workspace_path=record.workspace_path,
-                content=content,
-                timestamp=draft.timestamp,
-            )
-
-        return writer.append(record.id, build)
+        return writer.append(record, draft, content, self._new_id())
 
     async def append_durable(self, record: SessionRecord, draft: EventDraft) -> Event:
         """Append ``draft`` and return once it (and every earlier row) is committed.
@@ -369,7 +351,7 @@ class DuckDBStore:
 
     def subscribe(
         self, session_id: str | None, after_sequence: int, callback: EventCallback
-    ) -> _Subscription:
+    ) -> Subscription:
         """Deliver committed events with sequence > ``after_sequence``: backlog, then live.
 
         Registration comes first (live batches are buffered), then the backlog is read and
@@ -385,117 +367,27 @@ class DuckDBStore:
             raise ValueError("a subscription to every session is live only (after_sequence=0)")
         if self._closed:
             raise StoreError("the store is closed", path=str(self.path))
-        sub = _Subscription(self, session_id, after_sequence, callback)
-        with self._subs_lock:
-            subs = dict(self._subs)
-            subs[session_id] = (*subs.get(session_id, ()), sub)
-            self._subs = subs
         if session_id is None:
-            sub.go_live([])
-            return sub
-        try:
-            backlog = self.query_events(session_id, EventQuery(after_sequence=after_sequence))
-        except BaseException:
-            sub.close()
-            raise
-        sub.go_live(backlog)
-        return sub
+            return self._hub.subscribe(None, 0, callback, tuple)
+        return self._hub.subscribe(
+            session_id,
+            after_sequence,
+            callback,
+            lambda: self._backlog_pages(session_id, after_sequence),
+        )
 
-    def _unsubscribe(self, sub: _Subscription) -> None:
-        with self._subs_lock:
-            group = tuple(s for s in self._subs.get(sub.session_id, ()) if s is not sub)
-            subs = dict(self._subs)
-            if group:
-                subs[sub.session_id] = group
-            else:
-                subs.pop(sub.session_id, None)
-            self._subs = subs
-
-    def _publish(self, events: Sequence[Event]) -> None:
-        # Writer thread, after the commit of ``events``.
-        subs = self._subs
-        if not subs:
-            return
-        everyone = subs.get(None)
-        if everyone:
-            batch = tuple(events)
-            for sub in everyone:
-                sub.offer(batch)
-        if len(subs) > (1 if everyone else 0):
-            by_session: dict[str, list[Event]] = {}
-            for event in events:
-                if event.session_id in subs:
-                    by_session.setdefault(event.session_id, []).append(event)
-            for sid, group in by_session.items():
-                batch = tuple(group)
-                for sub in subs.get(sid, ()):
-                    sub.offer(batch)
-
-
-class _Subscription:
-    """One subscriber: buffers live batches until its backlog is delivered, then goes live."""
-
-    def __init__(
-        self,
-        store: DuckDBStore,
-        session_id: str | None,
-        after_sequence: int,
-        callback: EventCallback,
-    ) -> None:
-        self.session_id = session_id
-        self._store = store
-        self._callback = callback
-        self._last = after_sequence
-        self._lock = threading.Lock()
-        self._catching_up = True
-        self._buffer: list[Event] = []
-        self._closed = False
-
-    def close(self) -> None:
-        """Stop delivering events; idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._buffer = []
-        self._store._unsubscribe(self)
-
-    def offer(self, events: Sequence[Event]) -> None:
-        """Take a committed batch (writer thread): buffer it while catching up, else deliver."""
-        with self._lock:
-            if self._closed:
-                return
-            if self._catching_up:
-                self._buffer.extend(events)
-                return
-        self._deliver(events)
-
-    def go_live(self, backlog: Sequence[Event]) -> None:
-        """Deliver the backlog, then whatever was buffered meanwhile, then switch to live."""
-        pending: Sequence[Event] = backlog
+    def _backlog_pages(self, session_id: str, after_sequence: int) -> Iterator[list[Event]]:
+        # Pages keep a reconnect after a long session from loading every row at once.
+        last = after_sequence
         while True:
-            self._deliver(pending)
-            with self._lock:
-                if not self._buffer or self._closed:
-                    self._catching_up = False
-                    self._buffer = []
-                    return
-                pending, self._buffer = self._buffer, []
-
-    def _deliver(self, events: Sequence[Event]) -> None:
-        if not events or self._closed:
-            return
-        if self.session_id is not None:
-            last = self._last
-            if events[0].sequence <= last:
-                events = [e for e in events if e.sequence > last]
-                if not events:
-                    return
-            self._last = events[-1].sequence
-        try:
-            self._callback(events)
-        except Exception:
-            logger.exception("event subscriber callback failed (session %s)", self.session_id)
+            rows = self._fetch(schema.BACKLOG_PAGE, [session_id, last, _BACKLOG_PAGE_SIZE])
+            if not rows:
+                return
+            page = [schema.event_from_row(r) for r in rows]
+            yield page
+            if len(rows) < _BACKLOG_PAGE_SIZE:
+                return
+            last = page[-1].sequence
 
 
 def _open_error(path: Path, exc: duckdb.Error) -> StoreError:

@@ -7,8 +7,9 @@ kernel.
 How a commit happens: producers put events (and session upserts, usage merges, barriers) on one
 list under one lock, in the order they happened. The writer swaps the whole list out, cuts it into
 chunks of at most ``max_batch`` events, and runs each chunk as ONE transaction (events go in
-through one Arrow table per run). Only after ``COMMIT`` returns does it resolve the waiters of
-that chunk and hand the chunk's events to ``publish`` (store first, then notify). A failed commit
+through one Arrow table per run). Only after ``COMMIT`` returns does it hand the chunk's events
+to ``publish`` (store first, then notify) and then resolve the chunk's waiters, so a returned
+``flush()`` also means every subscriber was handed the rows. A failed commit
 fails every waiter of that chunk and everything queued after it, and the writer refuses further
 writes: later sequences would otherwise leave a gap or be acknowledged out of order.
 """
@@ -16,20 +17,21 @@ writes: later sequences would otherwise leave a gap or be acknowledged out of or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Any, Union
+from typing import Any
 
 import duckdb
 
 from agh_nb.adapters import duckdb_schema as schema
 from agh_nb.core.record import SessionRecord
 from agh_nb.errors import StoreError
-from agh_nb.events import Event
+from agh_nb.events import JSON, Event, EventDraft, EventType
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +65,9 @@ class Waiter:
         self._call(_set_exception, error)
 
     def _call(self, fn: Callable[[asyncio.Future[None], Any], None], arg: Any) -> None:
-        try:
+        # RuntimeError: the loop is closed, so nobody awaits this future any more.
+        with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(fn, self.future, arg)
-        except RuntimeError:
-            pass  # the loop is closed: nobody awaits this future any more
 
 
 def _set_result(future: asyncio.Future[None], value: Any) -> None:
@@ -114,8 +115,8 @@ class MergeUsage:
         self.waiter = Waiter()
 
 
-Op = Union[Barrier, SaveSession, MergeUsage]
-_Step = Union[list[Event], Op]
+Op = Barrier | SaveSession | MergeUsage
+_Step = list[Event] | Op
 
 
 class GroupCommitWriter:
@@ -157,13 +158,20 @@ class GroupCommitWriter:
     # -- producer side (any thread; append is the hot path) ---------------------------------
 
     def append(
-        self, session_id: str, build: Callable[[int], Event]
+        self, record: SessionRecord, draft: EventDraft, content: JSON, event_id: str
     ) -> Event:
-        """Assign the next sequence of ``session_id``, build the event with it and queue it.
+        """Assign the next sequence of ``record.id``, build the event row and queue it.
+
+        Sequence assignment and queueing happen under one lock, so queue order is sequence
+        order even when several threads append to the same session.
 
         Raises:
             StoreError: the writer is not open, or the session was never primed (a bug).
+            ValueError: ``draft.type`` is not an event type of the SPEC (a bug).
         """
+        session_id = record.id
+        kind = draft.type
+        event_type = kind.value if type(kind) is EventType else EventType(kind).value
         with self._cond:
             if self._state is not WriterState.OPEN:
                 raise self._refusal()
@@ -174,7 +182,18 @@ class GroupCommitWriter:
                     "(a bug in the caller)",
                     session_id=session_id,
                 )
-            event = build(last + 1)
+            event = Event(
+                id=event_id,
+                session_id=session_id,
+                sequence=last + 1,
+                turn_id=draft.turn_id,
+                type=event_type,
+                agent_name=record.agent_name,
+                workspace_id=record.workspace_id,
+                workspace_path=record.workspace_path,
+                content=content,
+                timestamp=draft.timestamp,
+            )
             self._last_seq[session_id] = last + 1
             self._queue.append(event)
             if self._idle or (self._lingering and len(self._queue) >= self._max_batch):
@@ -216,6 +235,16 @@ class GroupCommitWriter:
     # -- writer thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                self._cursor.close()
+
+    def _loop(self) -> None:
+        # pyarrow imports pandas on its first list conversion: pay that here, not in the first
+        # commit's latency.
+        schema.warm_up()
         while True:
             with self._cond:
                 woke_from_idle = False
@@ -300,10 +329,13 @@ class GroupCommitWriter:
         for step in steps:
             if type(step) is list:
                 events.extend(step)
-            else:
-                step.waiter.resolve()  # type: ignore[union-attr]
         if events:
             self._publish(events)
+        # Waiters resolve after subscribers were handed the chunk: when ``flush()`` returns,
+        # every subscriber has seen everything committed before it.
+        for step in steps:
+            if type(step) is not list:
+                step.waiter.resolve()  # type: ignore[union-attr]
         return True
 
     def _commit(self, steps: list[_Step]) -> None:
@@ -322,16 +354,15 @@ class GroupCommitWriter:
                 elif type(step) is SaveSession:
                     self._save_session(step)
                 elif type(step) is MergeUsage:
-                    params = [step.session_id, step.turn_id, step.session_id]
+                    params: list[Any] = [step.session_id, step.turn_id, step.session_id]
                     params += [step.values[c] for c in schema.USAGE_COLUMNS]
                     params.append(step.updated_at)
                     cur.execute(schema.MERGE_USAGE, params)
             cur.execute("COMMIT")
         except BaseException:
-            try:
+            # The transaction may already be aborted; the original error is the one to report.
+            with contextlib.suppress(duckdb.Error):
                 cur.execute("ROLLBACK")
-            except duckdb.Error:
-                pass  # the transaction may already be aborted; the original error matters
             raise
 
     def _save_session(self, op: SaveSession) -> None:

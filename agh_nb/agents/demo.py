@@ -510,7 +510,7 @@ class DemoAgent:
 
     async def _script_silent(self, turn: _Turn, rest: str) -> PromptResponse | None:
         """``silent SECONDS``: no activity at all (inactivity-timeout testing), then one chunk."""
-        seconds = _parse_float(rest.split()[0] if rest.split() else "", default=5.0)
+        seconds = _parse_float(rest, default=5.0)
         if seconds is None:
             return None
         await turn.pause(seconds)

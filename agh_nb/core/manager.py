@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from agh_nb.config import DEFAULT_PERMISSION_MODE, PERMISSION_MODES, AgentDefinition, Settings, find_agent
+from agh_nb.core.approvals import ApprovalBroker
 from agh_nb.core.classify import CauseKind, StopCause
 from agh_nb.core.clock import IdGenerator, SystemClock
 from agh_nb.core.ports import DriverFactory, EventStore, LaunchSpec
@@ -97,6 +98,7 @@ class SessionManager:
         self._redact = redact
         self._host_pid = host_pid if host_pid is not None else os.getpid()
         self._live: dict[str, LiveSession] = {}
+        self.approvals = ApprovalBroker(timeout=settings.approval_timeout)
 
     @property
     def settings(self) -> Settings:
@@ -168,6 +170,7 @@ class SessionManager:
             settings=self._settings,
             home=self._home,
             on_stopped=lambda s: self._live.pop(s.session_id, None),
+            approvals=self.approvals,
             clock=self._clock,
             ids=self._ids,
             redact=self._redact,
@@ -192,6 +195,11 @@ class SessionManager:
         """Stop every live session (host shutdown)."""
         sessions = list(self._live.values())
         await asyncio.gather(*(s.stop(StopCause(CauseKind.USER, detail=detail)) for s in sessions), return_exceptions=True)
+
+    async def approve(self, session_id: str, request_id: str, decision: str) -> dict[str, object]:
+        """Decide a pending permission request of a session (from any surface)."""
+        await self.get(session_id)
+        return await self.approvals.decide(request_id, decision, session_id=session_id)
 
     def live(self, session_id: str) -> LiveSession | None:
         """Return the live session, if this host runs it."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from agh_nb.events import JSON
 
 DECISIONS = ("allow-once", "allow-always", "reject-once", "reject-always")
-READ_KINDS = frozenset({"read", "search", "fetch", "think"})
+READ_KINDS = frozenset({"read", "search", "fetch"})
 
 # Closest-option preference for each decision, by ACP PermissionOptionKind.
 _PREFERENCE = {
@@ -19,17 +19,44 @@ _PREFERENCE = {
 }
 
 
-def static_decision(mode: str, tool_kind: str | None) -> str:
-    """Decide a request from the mode alone: approve-all allows, deny-all rejects, reads pass.
+# SPEC 5 static coverage of the client methods agents call on us.
+_ALLOWED_OPERATIONS = {
+    "deny-all": frozenset(),
+    "approve-reads": frozenset({"fs/read_text_file"}),
+    "approve-all": frozenset({"fs/read_text_file", "fs/write_text_file", "terminal/create"}),
+}
 
-    Under ``approve-reads`` a non-read request would be pending for the user; until interactive
-    approvals exist it is rejected once, which is the timeout outcome the SPEC prescribes.
+
+def operation_allowed(mode: str, operation: str) -> bool:
+    """Return whether ``mode`` lets the agent call ``operation`` (fs/read_text_file, ...)."""
+    return operation in _ALLOWED_OPERATIONS.get(mode, frozenset())
+
+
+def static_decision(mode: str, tool_kind: str | None) -> str | None:
+    """Decide a permission request from the mode alone, or None when the user must decide.
+
+    ``approve-all`` allows once; ``deny-all`` rejects once; ``approve-reads`` allows reads
+    and leaves everything else pending.
     """
     if mode == "approve-all":
         return "allow-once"
-    if mode == "approve-reads" and (tool_kind or "") in READ_KINDS:
+    if mode == "deny-all":
+        return "reject-once"
+    if (tool_kind or "") in READ_KINDS:
         return "allow-once"
-    return "reject-once"
+    return None
+
+
+def request_paths(tool_call: JSON) -> list[str]:
+    """Return every path a permission request touches: its locations and its diffs' paths."""
+    paths: list[str] = []
+    for location in tool_call.get("locations") or []:
+        if isinstance(location, dict) and location.get("path"):
+            paths.append(str(location["path"]))
+    for item in tool_call.get("content") or []:
+        if isinstance(item, dict) and item.get("type") == "diff" and item.get("path"):
+            paths.append(str(item["path"]))
+    return list(dict.fromkeys(paths))
 
 
 def choose_option(decision: str, options: list[JSON]) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from agh_nb.core.record import SessionRecord
@@ -128,6 +129,9 @@ class DriverListener(Protocol):
 
     async def on_permission_request(self, tool_call: JSON, options: list[JSON]) -> str | None:
         """Decide a ``session/request_permission``: the chosen option id, or None (cancelled)."""
+
+    async def authorize(self, operation: str, path: str | None) -> Path:
+        """Allow a client method (``fs/read_text_file``...) or raise; returns the resolved path."""
 
 
 class AgentDriver(Protocol):

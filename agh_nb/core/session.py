@@ -21,12 +21,20 @@ from typing import Any
 from agh_nb.config import Settings
 from agh_nb.core.classify import CauseKind, StopCause, classify, exit_summary
 from agh_nb.core.clock import IdGenerator, SystemClock
-from agh_nb.core.permissions import choose_option, static_decision
+from agh_nb.core.approvals import CANCELLED, ApprovalBroker, PendingRequest
+from agh_nb.core.boundary import resolve_in_workspace
+from agh_nb.core.permissions import choose_option, operation_allowed, request_paths, static_decision
 from agh_nb.core.ports import AgentDriver, DriverFailure, EventStore, ExitInfo, LaunchSpec
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.session_dir import write_meta
 from agh_nb.core.state import FailureKind, SessionState, transition
-from agh_nb.errors import AgentStartError, QueueFullError, SessionNotActiveError
+from agh_nb.errors import (
+    AgentStartError,
+    PathOutsideWorkspaceError,
+    PermissionDeniedError,
+    QueueFullError,
+    SessionNotActiveError,
+)
 from agh_nb.events import JSON, EventDraft, EventType
 
 log = logging.getLogger(__name__)
@@ -85,6 +93,7 @@ class LiveSession:
         settings: validated configuration.
         home: ``$AGH_HOME``.
         on_stopped: called once the session is ``stopped`` (the manager forgets it).
+        approvals: the host's broker of pending permission requests.
         clock, ids, redact: collaborators with real defaults.
     """
 
@@ -97,6 +106,7 @@ class LiveSession:
         settings: Settings,
         home: Path,
         on_stopped: Callable[[LiveSession], None],
+        approvals: ApprovalBroker,
         clock: SystemClock | None = None,
         ids: IdGenerator | None = None,
         redact: Callable[[str], str] = str,
@@ -107,6 +117,7 @@ class LiveSession:
         self._settings = settings
         self._home = home
         self._on_stopped = on_stopped
+        self._approvals = approvals
         self._clock = clock or SystemClock()
         self._ids = ids or IdGenerator()
         self._redact = redact
@@ -193,6 +204,7 @@ class LiveSession:
             await self._finish_turn(turn, "cancelled", error="session stopped before the turn ran")
         self._queue.clear()
         running = self._current
+        await self._approvals.cancel_session(self.session_id)
         if running is not None and self._record.acp_session_id:
             await self._driver.cancel(self._record.acp_session_id)
             with contextlib.suppress(asyncio.TimeoutError):
@@ -255,6 +267,7 @@ class LiveSession:
                 await self._finish_turn(stale, "cancelled", error="dropped by an interrupting prompt")
             self._queue.clear()
             if self._current is not None and self._record.acp_session_id:
+                await self._approvals.cancel_session(self.session_id)
                 await self._driver.cancel(self._record.acp_session_id)
         ahead = len(self._queue) + (1 if self._current is not None else 0)
         turn = Turn(self.session_id, turn_id, text, ahead)
@@ -312,6 +325,7 @@ class LiveSession:
         """Cooperatively cancel the running turn (``session/cancel``); True if one was running."""
         if self._current is None or not self._record.acp_session_id:
             return False
+        await self._approvals.cancel_session(self.session_id)
         await self._driver.cancel(self._record.acp_session_id)
         return True
 
@@ -341,23 +355,103 @@ class LiveSession:
             self.begin_stop(StopCause(CauseKind.AGENT_EXIT, FailureKind.PROCESS_EXIT, ""))
 
     async def on_permission_request(self, tool_call: JSON, options: list[JSON]) -> str | None:
-        """Answer a permission request from the session's mode (interactive approvals: issue 3)."""
+        """Answer ``session/request_permission``: boundary first, then the mode, else ask the user."""
         request_id = self._ids.request_id()
         turn_id = self._current.turn_id if self._current else None
-        decision = static_decision(self._record.permissions, tool_call.get("kind"))
+        kind = tool_call.get("kind")
+        paths = request_paths(tool_call)
         base: JSON = {
             "request_id": request_id,
             "tool_call_id": tool_call.get("toolCallId"),
             "title": tool_call.get("title"),
-            "action": tool_call.get("kind"),
-            "raw": {"toolCall": tool_call, "options": options},
+            "action": kind,
+            "resource": paths[0] if paths else None,
         }
-        self._store.append(self._record, EventDraft(EventType.PERMISSION, turn_id, dict(base), self._clock.now()))
-        await self._store.append_durable(
+        self._store.append(
             self._record,
-            EventDraft(EventType.PERMISSION, turn_id, base | {"decision": decision, "raw": None}, self._clock.now()),
+            EventDraft(EventType.PERMISSION, turn_id, base | {"raw": {"toolCall": tool_call, "options": options}}, self._clock.now()),
         )
-        return choose_option(decision, options)
+
+        async def record(decision: str, source: str, error: str | None = None) -> None:
+            await self._store.append_durable(
+                self._record,
+                EventDraft(
+                    EventType.PERMISSION,
+                    turn_id,
+                    base | {"decision": decision, "error": error, "runtime": {"source": source}},
+                    self._clock.now(),
+                ),
+            )
+
+        outside = await asyncio.to_thread(self._first_outside, paths)
+        if outside is not None:
+            await record("reject-once", "boundary", outside)
+            return choose_option("reject-once", options)
+        decision = static_decision(self._record.permissions, kind)
+        if decision is not None:
+            await record(decision, f"mode:{self._record.permissions}")
+            return choose_option(decision, options)
+        pending = PendingRequest(
+            request_id=request_id,
+            session_id=self.session_id,
+            turn_id=turn_id,
+            title=tool_call.get("title"),
+            kind=kind,
+            paths=paths,
+            diff=[c for c in tool_call.get("content") or [] if isinstance(c, dict) and c.get("type") == "diff"],
+            options=options,
+            created_at=self._clock.now(),
+            record=record,
+        )
+        outcome = await self._approvals.wait(pending)
+        return None if outcome == CANCELLED else choose_option(outcome, options)
+
+    def _first_outside(self, paths: list[str]) -> str | None:
+        root = Path(self._record.workspace_path)
+        for path in paths:
+            try:
+                resolve_in_workspace(root, path)
+            except PathOutsideWorkspaceError as exc:
+                return str(exc)
+        return None
+
+    async def authorize(self, operation: str, path: str | None) -> Path:
+        """Check a client method the agent calls on us: the mode first, then the workspace boundary.
+
+        Returns the resolved path (the workspace root for ``terminal/create`` without a cwd).
+
+        Raises:
+            PermissionDeniedError: when the session's mode blocks the operation.
+            PathOutsideWorkspaceError: when the path resolves outside the workspace.
+        """
+        turn_id = self._current.turn_id if self._current else None
+        root = Path(self._record.workspace_path)
+        try:
+            if not operation_allowed(self._record.permissions, operation):
+                raise PermissionDeniedError(
+                    f"{operation} is blocked by permission mode {self._record.permissions}",
+                    operation=operation,
+                )
+            resolved = await asyncio.to_thread(resolve_in_workspace, root, path if path else root)
+        except (PermissionDeniedError, PathOutsideWorkspaceError) as exc:
+            self._store.append(
+                self._record,
+                EventDraft(
+                    EventType.PERMISSION,
+                    turn_id,
+                    {
+                        "action": operation,
+                        "resource": path,
+                        "decision": "reject-once",
+                        "error": str(exc),
+                        "runtime": {"source": "boundary" if isinstance(exc, PathOutsideWorkspaceError) else f"mode:{self._record.permissions}"},
+                    },
+                    self._clock.now(),
+                ),
+            )
+            raise
+        self.last_activity_at = self._clock.now()
+        return resolved
 
     # -- internals ----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import logging
 import sys
 import time
 import uuid
@@ -209,6 +210,19 @@ def prompt_of(text: str) -> list[ContentBlock]:
     return [acp.text_block(text)]
 
 
+class _LogWatch(logging.Handler):
+    """Sets an event when a log record containing ``needle`` is emitted (same thread, same loop)."""
+
+    def __init__(self, needle: str) -> None:
+        super().__init__()
+        self.needle = needle
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.needle in record.getMessage():
+            self.seen.set()
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -401,7 +415,13 @@ def test_garbage_line_mid_turn(tmp_path: Path) -> None:
         async with demo_agent(client, "--fast") as (conn, _):
             _, session_id = await start_session(conn, client)
             # The SDK's client logs and skips the non-JSON line; the turn still completes.
-            response = await conn.prompt(session_id=session_id, prompt=prompt_of("garbage"))
+            watch = _LogWatch("Error parsing JSON-RPC message")
+            logging.getLogger().addHandler(watch)
+            try:
+                response = await conn.prompt(session_id=session_id, prompt=prompt_of("garbage"))
+            finally:
+                logging.getLogger().removeHandler(watch)
+            assert watch.seen.is_set()
             assert response.stop_reason == "end_turn"
             assert "Still here" in client.message_text()
 
@@ -432,15 +452,33 @@ def test_fail_startup_exit(tmp_path: Path) -> None:
     run(body)
 
 
-@pytest.mark.parametrize("mode", ["garbage", "hang"])
-def test_fail_startup_never_answers(tmp_path: Path, mode: str) -> None:
+def test_fail_startup_garbage(tmp_path: Path) -> None:
+    async def body() -> None:
+        # The SDK's reader logs (and skips) lines that are not JSON; that log is our signal.
+        watch = _LogWatch("Error parsing JSON-RPC message")
+        logging.getLogger().addHandler(watch)
+        try:
+            client = RecordingClient(tmp_path)
+            async with demo_agent(client, "--fail-startup", "garbage") as (conn, proc):
+                init = asyncio.ensure_future(conn.initialize(protocol_version=acp.PROTOCOL_VERSION))
+                await asyncio.wait_for(watch.seen.wait(), timeout=10.0)
+                assert not init.done() and proc.returncode is None
+                init.cancel()
+            # spawn_agent_process escalated (stdin close, then terminate) and the process is gone.
+            assert proc.returncode is not None
+        finally:
+            logging.getLogger().removeHandler(watch)
+
+    run(body)
+
+
+def test_fail_startup_hang(tmp_path: Path) -> None:
     async def body() -> None:
         client = RecordingClient(tmp_path)
-        async with demo_agent(client, "--fail-startup", mode) as (conn, proc):
+        async with demo_agent(client, "--fail-startup", "hang") as (conn, proc):
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(conn.initialize(protocol_version=acp.PROTOCOL_VERSION), timeout=1.5)
             assert proc.returncode is None
-        # spawn_agent_process escalated (stdin close, terminate) and the process is gone.
         assert proc.returncode is not None
 
     run(body)

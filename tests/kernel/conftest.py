@@ -59,6 +59,13 @@ class KernelSession:
         self.client.start_channels()
         self.client.wait_for_ready(timeout=STARTUP_TIMEOUT)
         self.pid = int(self.ok("import os; print(os.getpid())").stdout.strip())
+        self.seen_descendants: set[int] = set()
+
+    def shutdown(self) -> None:
+        """Shut the kernel down the way Jupyter does (a ``shutdown_request``, not a kill)."""
+        self.seen_descendants.update(self.descendants())
+        self.client.stop_channels()
+        self.km.shutdown_kernel(now=False)
 
     # -- executing cells ------------------------------------------------------------------------
 
@@ -227,7 +234,7 @@ def kernel(tmp_path: Path) -> Iterator[KernelSession]:
     km = KernelManager(kernel_name=KERNEL_NAME)
     session: KernelSession | None = None
     kernel_pid: int | None = None
-    leftovers: list[int] = []
+    leftovers: set[int] = set()
     try:
         km.start_kernel(env=env, cwd=str(workspace), stdout=log, stderr=log)
         session = KernelSession(km, home, workspace, log_path)
@@ -236,19 +243,22 @@ def kernel(tmp_path: Path) -> Iterator[KernelSession]:
         yield session
     finally:
         try:
+            if session is not None:
+                leftovers |= session.seen_descendants
             if session is not None and km.is_alive():
-                leftovers = session.descendants()
+                leftovers |= set(session.descendants())
                 # Stop the embedded host's sessions cleanly before the kernel goes away.
                 try:
                     session.run("import agh_nb.api as _agh_api; _agh_api.shutdown_host()", timeout=40)
                 except Exception as exc:  # teardown must go on
                     print(f"host shutdown in kernel failed: {exc!r}", file=sys.stderr)
-                leftovers += session.descendants()
+                leftovers |= set(session.descendants())
                 session.client.stop_channels()
         finally:
-            km.shutdown_kernel(now=False)
+            if km.has_kernel:
+                km.shutdown_kernel(now=False)
             log.close()
-            for pid in set(leftovers):
+            for pid in leftovers:
                 if _alive(pid) and DEMO_MODULE in proc_cmdline(pid):
                     try:
                         os.kill(pid, signal.SIGKILL)

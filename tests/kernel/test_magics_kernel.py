@@ -9,8 +9,11 @@ user errors. Waits are polling loops with deadlines, never fixed sleeps.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -56,8 +59,6 @@ def wait_done(kernel: KernelSession, session_id: str, turn_id: str, timeout: flo
 
 def test_session_new_prints_one_active_json_document(kernel: KernelSession) -> None:
     cell = kernel.ok(f"%agh session new --agent demo --cwd {kernel.workspace} -o json")
-    import json
-
     record = json.loads(cell.stdout)  # exactly one JSON document, nothing else on stdout
     assert cell.result is None, "with -o json the magic prints instead of returning a value"
     assert record["state"] == "active"
@@ -147,7 +148,9 @@ def test_second_prompt_is_queued_fifo(kernel: KernelSession) -> None:
     # The magic without -o json returns a TurnHandle (it does not block the cell).
     first = kernel.json(
         f'h1 = %agh session prompt {sid} "slow 6 0.2"\n'
-        "import json as _j; print(_j.dumps(h1.to_dict()))"
+        "import json as _j\n"
+        "assert type(h1).__name__ == 'TurnHandle', type(h1)\n"
+        "print(_j.dumps(h1.to_dict()))"
     )
     assert first["position"] == 0, first
     assert first["status"] in ("running", "queued"), first
@@ -228,9 +231,11 @@ def test_user_errors_are_one_line(kernel: KernelSession, line: str) -> None:
 
 
 def test_failed_creates_leave_stopped_startup_failures(kernel: KernelSession) -> None:
+    lines = {}
     for line in ("session new --agent no-such-agent", "session new --agent demo --cwd /does/not/exist"):
         cell = kernel.run(f"%agh {line}")
         assert cell.stderr.startswith("agh: error:") and "Traceback" not in cell.stderr, cell.describe()
+        lines[line] = cell.stderr
     sessions = kernel.agh("session list")
     assert isinstance(sessions, list) and len(sessions) == 2, sessions
     unknown = [s for s in sessions if s["agent_name"] == "no-such-agent"]
@@ -242,8 +247,12 @@ def test_failed_creates_leave_stopped_startup_failures(kernel: KernelSession) ->
         assert record["stop_reason"] == "error", record
         assert record["failure"] and record["failure"]["kind"] == "startup_failure", record
         assert record["failure"]["summary"], record
-    # The error line names the session that was left behind.
-    assert unknown[0]["id"] in kernel.run("%agh session new --agent no-such-agent").stderr
+    # Each error line names the session that was left behind.
+    assert unknown[0]["id"] in lines["session new --agent no-such-agent"]
+    assert bad_cwd[0]["id"] in lines["session new --agent demo --cwd /does/not/exist"]
+    for record in unknown + bad_cwd:
+        status = kernel.agh(f"session status {record['id']}")
+        assert status["state"] == "stopped" and status["failure"]["kind"] == "startup_failure", status
 
 
 # 8 ------------------------------------------------------------------------------------------------
@@ -281,3 +290,44 @@ def test_agent_killed_mid_turn_is_agent_crashed(kernel: KernelSession) -> None:
     assert len(kept) < 50, "the agent was killed mid-turn"
     assert any(e["type"] == "done" and e["turn_id"] == turn["turn_id"] for e in events)
     assert pid not in kernel.demo_agent_pids()
+
+
+# extra --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line", ["--help", "session --help", "session new --help"])
+def test_help_is_shown_once(kernel: KernelSession, line: str) -> None:
+    cell = kernel.ok(f"%agh {line}")
+    assert cell.stdout.count("usage: %agh") == 1, cell.describe()
+    assert cell.result is None
+
+
+def test_kernel_shutdown_stops_sessions(kernel: KernelSession) -> None:
+    """Shutting the kernel down (Jupyter's shutdown_request) stops its sessions cleanly."""
+    sid = new_session(kernel)["id"]
+    turn = kernel.agh(f'session prompt {sid} "slow 100 0.1"')
+    kernel.poll(
+        lambda: kernel.events(sid, "--type agent_message"), lambda rows: len(rows) >= 2, 30, "the turn to run"
+    )
+    kernel.shutdown()
+
+    meta = json.loads((kernel.home / "sessions" / sid / "meta.json").read_text())
+    assert meta["state"] == "stopped", meta
+    # Read the store back through the CLI (a separate process, read-only), as an operator would.
+    status = cli_json(kernel, "session", "status", sid)
+    assert status["state"] == "stopped", status
+    events = cli_json(kernel, "session", "events", sid)
+    assert_gapless(events)
+    assert events[-1]["type"] == "session_stopped", events[-1]
+    assert any(e["type"] == "done" and e["turn_id"] == turn["turn_id"] for e in events)
+
+
+def cli_json(kernel: KernelSession, *words: str) -> Any:
+    """``agh-nb <words> -o json`` against the kernel's AGH_HOME, parsed."""
+    env = dict(os.environ, AGH_HOME=str(kernel.home))
+    proc = subprocess.run(
+        [sys.executable, "-m", "agh_nb.cli", *words, "-o", "json"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
+    return json.loads(proc.stdout)

@@ -1,0 +1,172 @@
+"""Live subscriptions of ``DuckDBStore``: registration, backlog hand-over and fan-out.
+
+Owns: ``SubscriptionHub`` (the registry the writer publishes committed batches to) and
+``Subscription`` (one subscriber's no-gap/no-duplicate delivery). Imports no duckdb; must not
+import core.session, runtime or kernel.
+
+The hand-over from backlog to live: a subscription is registered first, so every batch committed
+from then on is buffered; then the backlog (committed rows after ``after_sequence``) is read and
+delivered; then the buffer; then live batches directly. Delivery keeps the last sequence handed
+over and drops anything at or below it, so a row that is both in the backlog and in a buffered
+batch is delivered once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+
+from agh_nb.core.ports import EventCallback
+from agh_nb.events import Event
+
+logger = logging.getLogger(__name__)
+
+
+class Subscription:
+    """One subscriber; ``close()`` is idempotent and stops delivery."""
+
+    def __init__(
+        self,
+        hub: SubscriptionHub,
+        session_id: str | None,
+        after_sequence: int,
+        callback: EventCallback,
+    ) -> None:
+        self.session_id = session_id
+        self._hub = hub
+        self._callback = callback
+        self._last = after_sequence
+        self._lock = threading.Lock()
+        self._catching_up = True
+        self._buffer: list[Event] = []
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop delivering events; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._buffer = []
+        self._hub._remove(self)
+
+    def offer(self, events: Sequence[Event]) -> None:
+        """Take a committed batch (writer thread): buffer it while catching up, else deliver."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._catching_up:
+                self._buffer.extend(events)
+                return
+        self._deliver(events)
+
+    def go_live(self, backlog: Iterable[Sequence[Event]]) -> None:
+        """Deliver the backlog pages, then what was buffered meanwhile, then go live."""
+        for page in backlog:
+            if self._closed:
+                return
+            self._deliver(page)
+        pending: Sequence[Event] = ()
+        while True:
+            self._deliver(pending)
+            with self._lock:
+                if not self._buffer or self._closed:
+                    self._catching_up = False
+                    self._buffer = []
+                    return
+                pending, self._buffer = self._buffer, []
+
+    def _deliver(self, events: Sequence[Event]) -> None:
+        # Only one thread delivers at a time: the subscribing thread while catching up, the
+        # writer thread afterwards.
+        if not events or self._closed:
+            return
+        if self.session_id is not None:
+            last = self._last
+            if events[0].sequence <= last:
+                events = [e for e in events if e.sequence > last]
+                if not events:
+                    return
+            self._last = events[-1].sequence
+        try:
+            self._callback(events)
+        except Exception:
+            logger.exception("event subscriber callback failed (session %s)", self.session_id)
+
+
+class SubscriptionHub:
+    """The registry of live subscriptions and the fan-out of committed batches."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # Copy-on-write: ``publish`` (writer thread) reads it without the lock.
+        self._subs: dict[str | None, tuple[Subscription, ...]] = {}
+
+    def subscribe(
+        self,
+        session_id: str | None,
+        after_sequence: int,
+        callback: EventCallback,
+        backlog: Callable[[], Iterable[Sequence[Event]]],
+    ) -> Subscription:
+        """Register a subscriber, deliver ``backlog()`` on this thread, then go live.
+
+        Args:
+            session_id: the session, or None for every session (live only).
+            after_sequence: the last sequence the subscriber already has.
+            callback: receives batches of events, in order.
+            backlog: yields pages of the committed events after ``after_sequence``, in order;
+                called after registration so nothing committed in between is missed.
+
+        Raises:
+            Whatever ``backlog`` raises (the subscription is closed first).
+        """
+        sub = Subscription(self, session_id, after_sequence, callback)
+        with self._lock:
+            subs = dict(self._subs)
+            subs[session_id] = (*subs.get(session_id, ()), sub)
+            self._subs = subs
+        try:
+            sub.go_live(backlog())
+        except BaseException:
+            sub.close()
+            raise
+        return sub
+
+    def publish(self, events: Sequence[Event]) -> None:
+        """Hand a committed batch (in commit order) to every interested subscriber."""
+        subs = self._subs
+        if not subs:
+            return
+        everyone = subs.get(None)
+        if everyone:
+            batch = tuple(events)
+            for sub in everyone:
+                sub.offer(batch)
+        if len(subs) > (1 if everyone else 0):
+            by_session: dict[str, list[Event]] = {}
+            for event in events:
+                if event.session_id in subs:
+                    by_session.setdefault(event.session_id, []).append(event)
+            for session_id, group in by_session.items():
+                batch = tuple(group)
+                for sub in subs.get(session_id, ()):
+                    sub.offer(batch)
+
+    def close_all(self) -> None:
+        """Close every subscription (the store is closing)."""
+        with self._lock:
+            subs = [s for group in self._subs.values() for s in group]
+        for sub in subs:
+            sub.close()
+
+    def _remove(self, sub: Subscription) -> None:
+        with self._lock:
+            group = tuple(s for s in self._subs.get(sub.session_id, ()) if s is not sub)
+            subs = dict(self._subs)
+            if group:
+                subs[sub.session_id] = group
+            else:
+                subs.pop(sub.session_id, None)
+            self._subs = subs

@@ -1,0 +1,228 @@
+"""Redaction of secret values (SPEC 6): the registry of values and the functions that scrub them.
+
+Owns: ``Redactor`` (a thread-safe registry of secret values, each with the ref that names it),
+``RedactingFilter`` (a ``logging.Filter``) and ``install_log_redaction`` (scrubs every record of a
+logger tree). Everything agh_nb writes -- failure summaries, crash bundles, error text, stderr
+captures, logs -- passes through ``Redactor.redact`` or ``redact_json`` first.
+Pure: must not import cryptography, duckdb, acp or any adapter; the vault (an adapter) registers
+values here, the core only calls ``redact``.
+
+Rules:
+- Each registered value is replaced by ``[redacted:<label>]``, the label being the ref that names
+  it (``[redacted:vault:providers/openai]``); the value is never shown, not even in part.
+- Longer values are replaced first, so a value containing another is replaced whole.
+- Values shorter than ``MIN_SECRET_LENGTH`` (4) characters are not registered: replacing every
+  "ab" or "1" in a transcript would shred the text and would itself hint at the value. Such a
+  short value is simply not redacted; ``register`` returns False so the caller can warn.
+- A value's JSON-escaped form (quotes, backslashes, control characters escaped) is registered
+  too, so the value is also caught inside JSON text such as a captured stderr line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+MIN_SECRET_LENGTH = 4
+"""Values shorter than this are not redacted (see the module docstring)."""
+
+T = TypeVar("T")
+
+
+class Redactor:
+    """A thread-safe registry of secret values and the labels (refs) that name them.
+
+    ``redact`` reads an immutable snapshot without taking the lock, so it is cheap on hot paths
+    and returns its argument untouched when nothing is registered. The same value may be
+    registered under several labels (two refs holding one secret); it stays redacted until every
+    label is unregistered, and is shown with the label registered first.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # value -> labels, in registration order
+        self._labels: dict[str, list[str]] = {}
+        # (compiled pattern, matched text -> replacement) or None when empty; swapped whole
+        self._snapshot: tuple[re.Pattern[str], dict[str, str]] | None = None
+
+    def register(self, value: str, label: str) -> bool:
+        """Register ``value`` to be replaced by ``[redacted:<label>]``.
+
+        Args:
+            value: the secret.
+            label: the ref naming it (never the value).
+
+        Returns:
+            True when the value will be redacted; False when it is shorter than
+            ``MIN_SECRET_LENGTH`` and is therefore ignored.
+        """
+        if len(value) < MIN_SECRET_LENGTH:
+            return False
+        with self._lock:
+            labels = self._labels.setdefault(value, [])
+            if label not in labels:
+                labels.append(label)
+            self._rebuild()
+        return True
+
+    def unregister(self, value: str, label: str | None = None) -> None:
+        """Stop redacting ``value`` under ``label`` (or under every label when None).
+
+        The value stays redacted while another label still holds it. Unknown values are ignored.
+        """
+        with self._lock:
+            labels = self._labels.get(value)
+            if labels is None:
+                return
+            if label is None:
+                labels.clear()
+            elif label in labels:
+                labels.remove(label)
+            if not labels:
+                del self._labels[value]
+            self._rebuild()
+
+    def clear(self) -> None:
+        """Unregister every value."""
+        with self._lock:
+            self._labels.clear()
+            self._rebuild()
+
+    def labels(self) -> list[str]:
+        """Return the sorted labels with at least one registered value (never the values)."""
+        with self._lock:
+            return sorted({label for labels in self._labels.values() for label in labels})
+
+    def __len__(self) -> int:
+        """The number of distinct registered values."""
+        return len(self._labels)
+
+    def __bool__(self) -> bool:
+        # An empty registry is still a registry: ``if redactor:`` must not mean "has values".
+        return True
+
+    def __repr__(self) -> str:
+        return f"Redactor({len(self._labels)} values)"
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with every registered value replaced by ``[redacted:<label>]``."""
+        snapshot = self._snapshot
+        if snapshot is None or not text:
+            return text
+        pattern, replacements = snapshot
+        return pattern.sub(lambda match: replacements[match.group(0)], text)
+
+    def redact_json(self, obj: T) -> T:
+        """Return a copy of a JSON-like value with every string (keys included) redacted.
+
+        Dicts, lists and tuples are walked; strings are redacted; other values are returned as
+        they are. With nothing registered, ``obj`` itself is returned.
+        """
+        if self._snapshot is None:
+            return obj
+        result: Any = _walk(obj, self.redact)
+        return result  # type: ignore[no-any-return]
+
+    def _rebuild(self) -> None:
+        """Recompute the snapshot; called with the lock held."""
+        replacements: dict[str, str] = {}
+        for value, labels in self._labels.items():
+            replacement = f"[redacted:{labels[0]}]"
+            for variant in (value, json.dumps(value)[1:-1]):
+                # A longer-registered variant wins over nothing; an exact value keeps its own label.
+                replacements.setdefault(variant, replacement)
+        if not replacements:
+            self._snapshot = None
+            return
+        ordered = sorted(replacements, key=len, reverse=True)
+        pattern = re.compile("|".join(re.escape(value) for value in ordered))
+        self._snapshot = (pattern, replacements)
+
+
+def _walk(obj: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, dict):
+        return {(redact(k) if isinstance(k, str) else k): _walk(v, redact) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_walk(item, redact) for item in obj]
+    if isinstance(obj, tuple):
+        return tuple(_walk(item, redact) for item in obj)
+    return obj
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that formats a record's message with its args, then redacts it.
+
+    It also redacts the formatted exception and stack text. It never drops a record.
+
+    Note how ``logging`` applies filters: a filter on a *logger* sees only records logged on that
+    exact logger, not those of its children (``agh_nb.core.session`` records skip a filter on
+    ``agh_nb``). Put this filter on a *handler*, or use ``install_log_redaction`` to cover a whole
+    logger tree.
+    """
+
+    def __init__(self, redactor: Redactor, name: str = "") -> None:
+        super().__init__(name)
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact ``record`` in place; always returns True."""
+        redact_record(record, self.redactor)
+        return True
+
+
+def redact_record(record: logging.LogRecord, redactor: Redactor) -> None:
+    """Format ``record``'s message and exception text and redact both, in place."""
+    if redactor._snapshot is None:  # the hot path: nothing registered, nothing to do
+        return
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: keep what there is, still redacted
+        message = f"{record.msg!s} {record.args!r}"
+    record.msg = redactor.redact(message)
+    record.args = None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redactor.redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redactor.redact(record.stack_info)
+
+
+def install_log_redaction(redactor: Redactor, *, logger_name: str = "agh_nb") -> Callable[[], None]:
+    """Redact every record of ``logger_name`` and its descendants as the record is created.
+
+    Wraps the process's log record factory (keeping whatever factory was installed before), so
+    records of ``agh_nb.core.session`` and friends are scrubbed before any handler -- ours,
+    Jupyter's or the root's -- sees them. Records of other loggers are untouched.
+
+    Args:
+        redactor: the registry to redact with.
+        logger_name: the root of the logger tree to cover.
+
+    Returns:
+        A function that uninstalls the redaction (idempotent).
+    """
+    previous = logging.getLogRecordFactory()
+    prefix = logger_name + "."
+    active = True
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if active and (record.name == logger_name or record.name.startswith(prefix)):
+            redact_record(record, redactor)
+        return record
+
+    def uninstall() -> None:
+        nonlocal active
+        active = False
+        if logging.getLogRecordFactory() is factory:
+            logging.setLogRecordFactory(previous)
+
+    logging.setLogRecordFactory(factory)
+    return uninstall
