@@ -11,7 +11,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,8 @@ from agh_nb.core.record import SessionRecord
 from agh_nb.core.session import Turn, TurnResult
 from agh_nb.errors import AghError, SessionNotFoundError, UsageError
 from agh_nb.events import JSON, Event, EventQuery, EventType
-from agh_nb.runtime import Runtime, open_store
+from agh_nb.core.vault_refs import parse_vault_ref
+from agh_nb.runtime import Runtime, open_store, open_vault
 
 if TYPE_CHECKING:
     import pandas
@@ -75,10 +76,42 @@ def _since(value: str) -> datetime:
 class Reader:
     """Reads over the store: sessions, events, history, status, SQL. Blocking; any thread."""
 
-    def __init__(self, store: EventStore, *, home: Path, stale_after: float = 900.0) -> None:
+    def __init__(self, store: EventStore, *, home: Path, stale_after: float = 900.0, vault: Any = None) -> None:
         self.store = store
         self.home = home
         self._stale_after = stale_after
+        self._vault_handle = vault
+
+    # -- vault (metadata only on every surface) -----------------------------------------------
+
+    def _vault(self) -> Any:
+        if self._vault_handle is None:
+            self._vault_handle = open_vault(self.home)
+        return self._vault_handle
+
+    def vault_put(self, ref: str, value: str, *, kind: str | None = None) -> JSON:
+        """Store a secret under ``ref`` (never returned by any surface); returns its metadata."""
+        parse_vault_ref(ref)
+        if not value:
+            raise UsageError(f"vault put {ref}: the value is empty; nothing was stored")
+        entry: JSON = self._vault().put(ref, value, kind=kind).to_dict()
+        return entry
+
+    def vault_list(self, *, namespace: str | None = None, prefix: str | None = None) -> list[JSON]:
+        """Return metadata of stored secrets (``ref``, ``namespace``, ``kind``, ``present``, times)."""
+        return [e.to_dict() for e in self._vault().list(namespace=namespace, prefix=prefix)]
+
+    def vault_get(self, ref: str) -> JSON:
+        """Return one secret's metadata (never its value)."""
+        parse_vault_ref(ref)
+        entry: JSON = self._vault().get(ref).to_dict()
+        return entry
+
+    def vault_delete(self, ref: str) -> JSON:
+        """Delete a secret; its value stops being redacted; returns the deleted metadata."""
+        parse_vault_ref(ref)
+        entry: JSON = self._vault().delete(ref).to_dict()
+        return entry
 
     @classmethod
     def open(cls, home: Path | None = None) -> Reader:
@@ -87,6 +120,11 @@ class Reader:
         if not (home / "agh.duckdb").exists():
             raise AghError(f"no agh_nb store at {home / 'agh.duckdb'}: create a session first (or set AGH_HOME)")
         return cls(open_store(home, read_only=True), home=home, stale_after=load_settings(home).stale_after)
+
+    @classmethod
+    def open_vault_only(cls, home: Path | None = None) -> Reader:
+        """A reader for vault commands alone (the vault is a file of its own, not in the store)."""
+        return cls(_NoStore(), home=home or agh_home())
 
     def close(self) -> None:
         """Close the store if this reader opened it."""
@@ -142,12 +180,30 @@ class Reader:
             "health": health,
         }
 
+    def inspect(self, session_id: str) -> JSON:
+        """Status plus ACP capabilities, queue, pending approvals and the session's vault refs."""
+        record = self.get(session_id)
+        status = self.status(session_id)
+        return record.to_dict() | {
+            "status": status,
+            "queue": status.get("queue", []),
+            "pending_approvals": [],
+            "vault_refs": self.vault_list(prefix=f"vault:sessions/{session_id}/"),
+        }
+
     def sql(self, query: str) -> pandas.DataFrame:
         """Run a SQL query over the store and return a DataFrame."""
         if not query.strip():
             raise UsageError("the SQL cell is empty: write a query, e.g. SELECT * FROM sessions")
         result: pandas.DataFrame = self.store.sql(query)  # type: ignore[attr-defined]
         return result
+
+
+class _NoStore:
+    """Stands for the store where only the vault is needed (CLI vault commands)."""
+
+    def close(self) -> None:
+        return None
 
 
 class TurnHandle:
@@ -191,7 +247,9 @@ class Host(Reader):
     """The embedded host: a ``Reader`` plus live operations through the runtime thread."""
 
     def __init__(self, runtime: Runtime) -> None:
-        super().__init__(runtime.store, home=runtime.home, stale_after=runtime.settings.stale_after)
+        super().__init__(
+            runtime.store, home=runtime.home, stale_after=runtime.settings.stale_after, vault=runtime.vault
+        )
         self.runtime = runtime
 
     def create(
@@ -240,6 +298,27 @@ class Host(Reader):
         return self._status(
             live.record, live=True, active_prompt=live.active_turn_id, last_activity_at=live.last_activity_at
         ) | {"queue": live.queue_snapshot()}
+
+    def approve(self, session_id: str, request_id: str, decision: str) -> JSON:
+        """Decide a pending permission request; the decision is durable when this returns."""
+        return self.runtime.call(lambda: self.runtime.manager.approve(session_id, request_id, decision))
+
+    def pending_approvals(self, session_id: str | None = None) -> list[JSON]:
+        """Return pending permission requests (of one session, or all), oldest first."""
+        if session_id is not None:
+            self.get(session_id)
+        return self.runtime.call(lambda: _now(self.runtime.manager.approvals.pending(session_id)))
+
+    def watch_approvals(self, callback: Callable[[str, JSON], None]) -> Callable[[], None]:
+        """Call ``callback(change, request)`` (``added``/``resolved``) on the runtime thread; returns unwatch."""
+        broker = self.runtime.manager.approvals
+        return self.runtime.call(lambda: _now(broker.add_listener(callback)))
+
+    def inspect(self, session_id: str) -> JSON:
+        """Status plus ACP capabilities, queue, pending approvals and the session's vault refs."""
+        doc = super().inspect(session_id)
+        doc["pending_approvals"] = self.pending_approvals(session_id)
+        return doc
 
     def subscribe(self, session_id: str | None, after_sequence: int, callback: EventCallback) -> Subscription:
         """Subscribe to committed events (backlog after ``after_sequence``, then live)."""
@@ -300,6 +379,10 @@ class Session:
         return f"<Session {r.id} agent={r.agent_name} state={r.state.value}{extra}>"
 
 
+async def _now(value: Any) -> Any:
+    return value
+
+
 _host: Host | None = None
 _host_lock = threading.Lock()
 
@@ -310,8 +393,21 @@ def get_host() -> Host:
     with _host_lock:
         if _host is None or _host.runtime.closed:
             _host = Host(Runtime.start())
-            atexit.register(_host.close)
+            _register_shutdown(_host.close)
         return _host
+
+
+def _register_shutdown(close: Callable[[], None]) -> None:
+    # Stop sessions while the interpreter can still run threads: plain atexit runs after
+    # concurrent.futures has refused new work, which would break the stop path's file writes.
+    # threading's own exit hooks run in reverse order of registration, so this runs first.
+    import concurrent.futures.thread  # noqa: F401  # its exit hook must be registered before ours
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(close)
+    else:  # pragma: no cover - other interpreters
+        atexit.register(close)
 
 
 def shutdown_host() -> None:

@@ -23,13 +23,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args, help_text = parse(words, prog="agh-nb")
         if args is None:
-            print(help_text)
+            if help_text:
+                print(help_text)
             return 0
-        if getattr(args, "command", None) in ("new", "create", "prompt", "stop"):
-            execute(args, _NoHost())  # raises the one-line "needs a live host"
-        reader = Reader.open()
+        if getattr(args, "command", None) in ("new", "create", "prompt", "stop", "approve") and args.group == "session":
+            execute(args, _NoHost())  # type: ignore[arg-type]  # raises the one-line "needs a live host"
+        reader = Reader.open_vault_only() if args.group == "vault" else Reader.open()
         try:
-            result = execute(args, reader)
+            result = execute(args, reader, secret_prompt=_getpass)
         finally:
             reader.close()
     except UsageError as exc:
@@ -43,6 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         _print_value(result.value)
     return 0
+
+
+def _getpass(label: str) -> str:
+    import getpass
+
+    return getpass.getpass(label)
 
 
 class _NoHost:

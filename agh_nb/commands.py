@@ -18,7 +18,8 @@ from agh_nb.core.session import TurnResult
 from agh_nb.errors import UsageError
 from agh_nb.events import JSON
 
-LIVE_COMMANDS = {"new", "create", "prompt", "stop"}
+LIVE_COMMANDS = {"new", "create", "prompt", "stop", "approve"}
+SecretPrompt = Callable[[str], str]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,7 +29,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (try: {self.prog} --help)")
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        raise _HelpShown(self.format_help() if message is None else message)
+        # argparse has already printed the help (or version) text to stdout when it calls exit.
+        raise _HelpShown(message or "")
 
 
 class _HelpShown(Exception):
@@ -86,6 +88,33 @@ def build_parser(prog: str = "%agh") -> argparse.ArgumentParser:
     history = cmd("history", "a session's events grouped by turn")
     history.add_argument("id")
 
+    approve = cmd("approve", "decide a pending permission request")
+    approve.add_argument("id")
+    approve.add_argument("--request", required=True, help="the request id (req_...)")
+    approve.add_argument("--decision", required=True, help="allow-once | allow-always | reject-once | reject-always")
+
+    vault = top.add_parser("vault", help="the encrypted, write-only secret store")
+    vault.add_argument("-o", "--output", choices=["json"], default=argparse.SUPPRESS)
+    vsub = vault.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    vlist = vsub.add_parser("list", help="list secrets (metadata only)")
+    vlist.add_argument("--namespace")
+    vlist.add_argument("--prefix")
+    vput = vsub.add_parser("put", help="store a secret; the value is asked for with a password prompt")
+    vput.add_argument("ref", help="vault:<namespace>/<path>")
+    vput.add_argument("--kind", help="what the secret is (kept on rotation when omitted)")
+    for name in ("get", "delete"):
+        p = vsub.add_parser(name, help=f"{name} a secret (metadata only)")
+        p.add_argument("ref")
+    for p in (vlist, vput):
+        p.add_argument("-o", "--output", choices=["json"], default=argparse.SUPPRESS)
+
+    tail = top.add_parser("tail", help="a live event tail widget (notebook only)")
+    tail.add_argument("id")
+    tail.add_argument("-o", "--output", choices=["json"], default=argparse.SUPPRESS)
+    approvals = top.add_parser("approvals", help="the live approval panel widget (notebook only)")
+    approvals.add_argument("id", nargs="?")
+    approvals.add_argument("-o", "--output", choices=["json"], default=argparse.SUPPRESS)
+
     sql = top.add_parser("sql", help="run a SQL query over the store")
     sql.add_argument("-o", "--output", choices=["json"], default=argparse.SUPPRESS)
     sql.add_argument("query", nargs="*")
@@ -124,6 +153,8 @@ def execute(
     *,
     cell: str | None = None,
     follow: Callable[[Host, str, argparse.Namespace], Any] | None = None,
+    secret_prompt: SecretPrompt | None = None,
+    widgets: Callable[[Host, argparse.Namespace], Any] | None = None,
 ) -> Result:
     """Run a parsed command against ``reader`` (a ``Host`` for live commands).
 
@@ -135,6 +166,15 @@ def execute(
         query = cell if cell is not None else " ".join(args.query)
         frame = reader.sql(query)
         return Result(frame, _frame_records(frame))
+    if args.group == "vault":
+        return _vault(args, reader, secret_prompt)
+    if args.group in ("tail", "approvals"):
+        if not isinstance(reader, Host) or widgets is None:
+            raise UsageError(f"'{args.group}' is a notebook widget: run %agh {args.group} in a notebook")
+        if getattr(args, "id", None):
+            reader.get(args.id)
+        value = widgets(reader, args)
+        return Result(value, reader.pending_approvals(args.id) if args.group == "approvals" else None)
     command = args.command
     if command in LIVE_COMMANDS and not isinstance(reader, Host):
         raise UsageError(
@@ -173,9 +213,12 @@ def execute(
         doc = status["health"] if command == "health" else status
         return Result(doc, doc)
     if command == "inspect":
-        record = reader.get(args.id).to_dict()
-        doc = record | {"status": reader.status(args.id)}
+        doc = reader.inspect(args.id)
         return Result(doc, doc)
+    if command == "approve":
+        assert isinstance(reader, Host)
+        resolved = reader.approve(args.id, args.request, args.decision)
+        return Result(resolved, resolved)
     if command == "events":
         query = build_query(
             last=args.last,
@@ -194,6 +237,25 @@ def execute(
         turns = reader.history(args.id)
         return Result(_frame(turns), turns)
     raise UsageError(f"unknown command session {command}")
+
+
+def _vault(args: argparse.Namespace, reader: Reader, secret_prompt: SecretPrompt | None) -> Result:
+    if args.command == "list":
+        rows = reader.vault_list(namespace=args.namespace, prefix=args.prefix)
+        return Result(_frame(rows), rows)
+    if args.command == "put":
+        from agh_nb.core.vault_refs import parse_vault_ref
+
+        parse_vault_ref(args.ref)  # a bad ref fails before anyone types a secret
+        if secret_prompt is None:
+            raise UsageError("vault put needs an interactive password prompt; use host.vault_put(ref, value) in Python")
+        entry = reader.vault_put(args.ref, secret_prompt(f"value for {args.ref}: "), kind=args.kind)
+        return Result(entry, entry)
+    if args.command == "get":
+        entry = reader.vault_get(args.ref)
+        return Result(entry, entry)
+    entry = reader.vault_delete(args.ref)
+    return Result(entry, entry)
 
 
 def _frame(rows: list[JSON]) -> Any:

@@ -1,7 +1,7 @@
 """The runtime: one asyncio loop in a dedicated thread, wiring the core to the adapters.
 
 Owns: ``Runtime`` (the embedded host's engine: the loop thread, the DuckDB store at
-``$AGH_HOME/agh.duckdb``, the session manager with ACP drivers). Cells in the kernel's main
+``$AGH_HOME/agh.duckdb``, the vault and its redactor, the session manager with ACP drivers). Cells in the kernel's main
 thread call into it with ``call``; sessions keep running while a cell computes or sleeps,
 because nothing here needs the kernel's own loop. The only module importing adapters.
 """
@@ -19,8 +19,10 @@ from typing import TypeVar
 
 from agh_nb.adapters.acp_driver import AcpDriver
 from agh_nb.adapters.duckdb_store import DuckDBStore
+from agh_nb.adapters.vault import Vault
 from agh_nb.config import Settings, agh_home, load_settings
 from agh_nb.core.manager import SessionManager
+from agh_nb.core.redaction import Redactor, install_log_redaction
 from agh_nb.errors import HostError
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,11 @@ def open_store(home: Path, *, read_only: bool = False) -> DuckDBStore:
     return DuckDBStore.open(home / STORE_FILE, read_only=read_only)
 
 
+def open_vault(home: Path, redactor: Redactor | None = None) -> Vault:
+    """Open ``home``'s vault (metadata surfaces only; values resolve at agent spawn)."""
+    return Vault.open(home, redactor=redactor)
+
+
 class Runtime:
     """The embedded host engine. Use ``Runtime.start()``; ``close()`` is idempotent.
 
@@ -48,6 +55,9 @@ class Runtime:
         self.home = home or agh_home()
         self.home.mkdir(parents=True, exist_ok=True)
         self.settings = settings or load_settings(self.home)
+        self.redactor = Redactor()
+        self.vault = open_vault(self.home, self.redactor)
+        self._uninstall_log_redaction = install_log_redaction(self.redactor)
         self.store = open_store(self.home)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -56,9 +66,12 @@ class Runtime:
         self._close_lock = threading.Lock()
         self.manager = SessionManager(
             store=self.store,
-            driver_factory=AcpDriver,
+            driver_factory=lambda: AcpDriver(redact=self.redactor.redact),
             settings=self.settings,
             home=self.home,
+            resolve_secret=self.vault.resolver(os.environ),
+            redact=self.redactor.redact,
+            redact_json=self.redactor.redact_json,
             host_pid=os.getpid(),
         )
 
@@ -120,3 +133,4 @@ class Runtime:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(SHUTDOWN_TIMEOUT)
             self.store.close()
+            self._uninstall_log_redaction()

@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from agh_nb.config import DEFAULT_PERMISSION_MODE, PERMISSION_MODES, AgentDefinition, Settings, find_agent
 from agh_nb.core.approvals import ApprovalBroker
@@ -86,6 +87,7 @@ class SessionManager:
         clock: SystemClock | None = None,
         ids: IdGenerator | None = None,
         redact: Callable[[str], str] = str,
+        redact_json: Callable[[Any], Any] = lambda value: value,
         host_pid: int | None = None,
     ) -> None:
         self._store = store
@@ -96,6 +98,7 @@ class SessionManager:
         self._clock = clock or SystemClock()
         self._ids = ids or IdGenerator()
         self._redact = redact
+        self._redact_json = redact_json
         self._host_pid = host_pid if host_pid is not None else os.getpid()
         self._live: dict[str, LiveSession] = {}
         self.approvals = ApprovalBroker(timeout=settings.approval_timeout)
@@ -174,6 +177,7 @@ class SessionManager:
             clock=self._clock,
             ids=self._ids,
             redact=self._redact,
+            redact_json=self._redact_json,
         )
         self._live[record.id] = live
         return live
@@ -194,7 +198,12 @@ class SessionManager:
     async def stop_all(self, *, detail: str) -> None:
         """Stop every live session (host shutdown)."""
         sessions = list(self._live.values())
-        await asyncio.gather(*(s.stop(StopCause(CauseKind.USER, detail=detail)) for s in sessions), return_exceptions=True)
+        results = await asyncio.gather(
+            *(s.stop(StopCause(CauseKind.USER, detail=detail)) for s in sessions), return_exceptions=True
+        )
+        for session, result in zip(sessions, results):
+            if isinstance(result, BaseException):
+                log.error("stopping session %s at shutdown failed: %r", session.session_id, result)
 
     async def approve(self, session_id: str, request_id: str, decision: str) -> dict[str, object]:
         """Decide a pending permission request of a session (from any surface)."""

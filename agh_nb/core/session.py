@@ -94,7 +94,7 @@ class LiveSession:
         home: ``$AGH_HOME``.
         on_stopped: called once the session is ``stopped`` (the manager forgets it).
         approvals: the host's broker of pending permission requests.
-        clock, ids, redact: collaborators with real defaults.
+        clock, ids, redact, redact_json: collaborators with real defaults (redaction: none).
     """
 
     def __init__(
@@ -110,6 +110,7 @@ class LiveSession:
         clock: SystemClock | None = None,
         ids: IdGenerator | None = None,
         redact: Callable[[str], str] = str,
+        redact_json: Callable[[Any], Any] = lambda value: value,
     ) -> None:
         self._record = record
         self._store = store
@@ -121,6 +122,7 @@ class LiveSession:
         self._clock = clock or SystemClock()
         self._ids = ids or IdGenerator()
         self._redact = redact
+        self._redact_json = redact_json
         self._queue: deque[Turn] = deque()
         self._wake = asyncio.Event()
         self._current: Turn | None = None
@@ -217,12 +219,13 @@ class LiveSession:
         if running is not None and not running.future.done():
             await self._finish_turn(running, "cancelled", error="session stopped during the turn")
         if cause.kind is CauseKind.AGENT_EXIT and not cause.summary:
-            cause = StopCause(cause.kind, cause.failure_kind, exit_summary(self._record.agent_name, exit_info), cause.detail)
+            cause = StopCause(
+                cause.kind, cause.failure_kind, exit_summary(self._record.agent_name, exit_info), cause.detail
+            )
         verdict = classify(cause, exit_info, redact=self._redact)
         self._update(stop_reason=verdict.stop_reason, stop_detail=verdict.stop_detail, failure=verdict.failure)
         exit_json = {"pid": exit_info.pid, "returncode": exit_info.returncode, "signal": exit_info.signal}
-        await self._store.append_durable(
-            self._record,
+        await self._append_durable(
             EventDraft(
                 EventType.SESSION_STOPPED,
                 None,
@@ -258,9 +261,7 @@ class LiveSession:
                 session_id=self.session_id,
             )
         turn_id = self._ids.turn_id()
-        await self._store.append_durable(
-            self._record, EventDraft(EventType.USER_MESSAGE, turn_id, {"text": text}, self._clock.now())
-        )
+        await self._append_durable(EventDraft(EventType.USER_MESSAGE, turn_id, {"text": text}, self._clock.now()))
         self._require_active()
         if interrupt:
             for stale in list(self._queue):
@@ -290,8 +291,7 @@ class LiveSession:
                 outcome = await self._driver.prompt(acp_id, turn.text)
             except DriverFailure as failure:
                 summary = self._redact(failure.summary)
-                self._store.append(
-                    self._record,
+                self._append(
                     EventDraft(
                         EventType.ERROR,
                         turn.turn_id,
@@ -318,7 +318,7 @@ class LiveSession:
         fields: JSON = {"stop_reason": stop_reason, "usage": usage}
         if error:
             fields["error"] = error
-        await self._store.append_durable(self._record, EventDraft(EventType.DONE, turn.turn_id, fields, self._clock.now()))
+        await self._append_durable(EventDraft(EventType.DONE, turn.turn_id, fields, self._clock.now()))
         turn.resolve(TurnResult(self.session_id, turn.turn_id, stop_reason, error, usage))
 
     async def cancel_turn(self) -> bool:
@@ -338,7 +338,7 @@ class LiveSession:
             return
         self.last_activity_at = now = self._clock.now()
         turn_id = self._current.turn_id if self._current else None
-        self._store.append(self._record, EventDraft(event_type, turn_id, fields, now))
+        self._append(EventDraft(event_type, turn_id, fields, now))
         if event_type is EventType.USAGE and turn_id is not None and fields.get("usage"):
             self._own(self._store.merge_usage(self.session_id, turn_id, dict(fields["usage"])))
 
@@ -367,14 +367,17 @@ class LiveSession:
             "action": kind,
             "resource": paths[0] if paths else None,
         }
-        self._store.append(
-            self._record,
-            EventDraft(EventType.PERMISSION, turn_id, base | {"raw": {"toolCall": tool_call, "options": options}}, self._clock.now()),
+        self._append(
+            EventDraft(
+                EventType.PERMISSION,
+                turn_id,
+                base | {"raw": {"toolCall": tool_call, "options": options}},
+                self._clock.now(),
+            ),
         )
 
         async def record(decision: str, source: str, error: str | None = None) -> None:
-            await self._store.append_durable(
-                self._record,
+            await self._append_durable(
                 EventDraft(
                     EventType.PERMISSION,
                     turn_id,
@@ -434,8 +437,7 @@ class LiveSession:
                 )
             resolved = await asyncio.to_thread(resolve_in_workspace, root, path if path else root)
         except (PermissionDeniedError, PathOutsideWorkspaceError) as exc:
-            self._store.append(
-                self._record,
+            self._append(
                 EventDraft(
                     EventType.PERMISSION,
                     turn_id,
@@ -444,7 +446,11 @@ class LiveSession:
                         "resource": path,
                         "decision": "reject-once",
                         "error": str(exc),
-                        "runtime": {"source": "boundary" if isinstance(exc, PathOutsideWorkspaceError) else f"mode:{self._record.permissions}"},
+                        "runtime": {
+                            "source": "boundary"
+                            if isinstance(exc, PathOutsideWorkspaceError)
+                            else f"mode:{self._record.permissions}"
+                        },
                     },
                     self._clock.now(),
                 ),
@@ -454,6 +460,16 @@ class LiveSession:
         return resolved
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _scrub(self, draft: EventDraft) -> EventDraft:
+        # Secrets never reach the store: every field (agent text and raw payloads included).
+        return EventDraft(draft.type, draft.turn_id, self._redact_json(draft.fields), draft.timestamp)
+
+    def _append(self, draft: EventDraft) -> None:
+        self._store.append(self._record, self._scrub(draft))
+
+    async def _append_durable(self, draft: EventDraft) -> None:
+        await self._store.append_durable(self._record, self._scrub(draft))
 
     def _require_active(self) -> None:
         if self._record.state is not SessionState.ACTIVE:

@@ -16,6 +16,32 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from agh_nb.errors import AghError
 
 
+def _secret_prompt(label: str) -> str:
+    # getpass in a kernel goes through the front end's password box: the value never enters the
+    # cell source, argv, history or outputs.
+    import getpass
+
+    from agh_nb.errors import UsageError
+
+    try:
+        return getpass.getpass(label)
+    except Exception as exc:  # StdinNotImplementedError when the front end cannot prompt
+        raise UsageError(
+            "this front end cannot show a password prompt; use agh_nb.get_host().vault_put(ref, value) "
+            "with a value read from a file or getpass"
+        ) from exc
+
+
+def _widget(host: Any, args: Any) -> Any:
+    if args.group == "approvals":
+        from agh_nb.kernel.approvals_widget import ApprovalPanel
+
+        return ApprovalPanel(host, args.id)
+    from agh_nb.kernel.tail_widget import EventTail
+
+    return EventTail(host, args.id)
+
+
 @magics_class
 class AghMagics(Magics):
     """``%agh session new|prompt|stop|list|status|events|history ...`` and ``%%agh sql``."""
@@ -30,9 +56,12 @@ class AghMagics(Magics):
         try:
             args, help_text = parse(line)
             if args is None:
-                print(help_text)
+                if help_text:
+                    print(help_text)
                 return None
-            result = execute(args, get_host(), cell=cell, follow=follow_events)
+            result = execute(
+                args, get_host(), cell=cell, follow=follow_events, secret_prompt=_secret_prompt, widgets=_widget
+            )
         except AghError as exc:
             print(f"agh: error: {exc}", file=sys.stderr)
             return None
