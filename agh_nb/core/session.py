@@ -40,6 +40,13 @@ from agh_nb.events import JSON, EventDraft, EventType
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 5.0
+# What an approved permission request of a tool kind lets the agent do through client methods.
+GRANTED_OPERATION = {
+    "edit": "fs/write_text_file",
+    "delete": "fs/write_text_file",
+    "move": "fs/write_text_file",
+    "execute": "terminal/create",
+}
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,8 @@ class LiveSession:
         self._worker: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[SessionRecord] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._once: dict[str, set[str]] = {}
+        self._always: set[str] = set()
         self.last_activity_at: datetime = self._clock.now()
 
     # -- read-only views ----------------------------------------------------------------------
@@ -407,7 +416,38 @@ class LiveSession:
             record=record,
         )
         outcome = await self._approvals.wait(pending)
+        if outcome.startswith("allow"):
+            await asyncio.to_thread(self._grant, kind, paths, always=outcome == "allow-always")
         return None if outcome == CANCELLED else choose_option(outcome, options)
+
+    def _grant(self, kind: str | None, paths: list[str], *, always: bool) -> None:
+        """Let an approved request do what it asked even where the mode alone would block it.
+
+        An approved edit may write its own paths (once, or for the rest of the session with
+        allow-always); an approved execute may open one terminal (or any, with allow-always).
+        """
+        operation = GRANTED_OPERATION.get(kind or "")
+        if operation is None:
+            return
+        if always:
+            self._always.add(operation)
+            return
+        root = Path(self._record.workspace_path)
+        if operation == "terminal/create":
+            self._once[operation] = self._once.get(operation, set()) | {""}
+            return
+        resolved = {str(resolve_in_workspace(root, p)) for p in paths}
+        self._once[operation] = self._once.get(operation, set()) | resolved
+
+    def _consume_grant(self, operation: str, resolved: Path) -> bool:
+        if operation in self._always:
+            return True
+        granted = self._once.get(operation, set())
+        key = "" if operation == "terminal/create" else str(resolved)
+        if key in granted:
+            granted.discard(key)
+            return True
+        return False
 
     def _first_outside(self, paths: list[str]) -> str | None:
         root = Path(self._record.workspace_path)
@@ -430,12 +470,17 @@ class LiveSession:
         turn_id = self._current.turn_id if self._current else None
         root = Path(self._record.workspace_path)
         try:
-            if not operation_allowed(self._record.permissions, operation):
-                raise PermissionDeniedError(
-                    f"{operation} is blocked by permission mode {self._record.permissions}",
-                    operation=operation,
-                )
+            allowed = operation_allowed(self._record.permissions, operation)
+            denied = PermissionDeniedError(
+                f"{operation} is blocked by permission mode {self._record.permissions}"
+                " (and no approved request covers it)",
+                operation=operation,
+            )
+            if not allowed and operation not in self._always and not self._once.get(operation):
+                raise denied
             resolved = await asyncio.to_thread(resolve_in_workspace, root, path if path else root)
+            if not allowed and not self._consume_grant(operation, resolved):
+                raise denied
         except (PermissionDeniedError, PathOutsideWorkspaceError) as exc:
             self._append(
                 EventDraft(
