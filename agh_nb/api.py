@@ -22,9 +22,9 @@ from agh_nb.core.history import group_by_turn
 from agh_nb.core.ports import EventCallback, EventStore, Subscription
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.session import Turn, TurnResult
+from agh_nb.core.vault_refs import parse_vault_ref
 from agh_nb.errors import AghError, SessionNotFoundError, UsageError
 from agh_nb.events import JSON, Event, EventQuery, EventType
-from agh_nb.core.vault_refs import parse_vault_ref
 from agh_nb.runtime import Runtime, open_store, open_vault
 
 if TYPE_CHECKING:

@@ -19,19 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from agh_nb.config import Settings
+from agh_nb.core.approvals import ApprovalBroker
 from agh_nb.core.classify import CauseKind, StopCause, classify, exit_summary
 from agh_nb.core.clock import IdGenerator, SystemClock
-from agh_nb.core.approvals import CANCELLED, ApprovalBroker, PendingRequest
-from agh_nb.core.boundary import resolve_in_workspace
-from agh_nb.core.permissions import choose_option, operation_allowed, request_paths, static_decision
+from agh_nb.core.gate import PermissionGate
 from agh_nb.core.ports import AgentDriver, DriverFailure, EventStore, ExitInfo, LaunchSpec
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.session_dir import write_meta
 from agh_nb.core.state import FailureKind, SessionState, transition
 from agh_nb.errors import (
     AgentStartError,
-    PathOutsideWorkspaceError,
-    PermissionDeniedError,
     QueueFullError,
     SessionNotActiveError,
 )
@@ -40,13 +37,6 @@ from agh_nb.events import JSON, EventDraft, EventType
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 5.0
-# What an approved permission request of a tool kind lets the agent do through client methods.
-GRANTED_OPERATION = {
-    "edit": "fs/write_text_file",
-    "delete": "fs/write_text_file",
-    "move": "fs/write_text_file",
-    "execute": "terminal/create",
-}
 
 
 @dataclass(frozen=True)
@@ -136,8 +126,7 @@ class LiveSession:
         self._worker: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[SessionRecord] | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._once: dict[str, set[str]] = {}
-        self._always: set[str] = set()
+        self._gate = PermissionGate(self, approvals=approvals, clock=self._clock, ids=self._ids)
         self.last_activity_at: datetime = self._clock.now()
 
     # -- read-only views ----------------------------------------------------------------------
@@ -364,145 +353,26 @@ class LiveSession:
             self.begin_stop(StopCause(CauseKind.AGENT_EXIT, FailureKind.PROCESS_EXIT, ""))
 
     async def on_permission_request(self, tool_call: JSON, options: list[JSON]) -> str | None:
-        """Answer ``session/request_permission``: boundary first, then the mode, else ask the user."""
-        request_id = self._ids.request_id()
-        turn_id = self._current.turn_id if self._current else None
-        kind = tool_call.get("kind")
-        paths = request_paths(tool_call)
-        base: JSON = {
-            "request_id": request_id,
-            "tool_call_id": tool_call.get("toolCallId"),
-            "title": tool_call.get("title"),
-            "action": kind,
-            "resource": paths[0] if paths else None,
-        }
-        self._append(
-            EventDraft(
-                EventType.PERMISSION,
-                turn_id,
-                base | {"raw": {"toolCall": tool_call, "options": options}},
-                self._clock.now(),
-            ),
-        )
-
-        async def record(decision: str, source: str, error: str | None = None) -> None:
-            await self._append_durable(
-                EventDraft(
-                    EventType.PERMISSION,
-                    turn_id,
-                    base | {"decision": decision, "error": error, "runtime": {"source": source}},
-                    self._clock.now(),
-                ),
-            )
-
-        outside = await asyncio.to_thread(self._first_outside, paths)
-        if outside is not None:
-            await record("reject-once", "boundary", outside)
-            return choose_option("reject-once", options)
-        decision = static_decision(self._record.permissions, kind)
-        if decision is not None:
-            await record(decision, f"mode:{self._record.permissions}")
-            return choose_option(decision, options)
-        pending = PendingRequest(
-            request_id=request_id,
-            session_id=self.session_id,
-            turn_id=turn_id,
-            title=tool_call.get("title"),
-            kind=kind,
-            paths=paths,
-            diff=[c for c in tool_call.get("content") or [] if isinstance(c, dict) and c.get("type") == "diff"],
-            options=options,
-            created_at=self._clock.now(),
-            record=record,
-        )
-        outcome = await self._approvals.wait(pending)
-        if outcome.startswith("allow"):
-            await asyncio.to_thread(self._grant, kind, paths, always=outcome == "allow-always")
-        return None if outcome == CANCELLED else choose_option(outcome, options)
-
-    def _grant(self, kind: str | None, paths: list[str], *, always: bool) -> None:
-        """Let an approved request do what it asked even where the mode alone would block it.
-
-        An approved edit may write its own paths (once, or for the rest of the session with
-        allow-always); an approved execute may open one terminal (or any, with allow-always).
-        """
-        operation = GRANTED_OPERATION.get(kind or "")
-        if operation is None:
-            return
-        if always:
-            self._always.add(operation)
-            return
-        root = Path(self._record.workspace_path)
-        if operation == "terminal/create":
-            self._once[operation] = self._once.get(operation, set()) | {""}
-            return
-        resolved = {str(resolve_in_workspace(root, p)) for p in paths}
-        self._once[operation] = self._once.get(operation, set()) | resolved
-
-    def _consume_grant(self, operation: str, resolved: Path) -> bool:
-        if operation in self._always:
-            return True
-        granted = self._once.get(operation, set())
-        key = "" if operation == "terminal/create" else str(resolved)
-        if key in granted:
-            granted.discard(key)
-            return True
-        return False
-
-    def _first_outside(self, paths: list[str]) -> str | None:
-        root = Path(self._record.workspace_path)
-        for path in paths:
-            try:
-                resolve_in_workspace(root, path)
-            except PathOutsideWorkspaceError as exc:
-                return str(exc)
-        return None
+        """Answer ``session/request_permission`` (see ``PermissionGate``)."""
+        return await self._gate.on_permission_request(tool_call, options)
 
     async def authorize(self, operation: str, path: str | None) -> Path:
-        """Check a client method the agent calls on us: the mode first, then the workspace boundary.
+        """Allow a client method the agent calls on us, or raise (see ``PermissionGate``)."""
+        return await self._gate.authorize(operation, path)
 
-        Returns the resolved path (the workspace root for ``terminal/create`` without a cwd).
+    # -- what the permission gate and supervisor use ------------------------------------------
 
-        Raises:
-            PermissionDeniedError: when the session's mode blocks the operation.
-            PathOutsideWorkspaceError: when the path resolves outside the workspace.
-        """
-        turn_id = self._current.turn_id if self._current else None
-        root = Path(self._record.workspace_path)
-        try:
-            allowed = operation_allowed(self._record.permissions, operation)
-            denied = PermissionDeniedError(
-                f"{operation} is blocked by permission mode {self._record.permissions}"
-                " (and no approved request covers it)",
-                operation=operation,
-            )
-            if not allowed and operation not in self._always and not self._once.get(operation):
-                raise denied
-            resolved = await asyncio.to_thread(resolve_in_workspace, root, path if path else root)
-            if not allowed and not self._consume_grant(operation, resolved):
-                raise denied
-        except (PermissionDeniedError, PathOutsideWorkspaceError) as exc:
-            self._append(
-                EventDraft(
-                    EventType.PERMISSION,
-                    turn_id,
-                    {
-                        "action": operation,
-                        "resource": path,
-                        "decision": "reject-once",
-                        "error": str(exc),
-                        "runtime": {
-                            "source": "boundary"
-                            if isinstance(exc, PathOutsideWorkspaceError)
-                            else f"mode:{self._record.permissions}"
-                        },
-                    },
-                    self._clock.now(),
-                ),
-            )
-            raise
+    def append_event(self, draft: EventDraft) -> None:
+        """Buffer an event of this session (scrubbed of secrets) for the next group commit."""
+        self._append(draft)
+
+    async def append_event_durable(self, draft: EventDraft) -> None:
+        """Append an event and return once it is committed."""
+        await self._append_durable(draft)
+
+    def touch(self) -> None:
+        """Record activity now (prompt activity keeps a session healthy)."""
         self.last_activity_at = self._clock.now()
-        return resolved
 
     # -- internals ----------------------------------------------------------------------------
 
