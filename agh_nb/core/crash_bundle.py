@@ -184,15 +184,14 @@ def _bounded(bundle: JSON, stderr: str, error: str | None, max_bytes: int) -> by
         excess = len(data) - max_bytes
         if excess <= 0:
             return data
-        # JSON escaping can make one character cost up to 6 bytes, so cut generously; every round
-        # removes text or moves to the next step, so the loop ends.
-        cut = excess + 64
+        # Escaping makes JSON longer than the text (a control character costs 6 bytes), so cut in
+        # proportion to the text's encoded size; every round cuts at least one unit, so it ends.
         if stderr:
             raw = stderr.encode("utf-8")
-            stderr = _tail(raw, len(raw) - cut)
+            stderr = _tail(raw, len(raw) - _share(excess, len(raw), _json_size(stderr)))
             truncated["stderr_tail"] = True
         elif error:
-            error = error[: max(len(error) - cut, 0)]
+            error = error[: len(error) - _share(excess, len(error), _json_size(error))]
             truncated["error_text"] = True
         elif provider["agent_info"] is not None:
             provider["agent_info"] = None
@@ -208,6 +207,15 @@ def _bounded(bundle: JSON, stderr: str, error: str | None, max_bytes: int) -> by
                 }
         else:
             raise ValueError(f"a crash bundle's identity alone exceeds max_bytes={max_bytes}")
+
+
+def _json_size(text: str) -> int:
+    return len(json.dumps(text, ensure_ascii=False).encode("utf-8"))
+
+
+def _share(excess: int, units: int, encoded: int) -> int:
+    """How many of ``units`` to cut to save ``excess`` bytes of an ``encoded``-byte JSON string."""
+    return max(1, -(-(excess + 16) * units // max(encoded, 1)))
 
 
 def _clip(text: str, limit: int) -> str:

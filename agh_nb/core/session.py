@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -22,9 +23,12 @@ from agh_nb.config import Settings
 from agh_nb.core.approvals import ApprovalBroker
 from agh_nb.core.classify import CauseKind, StopCause, classify, exit_summary
 from agh_nb.core.clock import IdGenerator, SystemClock
+from agh_nb.core.crash_bundle import write_crash_bundle
 from agh_nb.core.gate import PermissionGate
+from agh_nb.core.session_dir import write_session_ledger
+from agh_nb.core.supervisor import supervise_turn
 from agh_nb.core.ports import AgentDriver, DriverFailure, EventStore, ExitInfo, LaunchSpec
-from agh_nb.core.record import SessionRecord
+from agh_nb.core.record import Failure, SessionRecord
 from agh_nb.core.session_dir import write_meta
 from agh_nb.core.state import FailureKind, SessionState, transition
 from agh_nb.errors import (
@@ -37,6 +41,7 @@ from agh_nb.events import JSON, EventDraft, EventType
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 5.0
+RESOURCE_NOT_FOUND = -32002
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,8 @@ class LiveSession:
         self._worker: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[SessionRecord] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._loading = False
+        self._replayed = 0
         self._gate = PermissionGate(self, approvals=approvals, clock=self._clock, ids=self._ids)
         self.last_activity_at: datetime = self._clock.now()
 
@@ -153,29 +160,66 @@ class LiveSession:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self, spec: LaunchSpec) -> SessionRecord:
-        """Spawn the agent, handshake, open an ACP session and become ``active``.
+    async def start(self, spec: LaunchSpec, *, resume: bool = False) -> SessionRecord:
+        """Spawn the agent, handshake, open (or load) an ACP session and become ``active``.
+
+        With ``resume``, a stored ACP session id is loaded with ``session/load`` when the agent
+        advertises ``loadSession``; an agent that answers -32002 (resource not found), or cannot
+        load at all, gets a fresh ``session/new`` under the same AGH id, and a ``system`` event
+        says so. Any other load failure stops the session as ``load_session_failure``.
 
         Raises:
             AgentStartError: after the session has been stopped with a classified failure.
         """
+        notes: list[str] = []
         try:
             handshake = await self._driver.start(spec, self)
-            acp_session_id = await self._driver.new_session(spec.cwd)
+            caps = dict(handshake.agent_caps)
+            acp_session_id = await self._open_acp_session(spec, caps, resume=resume, notes=notes)
         except DriverFailure as failure:
             await self.fail_start(failure.kind, failure.summary)
+            summary = self._record.failure.summary if self._record.failure else failure.summary
+            verb = "be resumed" if resume else "start"
             raise AgentStartError(
-                f"session {self.session_id} could not start: {self._record.failure.summary if self._record.failure else failure.summary}",
-                session_id=self.session_id,
+                f"session {self.session_id} could not {verb}: {summary}", session_id=self.session_id
             ) from None
-        caps = dict(handshake.agent_caps)
         if handshake.agent_info:
             caps["agent_info"] = handshake.agent_info
         self._update(acp_session_id=acp_session_id, acp_caps=caps)
         self._move(SessionState.ACTIVE)
         await self._save()
+        for note in notes:
+            self._append(EventDraft(EventType.SYSTEM, None, {"title": "resume", "text": note}, self._clock.now()))
         self._worker = asyncio.create_task(self._run_turns(), name=f"turns[{self.session_id}]")
         return self._record
+
+    async def _open_acp_session(self, spec: LaunchSpec, caps: JSON, *, resume: bool, notes: list[str]) -> str:
+        stored = self._record.acp_session_id
+        if resume and stored and caps.get("loadSession"):
+            self._loading = True
+            try:
+                await self._driver.load_session(stored, spec.cwd)
+                notes.append(
+                    f"resumed ACP session {stored} with session/load"
+                    + (f" ({self._replayed} replayed updates not recorded again)" if self._replayed else "")
+                )
+                return stored
+            except DriverFailure as failure:
+                if failure.fields.get("code") != RESOURCE_NOT_FOUND:
+                    raise
+                self._update(acp_session_id=None)
+                notes.append(
+                    f"the agent no longer knows ACP session {stored} (-32002 resource not found): "
+                    "started a fresh ACP session under the same AGH session id"
+                )
+            finally:
+                self._loading = False
+        elif resume:
+            notes.append(
+                "the agent cannot load sessions (no loadSession capability): started a fresh ACP session "
+                "under the same AGH session id"
+            )
+        return await self._driver.new_session(spec.cwd)
 
     def set_permissions(self, mode: str) -> None:
         """Settle the permission mode once the agent definition is known (only while starting)."""
@@ -221,7 +265,11 @@ class LiveSession:
                 cause.kind, cause.failure_kind, exit_summary(self._record.agent_name, exit_info), cause.detail
             )
         verdict = classify(cause, exit_info, redact=self._redact)
-        self._update(stop_reason=verdict.stop_reason, stop_detail=verdict.stop_detail, failure=verdict.failure)
+        failure = verdict.failure
+        if failure is not None:
+            bundle = await asyncio.to_thread(self._write_crash_bundle, failure, exit_info, cause.summary)
+            failure = dataclasses.replace(failure, crash_bundle_path=str(bundle)) if bundle else failure
+        self._update(stop_reason=verdict.stop_reason, stop_detail=verdict.stop_detail, failure=failure)
         exit_json = {"pid": exit_info.pid, "returncode": exit_info.returncode, "signal": exit_info.signal}
         await self._append_durable(
             EventDraft(
@@ -229,7 +277,7 @@ class LiveSession:
                 None,
                 {
                     "stop_reason": verdict.stop_reason.value,
-                    "failure": verdict.failure.to_dict() if verdict.failure else None,
+                    "failure": failure.to_dict() if failure else None,
                     "runtime": {"stop_detail": verdict.stop_detail, "exit": exit_json},
                 },
                 self._clock.now(),
@@ -239,8 +287,29 @@ class LiveSession:
         await self._save()
         for task in list(self._background):
             task.cancel()
+        try:
+            await asyncio.to_thread(write_session_ledger, self._home, self._record, self._store)
+        except OSError as exc:  # the session is stopped either way; the ledger can be rebuilt
+            log.error("writing the ledger of %s failed: %s", self.session_id, exc)
         self._on_stopped(self)
         return self._record
+
+    def _write_crash_bundle(self, failure: Failure, exit_info: ExitInfo, error_text: str) -> Path | None:
+        try:
+            return write_crash_bundle(
+                self._home / "logs" / "crash-bundles",
+                record=self._record,
+                failure_kind=failure.kind.value,
+                summary=failure.summary,
+                exit_info=exit_info if exit_info.pid is not None else None,
+                stderr_tail=exit_info.stderr_tail,
+                error_text=error_text or None,
+                redact=self._redact,
+                now=self._clock.now(),
+            )
+        except OSError as exc:
+            log.error("writing the crash bundle of %s failed: %s", self.session_id, exc)
+            return None
 
     # -- prompting ----------------------------------------------------------------------------
 
@@ -285,6 +354,8 @@ class LiveSession:
             self.last_activity_at = self._clock.now()
             acp_id = self._record.acp_session_id
             assert acp_id is not None
+            # The watchdog ends by itself when the turn is done (or after it timed the turn out).
+            self._own(supervise_turn(self, turn.turn_id, turn.future, self._settings))
             try:
                 outcome = await self._driver.prompt(acp_id, turn.text)
             except DriverFailure as failure:
@@ -331,6 +402,10 @@ class LiveSession:
 
     def on_update(self, event_type: EventType, fields: JSON) -> None:
         """Record one mapped ``session/update`` under the running turn."""
+        if self._loading:
+            # session/load replays the conversation; those events are already stored.
+            self._replayed += 1
+            return
         if self._record.state is SessionState.STOPPED:
             log.debug("dropping update for stopped session %s", self.session_id)
             return
@@ -369,6 +444,14 @@ class LiveSession:
     async def append_event_durable(self, draft: EventDraft) -> None:
         """Append an event and return once it is committed."""
         await self._append_durable(draft)
+
+    def has_pending_approvals(self) -> bool:
+        """True while a permission request of this session waits for the user."""
+        return bool(self._approvals.pending(self.session_id))
+
+    def now(self) -> datetime:
+        """The session's clock."""
+        return self._clock.now()
 
     def touch(self) -> None:
         """Record activity now (prompt activity keeps a session healthy)."""

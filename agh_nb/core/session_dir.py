@@ -1,7 +1,8 @@
-"""The per-session directory: ``$AGH_HOME/sessions/<session_id>/meta.json`` (the resume record).
+"""Per-session files: ``sessions/<session_id>/meta.json`` (the resume record) and the ledger
+``sessions/<workspace_id or _unbound>/<session_id>/ledger.jsonl`` (SPEC 1, 2).
 
-Owns: atomic write and read of meta.json. Blocking file I/O; callers on the loop use
-``asyncio.to_thread``.
+Owns: atomic write and read of meta.json, and where the ledger lives. Blocking file I/O;
+callers on the loop use ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import json
 import os
 from pathlib import Path
 
+from agh_nb.core.ledger import write_ledger
+from agh_nb.core.ports import EventStore
 from agh_nb.core.record import SessionRecord
+from agh_nb.events import EventQuery
 
 
 def session_dir(home: Path, session_id: str) -> Path:
@@ -40,3 +44,14 @@ def read_meta(home: Path, session_id: str) -> SessionRecord | None:
         return SessionRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError):
         return None
+
+
+def ledger_path(home: Path, record: SessionRecord) -> Path:
+    """Return where the session's read-only ledger lives."""
+    return home / "sessions" / (record.workspace_id or "_unbound") / record.id / "ledger.jsonl"
+
+
+def write_session_ledger(home: Path, record: SessionRecord, store: EventStore) -> str:
+    """(Re)write the ledger of a stopped session from its stored events; returns the digest."""
+    events = store.query_events(record.id, EventQuery())
+    return write_ledger(ledger_path(home, record), events)

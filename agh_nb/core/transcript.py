@@ -19,8 +19,9 @@ Rules, applied in ``sequence`` order:
 2. An assistant entry runs until anything else is emitted, the turn changes, or a non-chat event
    (plan, usage, permission, runtime_*, system, done, error, session_stopped) arrives: those emit
    nothing but end the current assistant entry.
-3. A tool call gets one ``tool_call`` entry, at the position of its first row; later ``tool_call``
-   rows for the same id update its title, tool name and input in place (and end nothing).
+3. A tool call (a ``tool_call_id`` within a turn) gets one ``tool_call`` entry, at the position of
+   its first row; later ``tool_call`` rows for it update its title, tool name and input in place
+   (and end nothing).
 4. A ``tool_result`` emits one ``tool_result`` entry at its own position (a result for an id
    never seen first emits its ``tool_call`` entry); a second result for the same id updates the
    first in place.
@@ -66,8 +67,10 @@ class _Builder:
     def __init__(self) -> None:
         self.entries: list[JSON] = []
         self._assistant: JSON | None = None
-        self._calls: dict[str, JSON] = {}
-        self._results: dict[str, JSON] = {}
+        # Keyed by (turn, id): ids are unique within an ACP session, but a resumed session may run
+        # a fresh agent process that numbers its tool calls from the start again.
+        self._calls: dict[tuple[str | None, str], JSON] = {}
+        self._results: dict[tuple[str | None, str], JSON] = {}
 
     def add(self, event: Event) -> None:
         content = event.content
@@ -98,12 +101,12 @@ class _Builder:
             self._assistant = entry
         entry[key] += text
 
-    def _call_entry(self, turn_id: str | None, content: JSON) -> tuple[JSON, bool]:
-        """Return the tool_call entry for this row (created and emitted if new) and if it is new."""
+    def _call_entry(self, turn_id: str | None, content: JSON) -> JSON:
+        """Return the tool_call entry for this row, creating and emitting it when it is new."""
         call_id = _call_id(content)
-        entry = self._calls.get(call_id) if call_id is not None else None
+        entry = self._calls.get((turn_id, call_id)) if call_id is not None else None
         if entry is not None:
-            return entry, False
+            return entry
         entry = {
             "role": "tool_call",
             "turn_id": turn_id,
@@ -115,24 +118,23 @@ class _Builder:
         self._flush()
         self.entries.append(entry)
         if call_id is not None:
-            self._calls[call_id] = entry
-        return entry, True
+            self._calls[(turn_id, call_id)] = entry
+        return entry
 
     def _tool_call(self, turn_id: str | None, content: JSON) -> None:
-        entry, _ = self._call_entry(turn_id, content)
-        _update_call(entry, content)
+        _update_call(self._call_entry(turn_id, content), content)
 
     def _tool_result(self, turn_id: str | None, content: JSON) -> None:
         self._flush()
-        call, _ = self._call_entry(turn_id, content)
+        call = self._call_entry(turn_id, content)
         _update_call(call, content)
         call_id = call["tool_call_id"]
-        result = self._results.get(call_id) if call_id is not None else None
+        result = self._results.get((turn_id, call_id)) if call_id is not None else None
         if result is None:
             result = {"role": "tool_result", "turn_id": turn_id, "tool_call_id": call_id, "result": None, "error": None}
             self.entries.append(result)
             if call_id is not None:
-                self._results[call_id] = result
+                self._results[(turn_id, call_id)] = result
         result["result"] = content.get("tool_result")
         result["error"] = content.get("tool_error")
 

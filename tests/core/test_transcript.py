@@ -148,7 +148,8 @@ RULES = [
     ),
     pytest.param(
         [ev(1, "tool_call", tool_call_id="c1", title="T"), ev(2, "agent_message", text="x"),
-         ev(3, "tool_result", tool_call_id="c1", tool_result=1), ev(4, "tool_result", tool_call_id="c1", tool_result=2)],
+         ev(3, "tool_result", tool_call_id="c1", tool_result=1),
+         ev(4, "tool_result", tool_call_id="c1", tool_result=2)],
         [{"role": "tool_call", "turn_id": "t1", "tool_call_id": "c1", "title": "T", "tool_name": None,
           "tool_input": None},
          assistant("x"),
@@ -156,6 +157,21 @@ RULES = [
         id="result-at-its-own-position-one-per-id",
     ),
 ]
+
+
+RULES.append(
+    pytest.param(
+        [ev(1, "tool_call", tool_call_id="c1", title="old", turn="t1"),
+         ev(2, "tool_call", tool_call_id="c1", title="new", turn="t2"),
+         ev(3, "tool_result", tool_call_id="c1", tool_result="r", turn="t2")],
+        [{"role": "tool_call", "turn_id": "t1", "tool_call_id": "c1", "title": "old", "tool_name": None,
+          "tool_input": None},
+         {"role": "tool_call", "turn_id": "t2", "tool_call_id": "c1", "title": "new", "tool_name": None,
+          "tool_input": None},
+         {"role": "tool_result", "turn_id": "t2", "tool_call_id": "c1", "result": "r", "error": None}],
+        id="same-id-in-another-turn-is-another-call",  # a resumed agent may number its calls anew
+    )
+)
 
 
 @pytest.mark.parametrize(("events", "expected"), RULES)

@@ -216,16 +216,21 @@ def write_demo_agent(home: Path) -> Path:
 
 
 @pytest.fixture
-def kernel(tmp_path: Path) -> Iterator[KernelSession]:
+def kernel(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[KernelSession]:
     """A real ipykernel (from this venv) with ``AGH_HOME`` set to a fresh directory.
 
     ``%load_ext agh_nb`` has already run. The kernel's cwd is an empty workspace.
+    Indirect parametrization (``@pytest.mark.parametrize("kernel", [TOML], indirect=True)``)
+    writes ``$AGH_HOME/config.toml`` with that text before the kernel starts.
     """
     home = tmp_path / "agh_home"
     home.mkdir()
     workspace = tmp_path / "ws"
     workspace.mkdir()
     write_demo_agent(home)
+    config_toml = getattr(request, "param", None)
+    if config_toml is not None:
+        (home / "config.toml").write_text(config_toml, encoding="utf-8")
     env = dict(os.environ)
     env["AGH_HOME"] = str(home)
     env.pop("JPY_PARENT_PID", None)
