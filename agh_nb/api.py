@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 from agh_nb.config import agh_home, load_settings, parse_since
 from agh_nb.core.health import compute_health
 from agh_nb.core.history import group_by_turn
+from agh_nb.core.repair import plan_crash_repair, plan_repair
+from agh_nb.core.state import SessionState
+from agh_nb.core.transcript import build_transcript
 from agh_nb.core.ports import EventCallback, EventStore, Subscription
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.session import Turn, TurnResult
@@ -81,6 +84,7 @@ class Reader:
         self.home = home
         self._stale_after = stale_after
         self._vault_handle = vault
+        self._repair_view = False
 
     # -- vault (metadata only on every surface) -----------------------------------------------
 
@@ -119,7 +123,9 @@ class Reader:
         home = home or agh_home()
         if not (home / "agh.duckdb").exists():
             raise AghError(f"no agh_nb store at {home / 'agh.duckdb'}: create a session first (or set AGH_HOME)")
-        return cls(open_store(home, read_only=True), home=home, stale_after=load_settings(home).stale_after)
+        reader = cls(open_store(home, read_only=True), home=home, stale_after=load_settings(home).stale_after)
+        reader._repair_view = True
+        return reader
 
     @classmethod
     def open_vault_only(cls, home: Path | None = None) -> Reader:
@@ -139,11 +145,30 @@ class Reader:
             raise SessionNotFoundError(
                 f"no session {session_id!r}: list sessions with %agh session list", session_id=session_id
             )
-        return record
+        return self._view(record)
 
     def list(self) -> list[SessionRecord]:
         """Return every session, oldest first."""
-        return self.store.list_sessions()
+        return [self._view(r) for r in self.store.list_sessions()]
+
+    def _view(self, record: SessionRecord) -> SessionRecord:
+        # A read-only reader holds the store, so no host is alive: a session that is not stopped
+        # was left by a dead host. Show it as crash repair will settle it (nothing is written).
+        if self._repair_view and record.state is not SessionState.STOPPED:
+            change = plan_crash_repair(record, datetime.now(timezone.utc))
+            return change.apply(record) if change else record
+        return record
+
+    def transcript(self, session_id: str) -> list[JSON]:
+        """Return the canonical transcript (user, assistant, tool_call, tool_result entries)."""
+        return build_transcript(self.events(session_id))
+
+    def repair(self, session_id: str, *, dry_run: bool = True) -> JSON:
+        """Show the repair plan of a session (a read-only reader can only plan)."""
+        if not dry_run:
+            raise UsageError("repair without --dry-run needs a live host: run %agh session repair in a notebook")
+        record = self.store.get_session(session_id) or self.get(session_id)
+        return plan_repair(record, self.events(session_id), datetime.now(timezone.utc)).to_dict() | {"applied": False}
 
     def events(self, session_id: str, query: EventQuery | None = None) -> list[Event]:
         """Return a session's events matching ``query`` (ascending sequence)."""
@@ -298,6 +323,16 @@ class Host(Reader):
         return self._status(
             live.record, live=True, active_prompt=live.active_turn_id, last_activity_at=live.last_activity_at
         ) | {"queue": live.queue_snapshot()}
+
+    def resume(self, session_id: str, *, replay_transcript: bool = False) -> SessionRecord:
+        """Resume a stopped session under the same id (``session/load``, or a fresh ACP session)."""
+        return self.runtime.call(
+            lambda: self.runtime.manager.resume(session_id, replay_transcript=replay_transcript)
+        )
+
+    def repair(self, session_id: str, *, dry_run: bool = True) -> JSON:
+        """Plan (``dry_run``) or apply crash and transcript repair of a session."""
+        return self.runtime.call(lambda: self.runtime.manager.repair(session_id, dry_run=dry_run))
 
     def approve(self, session_id: str, request_id: str, decision: str) -> JSON:
         """Decide a pending permission request; the decision is durable when this returns."""

@@ -18,7 +18,7 @@ from agh_nb.core.session import TurnResult
 from agh_nb.errors import UsageError
 from agh_nb.events import JSON
 
-LIVE_COMMANDS = {"new", "create", "prompt", "stop", "approve"}
+LIVE_COMMANDS = {"new", "create", "prompt", "stop", "approve", "resume"}
 SecretPrompt = Callable[[str], str]
 
 
@@ -87,6 +87,17 @@ def build_parser(prog: str = "%agh") -> argparse.ArgumentParser:
 
     history = cmd("history", "a session's events grouped by turn")
     history.add_argument("id")
+
+    resume = cmd("resume", "resume a stopped session under the same id")
+    resume.add_argument("id")
+    resume.add_argument("--replay-transcript", action="store_true", help="send the transcript to a fresh ACP session")
+
+    transcript = cmd("transcript", "the canonical transcript of a session")
+    transcript.add_argument("id")
+
+    repair = cmd("repair", "crash and transcript repair of a session left by a dead host")
+    repair.add_argument("id")
+    repair.add_argument("--dry-run", action="store_true", help="show the plan, write nothing")
 
     approve = cmd("approve", "decide a pending permission request")
     approve.add_argument("id")
@@ -215,6 +226,16 @@ def execute(
     if command == "inspect":
         doc = reader.inspect(args.id)
         return Result(doc, doc)
+    if command == "resume":
+        assert isinstance(reader, Host)
+        record = reader.resume(args.id, replay_transcript=args.replay_transcript)
+        return Result(Session(reader, record.id), record.to_dict())
+    if command == "transcript":
+        entries = reader.transcript(args.id)
+        return Result(entries, entries)
+    if command == "repair":
+        plan = reader.repair(args.id, dry_run=args.dry_run)
+        return Result(plan, plan)
     if command == "approve":
         assert isinstance(reader, Host)
         resolved = reader.approve(args.id, args.request, args.decision)

@@ -81,6 +81,10 @@ class Runtime:
         runtime = cls(home=home, settings=settings)
         runtime._thread.start()
         runtime._ready.wait()
+        # Sessions left active by a dead host are settled before anyone reads them.
+        repaired = runtime.call(runtime.manager.repair_stale)
+        if repaired:
+            log.warning("repaired %d session(s) left by a host that died: %s", len(repaired), ", ".join(repaired))
         return runtime
 
     def _run_loop(self) -> None:

@@ -49,10 +49,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import acp  # noqa: E402
 from acp import schema  # noqa: E402
 
-from agh_nb.adapters.acp_driver import STREAM_LIMIT  # noqa: E402
+from agh_nb.adapters.acp_driver import STREAM_LIMIT, AcpDriver  # noqa: E402
 from agh_nb.adapters.acp_mapping import map_update  # noqa: E402
 from agh_nb.adapters.duckdb_schema import EVENT_COLUMNS  # noqa: E402
 from agh_nb.api import Host  # noqa: E402
+from agh_nb.core.ports import LaunchSpec  # noqa: E402
 from agh_nb.events import Event, build_content, dumps, utcnow  # noqa: E402
 from agh_nb.runtime import Runtime  # noqa: E402
 
@@ -123,7 +124,7 @@ def fmt_cpu(cpu: dict[str, float | None], wall: float, n: int) -> str:
         for k, v in cpu.items()
         if v is not None
     ]
-    return "\n              ".join(parts) if parts else "n/a (no /proc)"
+    return "\n                 ".join(parts) if parts else "n/a (no /proc)"
 
 
 def pct(sorted_values: Sequence[float], q: float) -> float:
@@ -497,6 +498,70 @@ def run_sqlite(n: int) -> dict[str, Any]:
     }
 
 
+# -- diagnostic: agh_nb's ACP driver alone (stdout tap + mapping), nothing stored ------------
+
+
+class CountingListener:
+    """A ``DriverListener`` that only counts mapped agent_message updates."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.count = 0
+        self.last: float | None = None
+        self.complete = asyncio.Event()
+        self.errors: list[str] = []
+
+    def on_update(self, event_type: Any, fields: Any) -> None:
+        if str(event_type) == "agent_message":
+            self.count += 1
+            if self.count == self.n:
+                self.last = time.perf_counter()
+                self.complete.set()
+
+    def on_protocol_error(self, summary: str) -> None:
+        self.errors.append(summary)
+
+    def on_exit(self, info: Any) -> None:
+        return None
+
+    async def on_permission_request(self, tool_call: Any, options: Any) -> str | None:
+        return None
+
+    async def authorize(self, operation: str, path: str | None) -> Path:
+        raise PermissionError(operation)
+
+
+async def drive_driver(n: int, cwd: str) -> dict[str, Any]:
+    listener = CountingListener(n)
+    driver = AcpDriver()
+    try:
+        await driver.start(LaunchSpec(agent_name="bench", argv=AGENT_ARGV, cwd=cwd), listener)
+        session_id = await driver.new_session(cwd)
+        cpu0 = (time.process_time(), process_cpu(driver.pid))
+        start = time.perf_counter()
+        outcome = await driver.prompt(session_id, f"firehose {n}")
+        await asyncio.wait_for(listener.complete.wait(), DELIVERY_TIMEOUT)
+        cpu1 = (time.process_time(), process_cpu(driver.pid))
+    finally:
+        await driver.close(grace=2.0)
+    assert listener.last is not None
+    seconds = listener.last - start
+    return {
+        "n": n,
+        "seconds": seconds,
+        "events_per_s": n / seconds,
+        "stop_reason": outcome.stop_reason,
+        "errors": listener.errors,
+        "cpu": {"client": delta(cpu1[0], cpu0[0]), "agent": delta(cpu1[1], cpu0[1])},
+    }
+
+
+def run_driver(n: int) -> dict[str, Any]:
+    """agh_nb's ``AcpDriver`` with a counting listener: the ingest cost before the store."""
+    with tempfile.TemporaryDirectory(prefix="agh-bench-driver-") as tmp:
+        return asyncio.run(drive_driver(n, tmp))
+
+
 # -- report ---------------------------------------------------------------------------------
 
 
@@ -516,49 +581,112 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
+def print_ceiling(res: dict[str, Any], label: str = "ceiling") -> None:
+    print(f"{label:<12s}bare ACP SDK client, counting:   {res['events_per_s']:10,.0f} events/s"
+          f"  ({res['n']} in {res['seconds']:.2f} s)", flush=True)
+    print(f"            CPU  {fmt_cpu(res['cpu'], res['seconds'], res['n'])}", flush=True)
+
+
+def print_agh(res: dict[str, Any], label: str = "agh_nb") -> None:
+    print(f"{label:<12s}runtime + DuckDB, subscriber:    {res['events_per_s']:10,.0f} events/s"
+          f"  ({res['n']} in {res['seconds']:.2f} s; turn done at {res['turn_done_s']:.2f} s)", flush=True)
+    print(f"            sent -> stored+delivered:       p50 {res['p50_ms']:8.1f} ms  p99 {res['p99_ms']:8.1f} ms"
+          f"  max {res['max_ms']:8.1f} ms", flush=True)
+    print(f"              of which sent -> mapped:      p50 {res['ingest_p50_ms']:8.1f} ms"
+          f"  p99 {res['ingest_p99_ms']:8.1f} ms  (pipe + read buffers + ACP parsing)", flush=True)
+    print(f"              and mapped -> delivered:      p50 {res['store_p50_ms']:8.1f} ms"
+          f"  p99 {res['store_p99_ms']:8.1f} ms  (group commit + notify)", flush=True)
+    print(f"            {res['batches']} commits, {res['mean_batch']:.0f} events each on average;"
+          f" in order: {res['in_order']}, gapless: {res['gapless']}", flush=True)
+    print(f"            CPU  {fmt_cpu(res['cpu'], res['seconds'], res['n'])}", flush=True)
+
+
+def print_driver(res: dict[str, Any], label: str = "driver") -> None:
+    print(f"{label:<12s}AcpDriver only, no store:        {res['events_per_s']:10,.0f} events/s"
+          f"  ({res['n']} in {res['seconds']:.2f} s; diagnostic: tap + map_update, nothing appended)",
+          flush=True)
+    print(f"            CPU  {fmt_cpu(res['cpu'], res['seconds'], res['n'])}", flush=True)
+
+
+def print_sqlite(res: dict[str, Any], label: str = "sqlite") -> None:
+    print(f"{label:<12s}bare client, 1 durable txn/event: {res['events_per_s']:9,.0f} events/s"
+          f"  ({res['n']} in {res['seconds']:.2f} s; p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms)",
+          flush=True)
+    print(f"            CPU  {fmt_cpu(res['cpu'], res['seconds'], res['n'])}", flush=True)
+
+
+def us_per_event(res: dict[str, Any], *keys: str) -> float | None:
+    """Summed CPU microseconds per event of ``keys`` (None when /proc gave nothing)."""
+    values = [res["cpu"].get(k) for k in keys]
+    if any(v is None for v in values):
+        return None
+    return 1e6 * sum(v for v in values if v is not None) / res["n"]
+
+
+def projection(ceiling: dict[str, Any], agh: dict[str, Any]) -> dict[str, float | None]:
+    """Rates if each pipeline's busiest serial part had a CPU to itself (load-independent estimate).
+
+    Ceiling: the slower of client and agent (two processes, in parallel). agh_nb: the slower of the
+    agent and the host's runtime + writer threads together (they share the GIL). DuckDB's own time
+    in the writer thread runs without the GIL, so the agh_nb figure leans slightly pessimistic.
+    """
+    c_client, c_agent = us_per_event(ceiling, "client"), us_per_event(ceiling, "agent")
+    a_host, a_agent = us_per_event(agh, "runtime_thread", "writer_thread"), us_per_event(agh, "agent")
+    if None in (c_client, c_agent, a_host, a_agent):
+        return {"ceiling_events_per_s": None, "agh_events_per_s": None, "ratio": None}
+    ceiling_rate = 1e6 / max(c_client, c_agent)  # type: ignore[type-var]
+    agh_rate = 1e6 / max(a_host, a_agent)  # type: ignore[type-var]
+    return {"ceiling_events_per_s": ceiling_rate, "agh_events_per_s": agh_rate, "ratio": agh_rate / ceiling_rate}
+
+
+def best(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return max(results, key=lambda r: r["events_per_s"])
+
+
 def main() -> int:
     """Parse arguments, run the three legs and print the figures, then one JSON line."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, default=None, help="updates per run (default 50000; 5000 with --quick)")
     parser.add_argument("--quick", action="store_true", help="a ~10 s smoke run (N=5000)")
     parser.add_argument("--sqlite-n", type=int, default=None, help="updates for the SQLite leg (default N/10)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the three legs K times, interleaved, and report the best of each (noisy machines)")
+    parser.add_argument("--no-driver", action="store_true",
+                        help="skip the diagnostic leg (agh_nb's AcpDriver alone, nothing stored)")
     parser.add_argument("--profile", action="store_true", help="also profile an extra agh_nb run per thread")
     parser.add_argument("--profile-top", type=int, default=25, help="functions listed per profile table")
     args = parser.parse_args()
     n = args.n if args.n is not None else (5_000 if args.quick else 50_000)
-    if n < 1:
-        parser.error("--n must be positive")
+    if n < 1 or args.repeat < 1:
+        parser.error("--n and --repeat must be positive")
     sqlite_n = args.sqlite_n if args.sqlite_n is not None else max(1, n // 10)
 
     load_before = loadavg()
     print(f"ingest benchmark: firehose {n} from `{' '.join(AGENT_ARGV[1:])}`, {os.cpu_count()} CPUs, "
           f"Python {sys.version.split()[0]}, load average {load_before}", flush=True)
     if load_before is not None and os.cpu_count() and load_before > 0.5 * os.cpu_count():
-        print("note: the machine is busy; every leg shares the CPUs with it, so figures will be noisy", flush=True)
+        print("note: the machine is busy; every leg shares the CPUs with it, so rates will be noisy"
+              " (the CPU us/event figures much less so)", flush=True)
 
-    ceiling = run_ceiling(n)
-    print(f"ceiling  bare ACP SDK client, counting:   {ceiling['events_per_s']:10,.0f} events/s"
-          f"  ({n} in {ceiling['seconds']:.2f} s)", flush=True)
-    print(f"         CPU  {fmt_cpu(ceiling['cpu'], ceiling['seconds'], n)}", flush=True)
-
-    agh = run_agh(n)
-    print(f"agh_nb   runtime + DuckDB, subscriber:    {agh['events_per_s']:10,.0f} events/s"
-          f"  ({n} in {agh['seconds']:.2f} s; turn done at {agh['turn_done_s']:.2f} s)", flush=True)
-    print(f"         sent -> stored+delivered:       p50 {agh['p50_ms']:8.1f} ms  p99 {agh['p99_ms']:8.1f} ms"
-          f"  max {agh['max_ms']:8.1f} ms", flush=True)
-    print(f"           of which sent -> mapped:      p50 {agh['ingest_p50_ms']:8.1f} ms  p99 {agh['ingest_p99_ms']:8.1f} ms"
-          "  (pipe + read buffers + ACP parsing)", flush=True)
-    print(f"           and mapped -> delivered:      p50 {agh['store_p50_ms']:8.1f} ms  p99 {agh['store_p99_ms']:8.1f} ms"
-          "  (group commit + notify)", flush=True)
-    print(f"         {agh['batches']} commits, {agh['mean_batch']:.0f} events each on average;"
-          f" in order: {agh['in_order']}, gapless: {agh['gapless']}", flush=True)
-    print(f"         CPU  {fmt_cpu(agh['cpu'], agh['seconds'], n)}", flush=True)
-
-    sqlite = run_sqlite(sqlite_n)
-    print(f"sqlite   bare client, 1 durable txn/event: {sqlite['events_per_s']:9,.0f} events/s"
-          f"  ({sqlite_n} in {sqlite['seconds']:.2f} s; p50 {sqlite['p50_ms']:.1f} ms,"
-          f" p99 {sqlite['p99_ms']:.1f} ms)", flush=True)
-    print(f"         CPU  {fmt_cpu(sqlite['cpu'], sqlite['seconds'], sqlite_n)}", flush=True)
+    ceilings: list[dict[str, Any]] = []
+    aghs: list[dict[str, Any]] = []
+    sqlites: list[dict[str, Any]] = []
+    drivers: list[dict[str, Any]] = []
+    for round_ in range(args.repeat):
+        tag = f" #{round_ + 1}" if args.repeat > 1 else ""
+        ceilings.append(run_ceiling(n))
+        print_ceiling(ceilings[-1], "ceiling" + tag)
+        if not args.no_driver:
+            drivers.append(run_driver(n))
+            print_driver(drivers[-1], "driver" + tag)
+        aghs.append(run_agh(n))
+        print_agh(aghs[-1], "agh_nb" + tag)
+        sqlites.append(run_sqlite(sqlite_n))
+        print_sqlite(sqlites[-1], "sqlite" + tag)
+    ceiling, agh, sqlite = best(ceilings), best(aghs), best(sqlites)
+    if args.repeat > 1:
+        print(f"best of {args.repeat}: ceiling {ceiling['events_per_s']:,.0f}/s, agh_nb {agh['events_per_s']:,.0f}/s"
+              f" (p99 {agh['p99_ms']:.1f} ms), SQLite {sqlite['events_per_s']:,.0f}/s")
 
     r_ceiling = agh["events_per_s"] / ceiling["events_per_s"]
     r_sqlite = agh["events_per_s"] / sqlite["events_per_s"]
@@ -566,18 +694,22 @@ def main() -> int:
         "ceiling_ratio": r_ceiling >= TARGET_CEILING_RATIO,
         "sqlite_ratio": r_sqlite >= TARGET_SQLITE_RATIO,
         "p99": agh["p99_ms"] < TARGET_P99_MS,
-        "correct": bool(agh["in_order"] and agh["gapless"] and agh["delivered"] == n),
+        "correct": all(r["in_order"] and r["gapless"] and r["delivered"] == n for r in aghs),
     }
-    print(f"agh_nb / ceiling = {r_ceiling:5.2f}   (target >= {TARGET_CEILING_RATIO})   {verdict(checks['ceiling_ratio'])}")
-    print(f"agh_nb / SQLite  = {r_sqlite:5.1f}x  (target >= {TARGET_SQLITE_RATIO:g}x)    {verdict(checks['sqlite_ratio'])}")
+    print(f"agh_nb / ceiling = {r_ceiling:5.2f}   (target >= {TARGET_CEILING_RATIO})     {verdict(checks['ceiling_ratio'])}")
+    print(f"agh_nb / SQLite  = {r_sqlite:5.1f}x  (target >= {TARGET_SQLITE_RATIO:g}x)      {verdict(checks['sqlite_ratio'])}")
     print(f"agh_nb p99       = {agh['p99_ms']:5.1f} ms (target < {TARGET_P99_MS:g} ms)  {verdict(checks['p99'])}")
     if not checks["correct"]:
-        print(f"WARNING: delivery check failed: delivered {agh['delivered']}/{n},"
-              f" in order {agh['in_order']}, gapless {agh['gapless']}")
+        print("WARNING: a delivery check failed (missing, out-of-order or gapped events); see the lines above")
+    proj = projection(ceiling, agh)
+    if proj["ratio"] is not None:
+        print(f"CPU-bound estimate (each serial stage on its own CPU, no other load): ceiling"
+              f" {proj['ceiling_events_per_s']:,.0f}/s, agh_nb {proj['agh_events_per_s']:,.0f}/s,"
+              f" ratio {proj['ratio']:.2f}  (informational)")
 
     profile_text = None
     if args.profile:
-        print("\nprofiling a second agh_nb run (cProfile per thread; its timings are inflated) ...", flush=True)
+        print("\nprofiling another agh_nb run (cProfile per thread; its timings are inflated) ...", flush=True)
         prof = run_agh(n, profile=True, top=args.profile_top)
         profile_text = prof.pop("profile_text")
         print(f"profiled run: {prof['events_per_s']:,.0f} events/s, p99 {prof['p99_ms']:.1f} ms")
@@ -588,6 +720,7 @@ def main() -> int:
         "benchmark": "agh_nb.ingest",
         "n": n,
         "sqlite_n": sqlite_n,
+        "repeat": args.repeat,
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "load_before": load_before,
@@ -603,9 +736,7 @@ def main() -> int:
         "agh_store_p99_ms": round(agh["store_p99_ms"], 2),
         "agh_commits": agh["batches"],
         "agh_mean_batch": round(agh["mean_batch"], 1),
-        "agh_in_order": agh["in_order"],
-        "agh_gapless": agh["gapless"],
-        "agh_delivered": agh["delivered"],
+        "agh_delivery_ok": checks["correct"],
         "agh_cpu_s": _round_all(agh["cpu"]),
         "ceiling_cpu_s": _round_all(ceiling["cpu"]),
         "sqlite_cpu_s": _round_all(sqlite["cpu"]),
@@ -620,7 +751,18 @@ def main() -> int:
         "pass_ceiling_ratio": checks["ceiling_ratio"],
         "pass_sqlite_ratio": checks["sqlite_ratio"],
         "pass_p99": checks["p99"],
+        "all_runs_events_per_s": {
+            "ceiling": [round(r["events_per_s"], 1) for r in ceilings],
+            "agh": [round(r["events_per_s"], 1) for r in aghs],
+            "sqlite": [round(r["events_per_s"], 1) for r in sqlites],
+        },
+        "cpu_bound_estimate": _round_all(proj),
     }
+    if drivers:
+        driver = best(drivers)
+        figures["driver_only_events_per_s"] = round(driver["events_per_s"], 1)
+        figures["driver_only_cpu_s"] = _round_all(driver["cpu"])
+        figures["all_runs_events_per_s"]["driver"] = [round(r["events_per_s"], 1) for r in drivers]
     print(json.dumps(figures))
     return 0
 

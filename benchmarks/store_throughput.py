@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sqlite3
 import sys
 import tempfile
@@ -105,10 +106,22 @@ def pct(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
+class Result:
+    """What one run measured."""
+
+    def __init__(
+        self, rate: float, append_rate: float, latencies: list[float], cpu_us: float
+    ) -> None:
+        self.rate = rate  # events/s, first append -> last notification
+        self.append_rate = append_rate  # events/s of the append calls alone
+        self.latencies = latencies  # sorted append -> notified, ms
+        self.cpu_us = cpu_us  # process CPU time per event, all threads
+
+
 async def run_store(
     path: Path, events: int, sessions: int, rate: float | None, flush: float, batch: int
-) -> tuple[float, float, list[float], float]:
-    """Append ``events`` through a fresh store; return (events/s, append-only/s, latencies, max)."""
+) -> Result:
+    """Append ``events`` through a fresh store with one live subscriber per session."""
     records = [make_record(i) for i in range(sessions)]
     per_session = events // sessions + 1
     probe = Probe(sessions, per_session)
@@ -118,6 +131,7 @@ async def run_store(
             await store.save_session(record)
         subs = [store.subscribe(r.id, 0, probe.callback(i)) for i, r in enumerate(records)]
         drafts = [make_draft(i) for i in range(1000)]
+        cpu_start = time.process_time()
         start = time.perf_counter()
         chunk = 200
         for base in range(0, events, chunk):
@@ -136,12 +150,14 @@ async def run_store(
         while probe.count < events:
             await asyncio.sleep(0.001)
         elapsed = probe.last_notify - start
+        cpu = time.process_time() - cpu_start
         for sub in subs:
             sub.close()
     finally:
         await store.aclose()
-    lat = probe.latencies_ms()
-    return events / elapsed, events / (appended - start), lat, lat[-1] if lat else float("nan")
+    return Result(
+        events / elapsed, events / (appended - start), probe.latencies_ms(), cpu / events * 1e6
+    )
 
 
 def run_sqlite(path: Path, events: int) -> float:
@@ -196,8 +212,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp)
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"machine: {os.cpu_count()} CPUs, load average {load} (other work skews every rate)")
         knobs = f"flush_interval={args.flush_interval}s max_batch={args.max_batch}"
-        rate, append_rate, lat, worst = asyncio.run(
+        blast = asyncio.run(
             run_store(
                 root / "blast.duckdb",
                 args.events,
@@ -208,12 +226,16 @@ def main() -> None:
             )
         )
         print(f"DuckDBStore blast ({args.events} events, {args.sessions} sessions, {knobs})")
-        print(f"  committed+notified: {rate:12,.0f} events/s   (append alone {append_rate:,.0f}/s)")
         print(
-            f"  append->notified:   p50 {pct(lat, 0.5):8.1f} ms  p99 {pct(lat, 0.99):8.1f} ms"
-            f"  max {worst:8.1f} ms  (queueing: producer outruns the disk)"
+            f"  committed+notified: {blast.rate:12,.0f} events/s"
+            f"   (append calls alone {blast.append_rate:,.0f}/s)"
         )
-        paced_rate, _, plat, pworst = asyncio.run(
+        print(
+            f"  CPU per event:      {blast.cpu_us:12.1f} us (all threads; GIL-bound ceiling"
+            f" ~{1e6 / blast.cpu_us:,.0f} events/s)"
+        )
+        print(f"  append->notified:   {latency(blast.latencies)}  (queueing: producer outruns)")
+        paced = asyncio.run(
             run_store(
                 root / "paced.duckdb",
                 args.paced_events,
@@ -224,17 +246,23 @@ def main() -> None:
             )
         )
         print(f"DuckDBStore paced at {args.rate:,.0f}/s ({args.paced_events} events)")
-        print(f"  achieved:           {paced_rate:12,.0f} events/s")
-        print(
-            f"  append->notified:   p50 {pct(plat, 0.5):8.1f} ms  p99 {pct(plat, 0.99):8.1f} ms"
-            f"  max {pworst:8.1f} ms"
-        )
+        print(f"  achieved:           {paced.rate:12,.0f} events/s")
+        print(f"  append->notified:   {latency(paced.latencies)}")
         base = run_sqlite(root / "baseline.sqlite", args.baseline_events)
         print(
             f"SQLite baseline (WAL, synchronous=FULL, 1 txn/event, {args.baseline_events} events)"
         )
         print(f"  {base:12,.0f} events/s")
-        print(f"ratio DuckDBStore/SQLite: {rate / base:,.1f}x")
+        print(f"ratio DuckDBStore blast / SQLite: {blast.rate / base:,.1f}x")
+
+
+def latency(sorted_ms: list[float]) -> str:
+    """p50/p99/max of sorted latencies, formatted."""
+    worst = sorted_ms[-1] if sorted_ms else float("nan")
+    return (
+        f"p50 {pct(sorted_ms, 0.5):8.1f} ms  p99 {pct(sorted_ms, 0.99):8.1f} ms"
+        f"  max {worst:8.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,14 @@ from agh_nb.adapters import fs_ops
 from agh_nb.adapters.acp_mapping import dump, map_update, usage_from_prompt
 from agh_nb.adapters.terminals import TerminalManager, UnknownTerminalError
 from agh_nb.core.classify import exit_summary
-from agh_nb.core.ports import DriverFailure, DriverListener, ExitInfo, Handshake, LaunchSpec, TurnOutcome
+from agh_nb.core.ports import (
+    DriverFailure,
+    DriverListener,
+    ExitInfo,
+    Handshake,
+    LaunchSpec,
+    TurnOutcome,
+)
 from agh_nb.core.state import FailureKind
 from agh_nb.errors import PathOutsideWorkspaceError, PermissionDeniedError
 
@@ -38,7 +45,18 @@ T = TypeVar("T")
 # The SDK's default; multimodal payloads can be large.
 STREAM_LIMIT = 50 * 1024 * 1024
 STDERR_TAIL_BYTES = 8192
-ENV_ALLOWLIST = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "TMPDIR", "TZ")
+ENV_ALLOWLIST = (
+    "HOME",
+    "LOGNAME",
+    "PATH",
+    "SHELL",
+    "TERM",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "TZ",
+)
 
 Redactor = Callable[[str], str]
 
@@ -76,28 +94,43 @@ class _Client:
         try:
             return await self._driver.listener.authorize(operation, path)
         except PathOutsideWorkspaceError as exc:
-            raise acp.RequestError(-32602, f"path-outside-workspace: {exc}", {"reason": "path_outside_workspace"}) from None
+            raise acp.RequestError(
+                -32602, f"path-outside-workspace: {exc}", {"reason": "path_outside_workspace"}
+            ) from None
         except PermissionDeniedError as exc:
-            raise acp.RequestError(-32602, f"permission-denied: {exc}", {"reason": "permission_denied"}) from None
+            raise acp.RequestError(
+                -32602, f"permission-denied: {exc}", {"reason": "permission_denied"}
+            ) from None
 
     async def read_text_file(
-        self, session_id: str, path: str, line: int | None = None, limit: int | None = None, **kwargs: Any
+        self,
+        session_id: str,
+        path: str,
+        line: int | None = None,
+        limit: int | None = None,
+        **kwargs: Any,
     ) -> schema.ReadTextFileResponse:
         resolved = await self._authorize("fs/read_text_file", path)
         try:
-            content = await asyncio.to_thread(fs_ops.read_text_file, resolved, line=line, limit=limit)
+            content = await asyncio.to_thread(
+                fs_ops.read_text_file, resolved, line=line, limit=limit
+            )
         except FileNotFoundError:
             raise acp.RequestError.resource_not_found(path) from None
         except (ValueError, OSError) as exc:
             raise acp.RequestError.invalid_params({"details": str(exc)}) from None
         return schema.ReadTextFileResponse(content=content)
 
-    async def write_text_file(self, session_id: str, path: str, content: str, **kwargs: Any) -> schema.WriteTextFileResponse:
+    async def write_text_file(
+        self, session_id: str, path: str, content: str, **kwargs: Any
+    ) -> schema.WriteTextFileResponse:
         resolved = await self._authorize("fs/write_text_file", path)
         try:
             await asyncio.to_thread(fs_ops.write_text_file, resolved, content)
         except OSError as exc:
-            raise acp.RequestError.internal_error({"details": f"cannot write {path}: {exc.strerror or exc}"}) from None
+            raise acp.RequestError.internal_error(
+                {"details": f"cannot write {path}: {exc.strerror or exc}"}
+            ) from None
         return schema.WriteTextFileResponse()
 
     async def create_terminal(
@@ -123,10 +156,16 @@ class _Client:
             raise acp.RequestError.invalid_params({"details": str(exc)}) from None
         return schema.CreateTerminalResponse(terminal_id=terminal_id)
 
-    async def terminal_output(self, session_id: str, terminal_id: str, **kwargs: Any) -> schema.TerminalOutputResponse:
-        output, truncated, status = self._terminal_call(lambda: self._driver.terminals.output(terminal_id))
+    async def terminal_output(
+        self, session_id: str, terminal_id: str, **kwargs: Any
+    ) -> schema.TerminalOutputResponse:
+        output, truncated, status = self._terminal_call(
+            lambda: self._driver.terminals.output(terminal_id)
+        )
         exit_status = schema.TerminalExitStatus(**status) if status else None
-        return schema.TerminalOutputResponse(output=output, truncated=truncated, exit_status=exit_status)
+        return schema.TerminalOutputResponse(
+            output=output, truncated=truncated, exit_status=exit_status
+        )
 
     async def wait_for_terminal_exit(
         self, session_id: str, terminal_id: str, **kwargs: Any
@@ -134,11 +173,15 @@ class _Client:
         status = await self._terminal_await(self._driver.terminals.wait_for_exit(terminal_id))
         return schema.WaitForTerminalExitResponse(**status)
 
-    async def kill_terminal(self, session_id: str, terminal_id: str, **kwargs: Any) -> schema.KillTerminalResponse:
+    async def kill_terminal(
+        self, session_id: str, terminal_id: str, **kwargs: Any
+    ) -> schema.KillTerminalResponse:
         await self._terminal_await(self._driver.terminals.kill(terminal_id))
         return schema.KillTerminalResponse()
 
-    async def release_terminal(self, session_id: str, terminal_id: str, **kwargs: Any) -> schema.ReleaseTerminalResponse:
+    async def release_terminal(
+        self, session_id: str, terminal_id: str, **kwargs: Any
+    ) -> schema.ReleaseTerminalResponse:
         await self._terminal_await(self._driver.terminals.release(terminal_id))
         return schema.ReleaseTerminalResponse()
 
@@ -163,10 +206,16 @@ class _Client:
     async def request_permission(
         self, session_id: str, tool_call: Any, options: list[Any], **kwargs: Any
     ) -> schema.RequestPermissionResponse:
-        choice = await self._driver.listener.on_permission_request(dump(tool_call), [dump(o) for o in options])
+        choice = await self._driver.listener.on_permission_request(
+            dump(tool_call), [dump(o) for o in options]
+        )
         if choice is None:
-            return schema.RequestPermissionResponse(outcome=schema.DeniedOutcome(outcome="cancelled"))
-        return schema.RequestPermissionResponse(outcome=schema.AllowedOutcome(outcome="selected", option_id=choice))
+            return schema.RequestPermissionResponse(
+                outcome=schema.DeniedOutcome(outcome="cancelled")
+            )
+        return schema.RequestPermissionResponse(
+            outcome=schema.AllowedOutcome(outcome="selected", option_id=choice)
+        )
 
     async def ext_method(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         raise acp.RequestError.method_not_found(method)
@@ -284,7 +333,9 @@ class AcpDriver:
                     fs=schema.FileSystemCapabilities(read_text_file=True, write_text_file=True),
                     terminal=True,
                 ),
-                client_info=schema.Implementation(name="agh_nb", title="agh_nb", version=_client_version()),
+                client_info=schema.Implementation(
+                    name="agh_nb", title="agh_nb", version=_client_version()
+                ),
             ),
             phase="initialize",
             error_kind=FailureKind.HANDSHAKE_FAILURE,
@@ -292,7 +343,9 @@ class AcpDriver:
         )
         caps = dump(response.agent_capabilities) if response.agent_capabilities else {}
         info = dump(response.agent_info) if response.agent_info else None
-        return Handshake(protocol_version=response.protocol_version, agent_caps=caps, agent_info=info)
+        return Handshake(
+            protocol_version=response.protocol_version, agent_caps=caps, agent_info=info
+        )
 
     async def new_session(self, cwd: str) -> str:
         """Run ``session/new``; raise ``DriverFailure`` (handshake_failure) when it fails."""
@@ -329,7 +382,9 @@ class AcpDriver:
             )
         finally:
             self._phase = "idle"
-        return TurnOutcome(stop_reason=str(response.stop_reason), usage=usage_from_prompt(response.usage))
+        return TurnOutcome(
+            stop_reason=str(response.stop_reason), usage=usage_from_prompt(response.usage)
+        )
 
     async def cancel(self, acp_session_id: str) -> None:
         """Send ``session/cancel``; harmless when the agent is already gone."""
@@ -416,7 +471,9 @@ class AcpDriver:
         assert self._fatal is not None
         task: asyncio.Future[T] = asyncio.ensure_future(call)
         try:
-            done, _ = await asyncio.wait({task, self._fatal}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {task, self._fatal}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         except asyncio.CancelledError:
             task.cancel()
             raise
@@ -438,7 +495,8 @@ class AcpDriver:
                 if self._fatal.done():
                     raise self._phase_failure(self._fatal.result(), phase) from None
                 raise DriverFailure(
-                    FailureKind.TRANSPORT_FAILURE, f"connection to agent {self._agent_name!r} closed during {phase}"
+                    FailureKind.TRANSPORT_FAILURE,
+                    f"connection to agent {self._agent_name!r} closed during {phase}",
                 ) from None
             except DriverFailure:
                 raise
@@ -458,9 +516,13 @@ class AcpDriver:
     def _phase_failure(self, failure: DriverFailure, phase: str) -> DriverFailure:
         """Re-classify a process exit by phase: before the handshake it is a handshake failure."""
         if failure.kind is FailureKind.PROCESS_EXIT and phase in ("initialize", "session/new"):
-            return DriverFailure(FailureKind.HANDSHAKE_FAILURE, self._exit_summary(f" before answering {phase}"))
+            return DriverFailure(
+                FailureKind.HANDSHAKE_FAILURE, self._exit_summary(f" before answering {phase}")
+            )
         if failure.kind is FailureKind.PROCESS_EXIT and phase == "session/load":
-            return DriverFailure(FailureKind.LOAD_SESSION_FAILURE, self._exit_summary(" during session/load"))
+            return DriverFailure(
+                FailureKind.LOAD_SESSION_FAILURE, self._exit_summary(" during session/load")
+            )
         return failure
 
     async def _pump_stdout(self) -> None:
@@ -486,7 +548,9 @@ class AcpDriver:
                     ok = False
                 if not ok:
                     preview = self._redact(stripped[:120].decode("utf-8", "replace"))
-                    self._protocol_error(f"agent {self._agent_name!r} wrote non-ACP output on stdout: {preview!r}")
+                    self._protocol_error(
+                        f"agent {self._agent_name!r} wrote non-ACP output on stdout: {preview!r}"
+                    )
                     continue
                 sdk.feed_data(line)
         finally:
@@ -537,7 +601,11 @@ class AcpDriver:
             self._exit.set_result(info)
         self._exit_info = info
         if not self._closing:
-            self._set_fatal(DriverFailure(FailureKind.PROCESS_EXIT, self._exit_summary(""), returncode=returncode))
+            self._set_fatal(
+                DriverFailure(
+                    FailureKind.PROCESS_EXIT, self._exit_summary(""), returncode=returncode
+                )
+            )
         self.listener.on_exit(info)
 
     def _exit_summary(self, when: str) -> str:

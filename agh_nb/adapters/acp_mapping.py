@@ -69,7 +69,11 @@ def map_update(update: Any) -> tuple[EventType, JSON]:
         if update.raw_input is not None:
             fields["tool_input"] = update.raw_input
         if update.status in _DONE_STATUSES:
-            result = update.raw_output if update.raw_output is not None else _tool_content_text(update.content)
+            result = (
+                update.raw_output
+                if update.raw_output is not None
+                else _tool_content_text(update.content)
+            )
             if update.status == "failed":
                 fields["tool_error"] = _tool_content_text(update.content) or "tool call failed"
                 if update.raw_output is not None:

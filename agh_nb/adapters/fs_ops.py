@@ -21,7 +21,9 @@ DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 _CHUNK = 1024 * 1024
 
 
-def read_text_file(path: Path, *, line: int | None, limit: int | None, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+def read_text_file(
+    path: Path, *, line: int | None, limit: int | None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> str:
     """Return a file's text, or the window of ``limit`` lines starting at line ``line``.
 
     Line endings are kept as they are in the file; bytes that are not UTF-8 become U+FFFD.

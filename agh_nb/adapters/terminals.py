@@ -219,13 +219,19 @@ class TerminalManager:
             TerminalsClosedError: the manager was closed.
         """
         if self._closed:
-            raise TerminalsClosedError("the terminal manager is closed; no new terminals can be created")
+            raise TerminalsClosedError(
+                "the terminal manager is closed; no new terminals can be created"
+            )
         limit = DEFAULT_OUTPUT_BYTE_LIMIT if output_byte_limit is None else output_byte_limit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ValueError(f"output_byte_limit must be a non-negative integer, got {output_byte_limit!r}")
+            raise ValueError(
+                f"output_byte_limit must be a non-negative integer, got {output_byte_limit!r}"
+            )
         child_env = self._child_environment(env)
         if not os.path.isdir(cwd):
-            raise FileNotFoundError(f"working directory '{cwd}' does not exist or is not a directory")
+            raise FileNotFoundError(
+                f"working directory '{cwd}' does not exist or is not a directory"
+            )
 
         loop = asyncio.get_running_loop()
         read_fd, write_fd = os.pipe()
@@ -246,7 +252,9 @@ class TerminalManager:
                 os.close(write_fd)
         except FileNotFoundError as exc:
             os.close(read_fd)
-            raise FileNotFoundError(f"command not found: '{command}' (looked up on the terminal's PATH)") from exc
+            raise FileNotFoundError(
+                f"command not found: '{command}' (looked up on the terminal's PATH)"
+            ) from exc
         except BaseException:
             os.close(read_fd)
             raise
@@ -255,17 +263,23 @@ class TerminalManager:
         pipe_closed: asyncio.Future[None] = loop.create_future()
         pipe_file = os.fdopen(read_fd, "rb", buffering=0)
         try:
-            transport, _ = await loop.connect_read_pipe(lambda: _PipeProtocol(output, pipe_closed), pipe_file)
+            transport, _ = await loop.connect_read_pipe(
+                lambda: _PipeProtocol(output, pipe_closed), pipe_file
+            )
         except BaseException:
             pipe_file.close()
             await self._reap_unwatched(process)
             raise
         terminal = _Terminal(self._new_id(), process, output, transport, pipe_closed)
-        terminal.watcher = asyncio.create_task(self._watch(terminal), name=f"agh-terminal-{terminal.id}-watch")
+        terminal.watcher = asyncio.create_task(
+            self._watch(terminal), name=f"agh-terminal-{terminal.id}-watch"
+        )
         terminal.watcher.add_done_callback(self._report_watcher_failure)
         if self._closed:  # aclose ran while we were spawning: this terminal must not outlive it
             await self._shutdown(terminal)
-            raise TerminalsClosedError("the terminal manager was closed while the terminal was starting")
+            raise TerminalsClosedError(
+                "the terminal manager was closed while the terminal was starting"
+            )
         self._terminals[terminal.id] = terminal
         log.debug("terminal %s started pid=%s command=%r", terminal.id, process.pid, command)
         return terminal.id
@@ -335,7 +349,9 @@ class TerminalManager:
         # _shutdown never raises (it logs), so one stubborn process cannot stop the others' cleanup.
         async with asyncio.TaskGroup() as group:
             for terminal in terminals:
-                group.create_task(self._shutdown(terminal), name=f"agh-terminal-{terminal.id}-release")
+                group.create_task(
+                    self._shutdown(terminal), name=f"agh-terminal-{terminal.id}-release"
+                )
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -355,7 +371,9 @@ class TerminalManager:
         for name, value in extra.items():
             # Popen would refuse these too, but with a message that does not name the variable.
             if not name or "=" in name or "\x00" in name or "\x00" in value:
-                raise ValueError(f"invalid environment variable {name!r}: names must be non-empty, without '=' or NUL")
+                raise ValueError(
+                    f"invalid environment variable {name!r}: names must be non-empty, without '=' or NUL"
+                )
             env[name] = value
         return env
 
@@ -389,9 +407,13 @@ class TerminalManager:
     async def _await_watcher(self, terminal: _Terminal) -> bool:
         """Wait, bounded by ``kill_timeout``, for the watcher to record the exit; True when it did."""
         assert terminal.watcher is not None
-        done, _ = await asyncio.wait({terminal.watcher}, timeout=self._kill_timeout + self._drain_timeout)
+        done, _ = await asyncio.wait(
+            {terminal.watcher}, timeout=self._kill_timeout + self._drain_timeout
+        )
         if not done:
-            log.warning("terminal %s (pid %s) did not exit after SIGKILL", terminal.id, terminal.process.pid)
+            log.warning(
+                "terminal %s (pid %s) did not exit after SIGKILL", terminal.id, terminal.process.pid
+            )
         return bool(done)
 
     async def _shutdown(self, terminal: _Terminal) -> None:

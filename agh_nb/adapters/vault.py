@@ -50,7 +50,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agh_nb.core.clock import SystemClock
 from agh_nb.core.redaction import Redactor
-from agh_nb.core.vault_refs import ENV_SCHEME, NAMESPACES, VAULT_SCHEME, EnvRef, parse_ref, parse_vault_ref
+from agh_nb.core.vault_refs import (
+    ENV_SCHEME,
+    NAMESPACES,
+    VAULT_SCHEME,
+    EnvRef,
+    parse_ref,
+    parse_vault_ref,
+)
 from agh_nb.errors import (
     SecretNotFoundError,
     VaultError,
@@ -185,7 +192,9 @@ class Vault:
         with vault._lock:
             vault._refresh(force=True)
             if vault._aead is None and (vault._environ.get(KEY_ENV) or vault._key_path.exists()):
-                vault._require_key(create=False)  # a malformed key is reported now, not at first put
+                vault._require_key(
+                    create=False
+                )  # a malformed key is reported now, not at first put
         return vault
 
     @property
@@ -230,7 +239,9 @@ class Vault:
             VaultRefError: ``namespace`` is not one of the SPEC's namespaces.
         """
         if namespace is not None and namespace not in NAMESPACES:
-            raise VaultRefError(f"unknown namespace {namespace!r} (use one of {', '.join(NAMESPACES)})")
+            raise VaultRefError(
+                f"unknown namespace {namespace!r} (use one of {', '.join(NAMESPACES)})"
+            )
         if prefix is not None and not prefix.startswith(VAULT_SCHEME):
             prefix = VAULT_SCHEME + prefix
         with self._lock:
@@ -276,12 +287,14 @@ class Vault:
             old = self._entries.get(text)
             nonce = secrets.token_bytes(_NONCE_BYTES)
             record: JSON = {
-                "namespace": text[len(VAULT_SCHEME):].split("/", 1)[0],
+                "namespace": text[len(VAULT_SCHEME) :].split("/", 1)[0],
                 "kind": kind or (old["kind"] if old else DEFAULT_KIND),
                 "created_at": old["created_at"] if old else now,
                 "updated_at": now,
                 "nonce": _b64(nonce),
-                "ciphertext": _b64(aead.encrypt(nonce, value.encode("utf-8"), text.encode("utf-8"))),
+                "ciphertext": _b64(
+                    aead.encrypt(nonce, value.encode("utf-8"), text.encode("utf-8"))
+                ),
             }
             entries = dict(self._entries)
             entries[text] = record
@@ -292,7 +305,9 @@ class Vault:
                 self._redactor.unregister(previous, text)
             self._values[text] = value
             if not self._redactor.register(value, text):
-                logger.warning("the value of %s is shorter than 4 characters and will not be redacted", text)
+                logger.warning(
+                    "the value of %s is shorter than 4 characters and will not be redacted", text
+                )
             return self._entry(text, record)
 
     def delete(self, ref: str) -> VaultEntry:
@@ -397,17 +412,25 @@ class Vault:
         if key_check is not None:
             aead = self._require_key(create=False)
             try:
-                aead.decrypt(_unb64(key_check["nonce"]), _unb64(key_check["ciphertext"]), KEY_CHECK_AAD)
+                aead.decrypt(
+                    _unb64(key_check["nonce"]), _unb64(key_check["ciphertext"]), KEY_CHECK_AAD
+                )
             except (InvalidTag, ValueError, KeyError, TypeError) as exc:
                 raise VaultKeyError(_WRONG_KEY) from exc
             for ref, record in entries.items():
                 try:
-                    plain = aead.decrypt(_unb64(record["nonce"]), _unb64(record["ciphertext"]), ref.encode("utf-8"))
+                    plain = aead.decrypt(
+                        _unb64(record["nonce"]), _unb64(record["ciphertext"]), ref.encode("utf-8")
+                    )
                     values[ref] = plain.decode("utf-8")
                 except (InvalidTag, ValueError, KeyError, TypeError):
-                    logger.warning("vault entry %s failed authentication; put a new value or delete it", ref)
+                    logger.warning(
+                        "vault entry %s failed authentication; put a new value or delete it", ref
+                    )
         elif entries:
-            raise VaultError(f"vault file {self._path} has entries but no key check: move it away to start a new vault")
+            raise VaultError(
+                f"vault file {self._path} has entries but no key check: move it away to start a new vault"
+            )
         self._sync_redactor(entries, values)
         self._key_check = key_check
         self._entries = entries
@@ -425,7 +448,9 @@ class Vault:
                 self._redactor.unregister(old, ref)
         for ref, value in values.items():
             if self._values.get(ref) != value and not self._redactor.register(value, ref):
-                logger.warning("the value of %s is shorter than 4 characters and will not be redacted", ref)
+                logger.warning(
+                    "the value of %s is shorter than 4 characters and will not be redacted", ref
+                )
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:
@@ -448,7 +473,9 @@ class Vault:
                 f"vault file {self._path} is not valid JSON: restore it from a backup or move it away"
             ) from exc
         if not isinstance(document, dict) or document.get("schema") != SCHEMA:
-            raise VaultError(f"vault file {self._path} is not an {SCHEMA} vault: move it away to start a new vault")
+            raise VaultError(
+                f"vault file {self._path} is not an {SCHEMA} vault: move it away to start a new vault"
+            )
         key_check = document.get("key_check")
         if key_check is not None and not isinstance(key_check, dict):
             raise VaultError(f"vault file {self._path} has a malformed 'key_check' record")
@@ -459,8 +486,13 @@ class Vault:
             try:
                 parse_vault_ref(ref)
             except VaultRefError:
-                raise VaultError(f"vault file {self._path} holds an entry with a malformed ref") from None
-            if not all(isinstance(record.get(k), str) for k in ("namespace", "kind", "created_at", "updated_at")):
+                raise VaultError(
+                    f"vault file {self._path} holds an entry with a malformed ref"
+                ) from None
+            if not all(
+                isinstance(record.get(k), str)
+                for k in ("namespace", "kind", "created_at", "updated_at")
+            ):
                 raise VaultError(f"vault file {self._path}: entry {ref} has malformed metadata")
         return document
 
@@ -470,7 +502,10 @@ class Vault:
         key_check = self._key_check
         if key_check is None:
             nonce = secrets.token_bytes(_NONCE_BYTES)
-            key_check = {"nonce": _b64(nonce), "ciphertext": _b64(aead.encrypt(nonce, KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD))}
+            key_check = {
+                "nonce": _b64(nonce),
+                "ciphertext": _b64(aead.encrypt(nonce, KEY_CHECK_PLAINTEXT, KEY_CHECK_AAD)),
+            }
         document = {"schema": SCHEMA, "key_check": key_check, "entries": entries}
         data = json.dumps(document, indent=1, sort_keys=True).encode("utf-8") + b"\n"
         self._ensure_dir()
@@ -495,7 +530,9 @@ class Vault:
             self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self._dir, 0o700)
         except OSError as exc:
-            raise VaultError(f"cannot create the vault directory {self._dir}: {exc.strerror}") from exc
+            raise VaultError(
+                f"cannot create the vault directory {self._dir}: {exc.strerror}"
+            ) from exc
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -529,7 +566,9 @@ class Vault:
         except FileNotFoundError:
             pass
         except (OSError, UnicodeDecodeError) as exc:
-            raise VaultKeyError(f"cannot read the vault key file {self._key_path}: set {KEY_ENV} or fix the file") from exc
+            raise VaultKeyError(
+                f"cannot read the vault key file {self._key_path}: set {KEY_ENV} or fix the file"
+            ) from exc
         else:
             _warn_if_loose(self._key_path)
             return _decode_key(text, source=f"the key file {self._key_path}")
@@ -546,9 +585,13 @@ class Vault:
             self._home.mkdir(parents=True, exist_ok=True)
             fd = os.open(self._key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # another process won the race: use its key
-            return _decode_key(self._key_path.read_text(encoding="ascii"), source=f"the key file {self._key_path}")
+            return _decode_key(
+                self._key_path.read_text(encoding="ascii"), source=f"the key file {self._key_path}"
+            )
         except OSError as exc:
-            raise VaultKeyError(f"cannot create the vault key file {self._key_path}: {exc.strerror}") from exc
+            raise VaultKeyError(
+                f"cannot create the vault key file {self._key_path}: {exc.strerror}"
+            ) from exc
         try:
             os.write(fd, base64.urlsafe_b64encode(key) + b"\n")
             os.fsync(fd)
@@ -581,7 +624,9 @@ def _warn_if_loose(path: Path) -> None:
     except OSError:
         return
     if mode & 0o077:
-        logger.warning("the vault key file %s is readable by others (mode %o); chmod 600 it", path, mode)
+        logger.warning(
+            "the vault key file %s is readable by others (mode %o); chmod 600 it", path, mode
+        )
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -598,7 +643,9 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _not_found(ref: str) -> SecretNotFoundError:
-    return SecretNotFoundError(f"no secret is stored at {ref} (store one with: vault put {ref})", ref=ref)
+    return SecretNotFoundError(
+        f"no secret is stored at {ref} (store one with: vault put {ref})", ref=ref
+    )
 
 
 def _tampered(ref: str) -> VaultTamperedError:

@@ -306,6 +306,7 @@ class DemoAgent:
     def __init__(self, *, delay: float = DEFAULT_DELAY, load_session: bool = True) -> None:
         self.delay = delay
         self.load_enabled = load_session
+        self.fail_load = False
         self._conn: acp.Client | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._client_caps = ClientCapabilities()
@@ -368,6 +369,8 @@ class DemoAgent:
         """Accept any ``demo-`` id (the demo keeps no history, so there is nothing to replay)."""
         if not self.load_enabled:
             raise RequestError.method_not_found(acp.AGENT_METHODS["session_load"])
+        if self.fail_load:
+            raise RequestError(-32603, "demo agent cannot load sessions today", {"details": "--fail-load"})
         if not session_id.startswith(SESSION_PREFIX):
             raise RequestError.resource_not_found(session_id)
         session = self._sessions.get(session_id)
@@ -556,6 +559,17 @@ class DemoAgent:
         await turn.pause()
         await turn.message("Still here after the garbage line.\n")
         return PromptResponse(stop_reason="end_turn")
+
+    async def _script_close_stdout(self, turn: _Turn, rest: str) -> PromptResponse | None:
+        """``close-stdout``: close the protocol channel but keep running (a transport failure)."""
+        await turn.message("Closing my stdout now.\n")
+        writer = self._writer
+        if writer is not None:
+            await writer.drain()
+            writer.close()
+        os.close(sys.stdout.fileno())
+        await asyncio.sleep(3600)
+        return None
 
     async def _script_echo_env(self, turn: _Turn, rest: str) -> PromptResponse:
         """``echo-env NAME``: report an environment variable (checks env/vault plumbing)."""
@@ -798,6 +812,7 @@ _SCRIPTS: dict[str, ScriptFn] = {
     "crash": DemoAgent._script_crash,
     "fail": DemoAgent._script_fail,
     "garbage": DemoAgent._script_garbage,
+    "close-stdout": DemoAgent._script_close_stdout,
     "echo-env": DemoAgent._script_echo_env,
     "write": DemoAgent._script_write,
     "read": DemoAgent._script_read,
@@ -822,6 +837,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="misbehave at startup: exit 2, print garbage instead of a handshake, or never answer",
     )
     parser.add_argument("--no-load", action="store_true", help="do not advertise or accept session/load")
+    parser.add_argument("--fail-load", action="store_true", help="advertise session/load but fail it (-32603)")
     args = parser.parse_args(argv)
     if args.delay < 0:
         parser.error("--delay must be >= 0")
@@ -872,6 +888,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     delay = 0.0 if args.fast else args.delay
     log.info("starting pid=%d delay=%gs load_session=%s", os.getpid(), delay, not args.no_load)
     agent = DemoAgent(delay=delay, load_session=not args.no_load)
+    agent.fail_load = args.fail_load
     try:
         asyncio.run(_serve(agent))
     except KeyboardInterrupt:

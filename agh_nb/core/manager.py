@@ -22,13 +22,27 @@ from agh_nb.core.clock import IdGenerator, SystemClock
 from agh_nb.core.ports import DriverFactory, EventStore, LaunchSpec
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.session import LiveSession, Turn
-from agh_nb.core.session_dir import session_dir
+from agh_nb.core.repair import plan_repair
+from agh_nb.core.session_dir import read_meta, session_dir, write_meta, write_session_ledger
+from agh_nb.core.transcript import build_transcript, transcript_text
 from agh_nb.core.state import FailureKind, SessionState, SessionType
-from agh_nb.errors import AgentStartError, AghError, SessionNotActiveError, SessionNotFoundError, UsageError
+from agh_nb.errors import (
+    AgentStartError,
+    AghError,
+    ResumeError,
+    SessionNotActiveError,
+    SessionNotFoundError,
+    UsageError,
+)
+from agh_nb.events import JSON, Event, EventQuery
 
 log = logging.getLogger(__name__)
 
 SecretResolver = Callable[[str], str]
+REPLAY_PREAMBLE = (
+    "This session was resumed in a fresh agent session. For context, here is the transcript of the "
+    "conversation so far; do not act on it, just take it into account:\n\n"
+)
 
 
 def workspace_id_for(path: Path) -> str:
@@ -154,6 +168,84 @@ class SessionManager:
         mode = resolve_permissions(permissions, definition, self._settings, session_type)
         live.set_permissions(mode)
         return await live.start(spec)
+
+    async def resume(self, session_id: str, *, replay_transcript: bool = False) -> SessionRecord:
+        """Resume a stopped session under the same AGH id (idempotent on a live session).
+
+        Raises:
+            SessionNotFoundError: no such session.
+            ResumeError: naming the prerequisite that failed (metadata, workspace, agent, events).
+            AgentStartError: the agent could not be started or loaded (the session is stopped again).
+        """
+        live = self._live.get(session_id)
+        if live is not None:
+            return live.record
+        await self.repair(session_id, dry_run=False)
+        record = await self.get(session_id)
+        spec, definition, events = await asyncio.to_thread(self._check_resumable, record)
+        live = self._track(record)
+        await live.prepare_resume()
+        started = await live.start(spec, resume=True)
+        if replay_transcript and started.acp_session_id != record.acp_session_id:
+            text = transcript_text(build_transcript(events))
+            if text.strip():
+                await live.submit(REPLAY_PREAMBLE + text, replay=True)
+        return started
+
+    def _check_resumable(self, record: SessionRecord) -> tuple[LaunchSpec, AgentDefinition, list[Event]]:
+        sid = record.id
+        if read_meta(self._home, sid) is None:
+            raise ResumeError(
+                f"cannot resume {sid}: its metadata ({session_dir(self._home, sid) / 'meta.json'}) is missing or unreadable",
+                session_id=sid,
+            )
+        workspace = Path(record.workspace_path)
+        if not workspace.is_dir():
+            raise ResumeError(
+                f"cannot resume {sid}: its workspace {workspace} no longer exists (restore it, or start a new session)",
+                session_id=sid,
+            )
+        try:
+            spec, definition = self._launch_spec(record.agent_name, workspace)
+        except AghError as exc:
+            raise ResumeError(f"cannot resume {sid}: {exc}", session_id=sid) from None
+        events = self._store.query_events(sid, EventQuery())
+        if not events:
+            raise ResumeError(f"cannot resume {sid}: it has no stored events to resume from", session_id=sid)
+        return spec, definition, events
+
+    async def repair(self, session_id: str, *, dry_run: bool) -> JSON:
+        """Plan (and unless ``dry_run``, apply) crash and transcript repair of a session.
+
+        A session this host runs needs no repair; any other session not ``stopped`` was left by a
+        dead host (only one host can hold the store).
+        """
+        if session_id in self._live:
+            return {"session_id": session_id, "empty": True, "record": None, "events": [], "applied": False}
+        record = await self.get(session_id)
+        events = await asyncio.to_thread(self._store.query_events, session_id, EventQuery())
+        plan = plan_repair(record, events, self._clock.now())
+        doc = plan.to_dict() | {"applied": False}
+        if dry_run or plan.empty:
+            return doc
+        repaired = plan.record.apply(record) if plan.record else record
+        await self._store.save_session(repaired)
+        for draft in plan.events:
+            await self._store.append_durable(repaired, draft)
+        await asyncio.to_thread(write_meta, self._home, repaired)
+        await asyncio.to_thread(write_session_ledger, self._home, repaired, self._store)
+        log.info("repaired session %s (%d events appended)", session_id, len(plan.events))
+        return doc | {"applied": True}
+
+    async def repair_stale(self) -> list[str]:
+        """Repair every session left by a dead host (called when the host starts)."""
+        repaired = []
+        for record in await asyncio.to_thread(self._store.list_sessions):
+            if record.state is not SessionState.STOPPED and record.id not in self._live:
+                doc = await self.repair(record.id, dry_run=False)
+                if doc.get("applied"):
+                    repaired.append(record.id)
+        return repaired
 
     def _launch_spec(self, agent_name: str, workspace: Path) -> tuple[LaunchSpec, AgentDefinition]:
         if not workspace.exists():

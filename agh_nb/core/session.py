@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,13 +31,14 @@ from agh_nb.core.supervisor import supervise_turn
 from agh_nb.core.ports import AgentDriver, DriverFailure, EventStore, ExitInfo, LaunchSpec
 from agh_nb.core.record import Failure, SessionRecord
 from agh_nb.core.session_dir import write_meta
-from agh_nb.core.state import FailureKind, SessionState, transition
+from agh_nb.core.repair import plan_transcript_repair
+from agh_nb.core.state import FailureKind, SessionState, StopReason, transition
 from agh_nb.errors import (
     AgentStartError,
     QueueFullError,
     SessionNotActiveError,
 )
-from agh_nb.events import JSON, EventDraft, EventType
+from agh_nb.events import JSON, EventDraft, EventQuery, EventType
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +191,9 @@ class LiveSession:
         self._move(SessionState.ACTIVE)
         await self._save()
         for note in notes:
-            self._append(EventDraft(EventType.SYSTEM, None, {"title": "resume", "text": note}, self._clock.now()))
+            await self._append_durable(
+                EventDraft(EventType.SYSTEM, None, {"title": "resume", "text": note}, self._clock.now())
+            )
         self._worker = asyncio.create_task(self._run_turns(), name=f"turns[{self.session_id}]")
         return self._record
 
@@ -220,6 +224,12 @@ class LiveSession:
                 "under the same AGH session id"
             )
         return await self._driver.new_session(spec.cwd)
+
+    async def prepare_resume(self) -> None:
+        """Move a stopped session back to ``starting`` and clear its stop outcome."""
+        self._move(SessionState.STARTING)
+        self._update(stop_reason=None, stop_detail=None, failure=None, host_pid=os.getpid())
+        await self._save()
 
     def set_permissions(self, mode: str) -> None:
         """Settle the permission mode once the agent definition is known (only while starting)."""
@@ -270,6 +280,12 @@ class LiveSession:
             bundle = await asyncio.to_thread(self._write_crash_bundle, failure, exit_info, cause.summary)
             failure = dataclasses.replace(failure, crash_bundle_path=str(bundle)) if bundle else failure
         self._update(stop_reason=verdict.stop_reason, stop_detail=verdict.stop_detail, failure=failure)
+        if verdict.stop_reason in (StopReason.AGENT_CRASHED, StopReason.ERROR):
+            # Close what the crash left open (dangling tool calls, an unfinished turn): append-only.
+            await self._store.flush()
+            events = await asyncio.to_thread(self._store.query_events, self.session_id, EventQuery())
+            for draft in plan_transcript_repair(self._record, events, self._clock.now()):
+                self._append(draft)
         exit_json = {"pid": exit_info.pid, "returncode": exit_info.returncode, "signal": exit_info.signal}
         await self._append_durable(
             EventDraft(
@@ -313,7 +329,7 @@ class LiveSession:
 
     # -- prompting ----------------------------------------------------------------------------
 
-    async def submit(self, text: str, *, interrupt: bool = False) -> Turn:
+    async def submit(self, text: str, *, interrupt: bool = False, replay: bool = False) -> Turn:
         """Queue a prompt turn; its ``user_message`` is durable before this returns.
 
         Raises:
@@ -328,7 +344,8 @@ class LiveSession:
                 session_id=self.session_id,
             )
         turn_id = self._ids.turn_id()
-        await self._append_durable(EventDraft(EventType.USER_MESSAGE, turn_id, {"text": text}, self._clock.now()))
+        fields: JSON = {"text": text, "runtime": {"replay_transcript": True}} if replay else {"text": text}
+        await self._append_durable(EventDraft(EventType.USER_MESSAGE, turn_id, fields, self._clock.now()))
         self._require_active()
         if interrupt:
             for stale in list(self._queue):

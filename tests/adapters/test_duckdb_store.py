@@ -131,6 +131,21 @@ def test_close_is_idempotent_and_commits_pending_appends(db_path: Path) -> None:
         assert sequences(reopened.query_events(record.id, EventQuery())) == list(range(1, 11))
 
 
+def test_idle_writer_checkpoints_a_grown_wal(store: DuckDBStore, db_path: Path) -> None:
+    record = make_record()
+    save(store, record)
+    for i in range(1500):
+        store.append(record, EventDraft(EventType.AGENT_MESSAGE, "t", {"text": f"{i} " * 400}))
+    flush(store)
+    wal = db_path.with_name(db_path.name + ".wal")
+    assert wal.stat().st_size > 1 << 20
+    deadline = time.monotonic() + 15
+    while wal.exists() and wal.stat().st_size > 1 << 20:
+        assert time.monotonic() < deadline, "no idle checkpoint"
+        time.sleep(0.05)
+    assert store.last_sequence(record.id) == 1500
+
+
 def test_session_round_trip_and_list_oldest_first(store: DuckDBStore) -> None:
     newer = make_record("sess_new", offset=10)
     older = make_record("sess_old", offset=0).replace(

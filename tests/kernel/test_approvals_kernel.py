@@ -8,7 +8,6 @@ runs, or nobody at all (the approval timeout). Waits are polling loops with dead
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -174,8 +173,11 @@ def test_third_party_agent_waits_for_a_magic_decision(kernel: KernelSession) -> 
 # 2 ------------------------------------------------------------------------------------------------
 
 
+TIMEOUT_2S = '[permissions]\napproval_timeout = "2s"\n'
+
+
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("kernel", ['[permissions]\napproval_timeout = "2s"\n'], ids=["approval_timeout=2s"], indirect=True)
+@pytest.mark.parametrize("kernel", [TIMEOUT_2S], ids=["approval_timeout=2s"], indirect=True)
 def test_an_undecided_request_times_out_and_leaves_the_panel(kernel: KernelSession) -> None:
     assert (kernel.home / "config.toml").exists()
     sid = new_session(kernel)["id"]
@@ -236,7 +238,8 @@ def test_a_button_click_from_the_front_end_decides(kernel: KernelSession) -> Non
 
     # What JupyterLab sends when the button is clicked; no cell is executing.
     kc = kernel.client
-    msg = kc.session.msg("comm_msg", {"comm_id": model_id, "data": {"method": "custom", "content": {"event": "click"}}})
+    content = {"comm_id": model_id, "data": {"method": "custom", "content": {"event": "click"}}}
+    msg = kc.session.msg("comm_msg", content)
     kc.shell_channel.send(msg)
 
     events = wait_done(kernel, sid, turn_id)
