@@ -51,15 +51,27 @@ class Runtime:
         settings: configuration (default: ``home/config.toml``).
     """
 
-    def __init__(self, *, home: Path | None = None, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        home: Path | None = None,
+        settings: Settings | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.home = home or agh_home()
         self.home.mkdir(parents=True, exist_ok=True)
         self.settings = settings or load_settings(self.home)
         self.redactor = Redactor()
-        self.vault = open_vault(self.home, self.redactor)
-        self._uninstall_log_redaction = install_log_redaction(self.redactor)
         self.store = open_store(self.home)
-        self._loop = asyncio.new_event_loop()
+        try:
+            self.vault = open_vault(self.home, self.redactor)
+        except BaseException:
+            self.store.close()
+            raise
+        self._uninstall_log_redaction = install_log_redaction(self.redactor)
+        # Embedded in a kernel: our own loop in a thread. Inside the Jupyter server: its loop.
+        self._attached = loop is not None
+        self._loop = loop or asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run_loop, name="agh-runtime", daemon=True)
         self._closed = False
@@ -86,6 +98,27 @@ class Runtime:
         if repaired:
             log.warning("repaired %d session(s) left by a host that died: %s", len(repaired), ", ".join(repaired))
         return runtime
+
+    @classmethod
+    async def start_attached(cls, *, home: Path | None = None, settings: Settings | None = None) -> Runtime:
+        """Build the runtime on the running loop (the Jupyter server's); no thread of its own."""
+        runtime = await asyncio.to_thread(cls, home=home, settings=settings, loop=asyncio.get_running_loop())
+        repaired = await runtime.manager.repair_stale()
+        if repaired:
+            log.warning("repaired %d session(s) left by a host that died: %s", len(repaired), ", ".join(repaired))
+        return runtime
+
+    async def aclose(self) -> None:
+        """Close an attached runtime from its own loop: stop sessions, close the store."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.wait_for(self.manager.stop_all(detail="host shutting down"), SHUTDOWN_TIMEOUT)
+        except Exception as exc:
+            log.warning("stopping sessions at shutdown failed: %r", exc)
+        await asyncio.to_thread(self.store.close)
+        self._uninstall_log_redaction()
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -117,12 +150,14 @@ class Runtime:
 
     def call(self, factory: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
         """Run ``factory()`` on the runtime loop and wait for its result (from another thread)."""
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self._thread or (self._attached and _on_loop(self._loop)):
             raise HostError("Runtime.call() cannot be used from the runtime thread itself")
         return self.submit(factory).result(timeout)
 
     def close(self) -> None:
         """Stop live sessions, flush and close the store, stop the loop. Safe to call twice."""
+        if self._attached:
+            raise HostError("an attached runtime is closed with 'await runtime.aclose()' on its loop")
         with self._close_lock:
             if self._closed:
                 return
@@ -138,3 +173,10 @@ class Runtime:
             self._thread.join(SHUTDOWN_TIMEOUT)
             self.store.close()
             self._uninstall_log_redaction()
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

@@ -510,9 +510,13 @@ class CountingListener:
         self.last: float | None = None
         self.complete = asyncio.Event()
         self.errors: list[str] = []
+        self.latencies: list[float] = []
 
     def on_update(self, event_type: Any, fields: Any) -> None:
         if str(event_type) == "agent_message":
+            sent = ((fields.get("raw") or {}).get("_meta") or {}).get("agh_demo_sent_at")
+            if sent is not None:
+                self.latencies.append((time.time() - sent) * 1000.0)
             self.count += 1
             if self.count == self.n:
                 self.last = time.perf_counter()
@@ -546,10 +550,13 @@ async def drive_driver(n: int, cwd: str) -> dict[str, Any]:
         await driver.close(grace=2.0)
     assert listener.last is not None
     seconds = listener.last - start
+    lat = sorted(listener.latencies)
     return {
         "n": n,
         "seconds": seconds,
         "events_per_s": n / seconds,
+        "p50_ms": pct(lat, 0.50),
+        "p99_ms": pct(lat, 0.99),
         "stop_reason": outcome.stop_reason,
         "errors": listener.errors,
         "cpu": {"client": delta(cpu1[0], cpu0[0]), "agent": delta(cpu1[1], cpu0[1])},
@@ -605,6 +612,8 @@ def print_driver(res: dict[str, Any], label: str = "driver") -> None:
     print(f"{label:<12s}AcpDriver only, no store:        {res['events_per_s']:10,.0f} events/s"
           f"  ({res['n']} in {res['seconds']:.2f} s; diagnostic: tap + map_update, nothing appended)",
           flush=True)
+    print(f"            sent -> mapped:                 p50 {res['p50_ms']:8.1f} ms  p99 {res['p99_ms']:8.1f} ms"
+          "  (queueing floor of the ingest path alone)", flush=True)
     print(f"            CPU  {fmt_cpu(res['cpu'], res['seconds'], res['n'])}", flush=True)
 
 
@@ -762,6 +771,8 @@ def main() -> int:
         driver = best(drivers)
         figures["driver_only_events_per_s"] = round(driver["events_per_s"], 1)
         figures["driver_only_cpu_s"] = _round_all(driver["cpu"])
+        figures["driver_only_p50_ms"] = round(driver["p50_ms"], 2)
+        figures["driver_only_p99_ms"] = round(driver["p99_ms"], 2)
         figures["all_runs_events_per_s"]["driver"] = [round(r["events_per_s"], 1) for r in drivers]
     print(json.dumps(figures))
     return 0

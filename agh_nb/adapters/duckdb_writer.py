@@ -9,9 +9,13 @@ list under one lock, in the order they happened. The writer swaps the whole list
 chunks of at most ``max_batch`` events, and runs each chunk as ONE transaction (events go in
 through one Arrow table per run). Only after ``COMMIT`` returns does it hand the chunk's events
 to ``publish`` (store first, then notify) and then resolve the chunk's waiters, so a returned
-``flush()`` also means every subscriber was handed the rows. A failed commit
-fails every waiter of that chunk and everything queued after it, and the writer refuses further
-writes: later sequences would otherwise leave a gap or be acknowledged out of order.
+``flush()`` also means every subscriber was handed the rows. A failed commit fails every waiter
+of that chunk and everything queued after it, and the writer refuses further writes: later
+sequences would otherwise leave a gap or be acknowledged out of order.
+
+Checkpoints: DuckDB blocks commits while it folds the WAL into the database file. The store
+raises DuckDB's automatic threshold and the writer checkpoints by itself once it has been idle
+for ``IDLE_CHECKPOINT_AFTER`` seconds, so the stall lands between turns rather than inside one.
 """
 
 from __future__ import annotations
@@ -249,6 +253,9 @@ class GroupCommitWriter:
     def _run(self) -> None:
         try:
             self._loop()
+        except BaseException:  # a bug: never leave an awaiting caller hanging
+            logger.exception("event store writer crashed")
+            self._fail_rest(StoreError("the event store writer crashed"), [])
         finally:
             with contextlib.suppress(duckdb.Error):
                 self._cursor.close()
@@ -294,7 +301,7 @@ class GroupCommitWriter:
         try:
             if self._wal_path is None or self._wal_path.stat().st_size < IDLE_CHECKPOINT_MIN_WAL:
                 return
-        except FileNotFoundError:
+        except OSError:  # no WAL (nothing to fold) or unreadable: not worth failing for
             return
         try:
             self._cursor.execute("CHECKPOINT").fetchall()

@@ -131,6 +131,28 @@ def test_close_is_idempotent_and_commits_pending_appends(db_path: Path) -> None:
         assert sequences(reopened.query_events(record.id, EventQuery())) == list(range(1, 11))
 
 
+def test_async_context_manager_closes_and_refuses_reads(db_path: Path) -> None:
+    async def go() -> DuckDBStore:
+        async with DuckDBStore.open(db_path) as store:
+            await store.save_session(make_record())
+            store.append(make_record(), draft())
+        await store.aclose()  # idempotent
+        return store
+
+    store = asyncio.run(go())
+    with pytest.raises(StoreError, match="closed"):
+        store.query_events("sess_a", EventQuery())
+    with pytest.raises(StoreError, match="closed"):
+        store.subscribe("sess_a", 0, lambda evs: None)
+    with DuckDBStore.open(db_path, read_only=True) as ro:
+        assert ro.last_sequence("sess_a") == 1
+
+
+def test_open_rejects_an_empty_batch_size(db_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        DuckDBStore.open(db_path, max_batch=0)
+
+
 def test_idle_writer_checkpoints_a_grown_wal(store: DuckDBStore, db_path: Path) -> None:
     record = make_record()
     save(store, record)
