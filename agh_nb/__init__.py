@@ -25,14 +25,14 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Stop the embedded host's sessions and close its store (``%unload_ext agh_nb``)."""
-    from agh_nb.api import shutdown_host
+    from agh_nb.hosts import shutdown_host
 
     shutdown_host()
 
 
 def get_host() -> Host:
     """Return the process-wide embedded host, starting it on first use."""
-    from agh_nb.api import get_host as _get_host
+    from agh_nb.hosts import get_host as _get_host
 
     return _get_host()
 

@@ -8,9 +8,8 @@ Owns: ``Reader`` (store-only reads: what works without a live host, used by the 
 from __future__ import annotations
 
 import asyncio
-import atexit
+import logging
 import concurrent.futures
-import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +31,8 @@ from agh_nb.runtime import Runtime, open_store, open_vault
 
 if TYPE_CHECKING:
     import pandas
+
+log = logging.getLogger(__name__)
 
 
 def build_query(
@@ -78,6 +79,8 @@ def _since(value: str) -> datetime:
 
 class Reader:
     """Reads over the store: sessions, events, history, status, SQL. Blocking; any thread."""
+
+    live = False  # True for hosts that can run sessions (embedded or remote)
 
     def __init__(self, store: EventStore, *, home: Path, stale_after: float = 900.0, vault: Any = None) -> None:
         self.store = store
@@ -271,6 +274,8 @@ class TurnHandle:
 class Host(Reader):
     """The embedded host: a ``Reader`` plus live operations through the runtime thread."""
 
+    live = True
+
     def __init__(self, runtime: Runtime) -> None:
         super().__init__(
             runtime.store, home=runtime.home, stale_after=runtime.settings.stale_after, vault=runtime.vault
@@ -416,39 +421,3 @@ class Session:
 
 async def _now(value: Any) -> Any:
     return value
-
-
-_host: Host | None = None
-_host_lock = threading.Lock()
-
-
-def get_host() -> Host:
-    """Return the process-wide embedded host, starting it on first use."""
-    global _host
-    with _host_lock:
-        if _host is None or _host.runtime.closed:
-            _host = Host(Runtime.start())
-            _register_shutdown(_host.close)
-        return _host
-
-
-def _register_shutdown(close: Callable[[], None]) -> None:
-    # Stop sessions while the interpreter can still run threads: plain atexit runs after
-    # concurrent.futures has refused new work, which would break the stop path's file writes.
-    # threading's own exit hooks run in reverse order of registration, so this runs first.
-    import concurrent.futures.thread  # noqa: F401  # its exit hook must be registered before ours
-
-    register = getattr(threading, "_register_atexit", None)
-    if register is not None:
-        register(close)
-    else:  # pragma: no cover - other interpreters
-        atexit.register(close)
-
-
-def shutdown_host() -> None:
-    """Close the process-wide host if it was started (sessions are stopped)."""
-    global _host
-    with _host_lock:
-        if _host is not None:
-            _host.close()
-            _host = None

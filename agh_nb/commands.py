@@ -180,25 +180,23 @@ def execute(
     if args.group == "vault":
         return _vault(args, reader, secret_prompt)
     if args.group in ("tail", "approvals"):
-        if not isinstance(reader, Host) or widgets is None:
+        if not reader.live or widgets is None:
             raise UsageError(f"'{args.group}' is a notebook widget: run %agh {args.group} in a notebook")
         if getattr(args, "id", None):
             reader.get(args.id)
         value = widgets(reader, args)
         return Result(value, reader.pending_approvals(args.id) if args.group == "approvals" else None)
     command = args.command
-    if command in LIVE_COMMANDS and not isinstance(reader, Host):
+    if command in LIVE_COMMANDS and not reader.live:
         raise UsageError(
             f"'session {command}' needs a live host: run it in a notebook with %agh session {command} ..."
         )
     if command in ("new", "create"):
-        assert isinstance(reader, Host)
         record = reader.create(
             args.agent, cwd=args.cwd, name=args.name, permissions=args.permissions, session_type=args.session_type
         )
         return Result(Session(reader, record.id), record.to_dict())
     if command == "prompt":
-        assert isinstance(reader, Host)
         text = cell if cell is not None and cell.strip() else " ".join(args.text)
         if not text.strip():
             raise UsageError("session prompt: give the prompt text (or use %%agh session prompt ID with a cell body)")
@@ -208,7 +206,6 @@ def execute(
             return Result(result, result.to_dict())
         return Result(handle, handle.to_dict())
     if command == "stop":
-        assert isinstance(reader, Host)
         record = reader.stop(args.id)
         return Result(record.to_dict(), record.to_dict())
     if command == "list":
@@ -227,7 +224,6 @@ def execute(
         doc = reader.inspect(args.id)
         return Result(doc, doc)
     if command == "resume":
-        assert isinstance(reader, Host)
         record = reader.resume(args.id, replay_transcript=args.replay_transcript)
         return Result(Session(reader, record.id), record.to_dict())
     if command == "transcript":
@@ -237,7 +233,6 @@ def execute(
         plan = reader.repair(args.id, dry_run=args.dry_run)
         return Result(plan, plan)
     if command == "approve":
-        assert isinstance(reader, Host)
         resolved = reader.approve(args.id, args.request, args.decision)
         return Result(resolved, resolved)
     if command == "events":
@@ -249,7 +244,7 @@ def execute(
             after_sequence=args.after_sequence,
         )
         if args.follow:
-            if not isinstance(reader, Host) or follow is None:
+            if not reader.live or follow is None:
                 raise UsageError("--follow needs a live host: run it in a notebook")
             return Result(follow(reader, args.id, args), None)
         rows = [e.to_dict() for e in reader.events(args.id, query)]

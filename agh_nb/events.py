@@ -107,6 +107,22 @@ class Event:
     content: JSON
     timestamp: datetime
 
+    @classmethod
+    def from_dict(cls, row: JSON) -> Event:
+        """Rebuild an event from its JSON row (as served over HTTP)."""
+        return cls(
+            id=row["id"],
+            session_id=row["session_id"],
+            sequence=int(row["sequence"]),
+            turn_id=row.get("turn_id"),
+            type=row["type"],
+            agent_name=row.get("agent_name") or "",
+            workspace_id=row.get("workspace_id") or "",
+            workspace_path=row.get("workspace_path") or "",
+            content=row.get("content") or {},
+            timestamp=datetime.fromisoformat(str(row["timestamp"]).replace("Z", "+00:00")),
+        )
+
     def to_dict(self) -> JSON:
         """Return the row as plain JSON-able data (timestamps as RFC3339 strings)."""
         return {

@@ -1,6 +1,6 @@
 """End-to-end ingest: a real ACP agent firehose into agh_nb, next to a bare SDK client and SQLite.
 
-Run: ``python benchmarks/ingest.py [--n 50000] [--quick] [--sqlite-n N] [--profile]``
+Run: ``python benchmarks/ingest.py [--n 50000] [--quick] [--sqlite-n N] [--repeat K] [--profile]``
 
 One run measures, against the built-in demo agent (``python -m agh_nb.agents.demo --fast``)
 answering ``firehose N`` (N ``agent_message_chunk`` updates, each stamped with ``_meta``
@@ -9,7 +9,9 @@ answering ``firehose N`` (N ``agent_message_chunk`` updates, each stamped with `
 1. agh_nb: an embedded ``Runtime`` + ``Host`` in a temporary ``AGH_HOME``; ``host.create`` a
    session of the ``demo-fast`` preset, ``host.store.subscribe`` to it, ``host.prompt(...)``.
    events/s = N / (prompt submission -> the last ``agent_message`` committed and delivered to the
-   subscriber); latency = agent's ``agh_demo_sent_at`` -> subscriber delivery (stored and visible).
+   subscriber); latency = agent's ``agh_demo_sent_at`` -> subscriber delivery (stored and visible),
+   split at the event's own ``timestamp`` (taken when the runtime mapped it) into ingest queueing
+   and store (group commit + notify) time. Also checks every event arrived once, in order, gapless.
 2. ceiling: a bare ``acp.spawn_agent_process`` client whose ``session_update`` only counts; same
    agent, same prompt, nothing persisted.
 3. SQLite: the bare client again, but each update is mapped exactly as agh_nb maps it (same
@@ -19,9 +21,15 @@ answering ``firehose N`` (N ``agent_message_chunk`` updates, each stamped with `
 4. ratios agh_nb/ceiling (target >= 0.6), agh_nb/SQLite (target >= 3x), p99 < 100 ms, each with
    PASS/MISS. Informational only: the exit code is 0 whatever the figures.
 
-The last line printed is one JSON object with every figure. ``--profile`` re-runs the agh_nb
-leg under per-thread cProfile (runtime loop thread vs. store writer thread) and prints where
-the time goes; the profiled run's figures are not the reported ones (cProfile slows Python).
+Diagnostics: a "driver" leg (agh_nb's ``AcpDriver`` with a counting listener, nothing stored;
+``--no-driver`` skips it) separates the ingest path's cost from the store's; every leg reports
+CPU seconds and microseconds per event of each process (and, for agh_nb, of its runtime loop
+and store writer threads), which stay meaningful on a busy machine where rates do not; a
+"CPU-bound estimate" turns those into the rates an idle machine would allow. ``--repeat K``
+interleaves K rounds and keeps the best rate of each leg. ``--profile`` runs agh_nb once more
+under per-thread cProfile and prints where each thread's time goes, by component.
+
+The last line printed is one JSON object with every figure.
 
 Clocks: latencies compare the agent's ``time.time()`` with ours (same machine, same clock).
 """

@@ -12,7 +12,7 @@ import queue
 import time
 from collections.abc import Sequence
 
-from agh_nb.api import Host
+from typing import Any
 from agh_nb.events import Event
 
 IDLE_GRACE = 0.5
@@ -28,7 +28,7 @@ def describe(event: Event) -> str:
     return f"#{event.sequence:<5} {event.type:<16} {event.turn_id or '-':<18} {text}"
 
 
-def follow_events(host: Host, session_id: str, args: argparse.Namespace, *, max_seconds: float | None = None) -> int:
+def follow_events(host: Any, session_id: str, args: argparse.Namespace, *, max_seconds: float | None = None) -> int:
     """Print the backlog after ``--after-sequence`` (or the last N) and then live events.
 
     Returns the number of events printed.
@@ -36,7 +36,7 @@ def follow_events(host: Host, session_id: str, args: argparse.Namespace, *, max_
     inbox: queue.Queue[Sequence[Event]] = queue.Queue()
     after = args.after_sequence or 0
     if args.last:
-        recent = host.store.query_events(session_id, host_query_last(args.last))
+        recent = host.events(session_id, host_query_last(args.last))
         after = recent[0].sequence - 1 if recent else after
     subscription = host.subscribe(session_id, after, inbox.put)
     printed = 0

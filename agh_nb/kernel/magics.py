@@ -49,7 +49,7 @@ class AghMagics(Magics):
     @line_cell_magic
     def agh(self, line: str, cell: str | None = None) -> Any:
         """Run an agh_nb command; see ``%agh --help``."""
-        from agh_nb.api import get_host
+        from agh_nb.hosts import get_host
         from agh_nb.commands import execute, parse
         from agh_nb.kernel.follow import follow_events
 

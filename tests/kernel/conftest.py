@@ -254,7 +254,7 @@ def kernel(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[KernelSes
                 leftovers |= set(session.descendants())
                 # Stop the embedded host's sessions cleanly before the kernel goes away.
                 try:
-                    session.run("import agh_nb.api as _agh_api; _agh_api.shutdown_host()", timeout=40)
+                    session.run("import agh_nb.hosts as _agh_hosts; _agh_hosts.shutdown_host()", timeout=40)
                 except Exception as exc:  # teardown must go on
                     print(f"host shutdown in kernel failed: {exc!r}", file=sys.stderr)
                 leftovers |= set(session.descendants())

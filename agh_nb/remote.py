@@ -1,0 +1,400 @@
+"""Client mode: the same host words spoken over the Jupyter server's HTTP API (docs/http-api.md).
+
+Owns: ``RemoteHost`` (the ``Host`` surface over HTTP + SSE), ``discover`` (the ``AGH_NB_SERVER``
+variable the server extension leaves for the kernels it starts) and a small SSE reader. Uses
+only the standard library for HTTP, so a kernel needs nothing extra to talk to its server.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import os
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agh_nb.api import TurnHandle
+from agh_nb.core.record import SessionRecord
+from agh_nb.core.session import TurnResult
+from agh_nb.errors import (
+    AghError,
+    AgentStartError,
+    ApprovalError,
+    HostError,
+    QueueFullError,
+    ResumeError,
+    SessionNotActiveError,
+    SessionNotFoundError,
+    UsageError,
+    VaultError,
+)
+from agh_nb.events import JSON, Event, EventQuery, format_timestamp
+
+if TYPE_CHECKING:
+    import pandas
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "AGH_NB_SERVER"
+_ERRORS: dict[str, type[AghError]] = {
+    cls.__name__: cls
+    for cls in (
+        UsageError,
+        SessionNotFoundError,
+        SessionNotActiveError,
+        ApprovalError,
+        ResumeError,
+        QueueFullError,
+        AgentStartError,
+        VaultError,
+        HostError,
+    )
+}
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """Where the server host is: base URL, token and pid."""
+
+    url: str
+    token: str
+    pid: int | None = None
+
+
+def discover(environ: dict[str, str] | None = None) -> ServerInfo | None:
+    """Return the server named by ``AGH_NB_SERVER`` if it is set and its process is alive."""
+    raw = (os.environ if environ is None else environ).get(ENV_VAR)
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        info = ServerInfo(
+            url=str(data["url"]).rstrip("/") + "/", token=str(data.get("token") or ""), pid=data.get("pid")
+        )
+    except (ValueError, KeyError, TypeError):
+        log.warning("ignoring a malformed %s variable", ENV_VAR)
+        return None
+    if info.pid:
+        try:
+            os.kill(int(info.pid), 0)
+        except (ProcessLookupError, ValueError):
+            return None
+        except PermissionError:
+            pass
+    return info
+
+
+class RemoteHost:
+    """The host surface over HTTP: sessions live in the Jupyter server and outlive this kernel."""
+
+    live = True
+
+    def __init__(self, info: ServerInfo, *, timeout: float = 60.0) -> None:
+        self.info = info
+        self._timeout = timeout
+        self.home = None
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _url(self, path: str, query: dict[str, Any] | None = None) -> str:
+        url = urllib.parse.urljoin(self.info.url, "agh/api/" + path.lstrip("/"))
+        if query:
+            clean = {k: v for k, v in query.items() if v is not None and v != ""}
+            if clean:
+                url += "?" + urllib.parse.urlencode(clean)
+        return url
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        request = urllib.request.Request(self._url(path, query), data=data, method=method)
+        request.add_header("Authorization", f"token {self.info.token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout or self._timeout) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as exc:
+            raise self._error(exc) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise HostError(
+                f"the agh_nb server at {self.info.url} did not answer ({exc}); is Jupyter still running?"
+            ) from None
+        return json.loads(payload) if payload else None
+
+    def _error(self, exc: urllib.error.HTTPError) -> AghError:
+        try:
+            error = json.loads(exc.read() or b"{}").get("error") or {}
+        except ValueError:
+            error = {}
+        message = error.get("message") or f"the agh_nb server answered HTTP {exc.code}"
+        return _ERRORS.get(str(error.get("type")), AghError)(message)
+
+    def ping(self) -> None:
+        """Raise ``HostError`` unless the server's agh_nb API answers."""
+        self._request("GET", "sessions", timeout=5)
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    def create(
+        self,
+        agent: str,
+        *,
+        cwd: str | None = None,
+        name: str | None = None,
+        permissions: str | None = None,
+        session_type: str = "user",
+    ) -> SessionRecord:
+        """Create a session in the server and start its agent."""
+        body = {
+            "agent": agent,
+            "cwd": cwd or os.getcwd(),
+            "name": name,
+            "permissions": permissions,
+            "type": session_type,
+        }
+        return SessionRecord.from_dict(
+            self._request("POST", "sessions", {k: v for k, v in body.items() if v is not None})
+        )
+
+    def prompt(self, session_id: str, text: str, *, interrupt: bool = False) -> TurnHandle:
+        """Queue a prompt; the handle's ``wait()`` long-polls the server for the turn's end."""
+        turn = self._request("POST", f"sessions/{_q(session_id)}/prompt", {"text": text, "interrupt": interrupt})
+        future: concurrent.futures.Future[TurnResult] = concurrent.futures.Future()
+        threading.Thread(
+            target=self._watch_turn, args=(session_id, turn["turn_id"], future), daemon=True, name="agh-turn-poll"
+        ).start()
+        return TurnHandle(turn, future)
+
+    def _watch_turn(self, session_id: str, turn_id: str, future: concurrent.futures.Future[TurnResult]) -> None:
+        while True:
+            try:
+                state = self._request(
+                    "GET", f"sessions/{_q(session_id)}/turns/{_q(turn_id)}", query={"wait": 30}, timeout=45
+                )
+            except AghError as exc:
+                future.set_exception(exc)
+                return
+            if state.get("status") == "done":
+                future.set_result(
+                    TurnResult(
+                        session_id, turn_id, state.get("stop_reason") or "", state.get("error"), state.get("usage")
+                    )
+                )
+                return
+
+    def stop(self, session_id: str, *, detail: str | None = None) -> SessionRecord:
+        """Stop a session."""
+        return SessionRecord.from_dict(self._request("POST", f"sessions/{_q(session_id)}/stop", {}))
+
+    def resume(self, session_id: str, *, replay_transcript: bool = False) -> SessionRecord:
+        """Resume a stopped session under the same id."""
+        body = {"replay_transcript": replay_transcript}
+        return SessionRecord.from_dict(self._request("POST", f"sessions/{_q(session_id)}/resume", body))
+
+    def repair(self, session_id: str, *, dry_run: bool = True) -> JSON:
+        """Plan or apply repair of a session."""
+        plan: JSON = self._request("POST", f"sessions/{_q(session_id)}/repair", {"dry_run": dry_run})
+        return plan
+
+    def get(self, session_id: str) -> SessionRecord:
+        """Return a session's record."""
+        return SessionRecord.from_dict(self._request("GET", f"sessions/{_q(session_id)}"))
+
+    def list(self) -> list[SessionRecord]:
+        """Return every session, oldest first."""
+        return [SessionRecord.from_dict(r) for r in self._request("GET", "sessions")["sessions"]]
+
+    def status(self, session_id: str) -> JSON:
+        """State, stop reason, failure and health."""
+        status: JSON = self._request("GET", f"sessions/{_q(session_id)}/status")
+        return status
+
+    def inspect(self, session_id: str) -> JSON:
+        """Status plus capabilities, queue, pending approvals and vault refs."""
+        doc: JSON = self._request("GET", f"sessions/{_q(session_id)}/inspect")
+        return doc
+
+    def events(self, session_id: str, query: EventQuery | None = None) -> list[Event]:
+        """Events of a session (same filters as the embedded host)."""
+        q = query or EventQuery()
+        params = {
+            "type": ",".join(q.types) or None,
+            "turn": q.turn_id,
+            "since": format_timestamp(q.since) if q.since else None,
+            "after_sequence": q.after_sequence,
+            "limit": q.limit,
+            "agent_name": q.agent_name,
+        }
+        rows = self._request("GET", f"sessions/{_q(session_id)}/events", query=params)["events"]
+        return [Event.from_dict(r) for r in rows]
+
+    def history(self, session_id: str) -> list[JSON]:
+        """Events grouped by turn."""
+        turns: list[JSON] = self._request("GET", f"sessions/{_q(session_id)}/history")["turns"]
+        return turns
+
+    def transcript(self, session_id: str) -> list[JSON]:
+        """The canonical transcript."""
+        entries: list[JSON] = self._request("GET", f"sessions/{_q(session_id)}/transcript")["transcript"]
+        return entries
+
+    def sql(self, query: str) -> pandas.DataFrame:
+        """Run SQL over the server's store; returns a DataFrame."""
+        import pandas
+
+        if not query.strip():
+            raise UsageError("the SQL cell is empty: write a query, e.g. SELECT * FROM sessions")
+        result = self._request("POST", "sql", {"query": query})
+        return pandas.DataFrame(result["rows"], columns=result["columns"])
+
+    # -- approvals --------------------------------------------------------------------------------
+
+    def approve(self, session_id: str, request_id: str, decision: str) -> JSON:
+        """Decide a pending permission request."""
+        body = {"request_id": request_id, "decision": decision}
+        resolved: JSON = self._request("POST", f"sessions/{_q(session_id)}/approve", body)
+        return resolved
+
+    def pending_approvals(self, session_id: str | None = None) -> list[JSON]:
+        """Pending permission requests (of one session, or all)."""
+        path = f"sessions/{_q(session_id)}/approvals" if session_id else "approvals"
+        pending: list[JSON] = self._request("GET", path)["pending"]
+        return pending
+
+    def watch_approvals(self, callback: Callable[[str, JSON], None]) -> Callable[[], None]:
+        """Call ``callback(change, request)`` for approval changes (an SSE reader thread)."""
+        reader = _SseReader(self, "approvals/stream", None, lambda event, data, _id: callback(event, json.loads(data)))
+        reader.start()
+        return reader.close
+
+    def subscribe(
+        self, session_id: str | None, after_sequence: int, callback: Callable[[Sequence[Event]], None]
+    ) -> _SseReader:
+        """Committed events after ``after_sequence``, then live (an SSE reader thread)."""
+        if session_id is None:
+            raise UsageError("a remote subscription needs a session id")
+
+        def deliver(event: str, data: str, _id: str | None) -> None:
+            callback([Event.from_dict(json.loads(data))])
+
+        reader = _SseReader(self, f"sessions/{_q(session_id)}/stream", after_sequence, deliver)
+        reader.start()
+        return reader
+
+    # -- vault (metadata only) ---------------------------------------------------------------------
+
+    def vault_put(self, ref: str, value: str, *, kind: str | None = None) -> JSON:
+        """Store a secret in the server's vault; returns metadata."""
+        body = {"value": value} | ({"kind": kind} if kind else {})
+        entry: JSON = self._request("PUT", f"vault/{_q(ref)}", body)
+        return entry
+
+    def vault_list(self, *, namespace: str | None = None, prefix: str | None = None) -> list[JSON]:
+        """Metadata of stored secrets."""
+        secrets: list[JSON] = self._request("GET", "vault", query={"namespace": namespace, "prefix": prefix})["secrets"]
+        return secrets
+
+    def vault_get(self, ref: str) -> JSON:
+        """One secret's metadata."""
+        entry: JSON = self._request("GET", f"vault/{_q(ref)}")
+        return entry
+
+    def vault_delete(self, ref: str) -> JSON:
+        """Delete a secret; returns its metadata."""
+        entry: JSON = self._request("DELETE", f"vault/{_q(ref)}")
+        return entry
+
+    def close(self) -> None:
+        """Nothing to close: the sessions belong to the server and outlive this kernel."""
+
+
+def _q(value: str | None) -> str:
+    return urllib.parse.quote(value or "", safe="")
+
+
+class _SseReader:
+    """Reads one SSE stream in a daemon thread, reconnecting with Last-Event-ID until closed."""
+
+    def __init__(
+        self, host: RemoteHost, path: str, after: int | None, deliver: Callable[[str, str, str | None], None]
+    ) -> None:
+        self._host = host
+        self._path = path
+        self._last_id = str(after) if after is not None else None
+        self._deliver = deliver
+        self._closed = threading.Event()
+        self._response: Any = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="agh-sse")
+
+    def start(self) -> None:
+        """Start reading."""
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop reading (idempotent)."""
+        self._closed.set()
+        response = self._response
+        if response is not None:
+            try:
+                response.close()
+            except Exception:  # closing a socket another thread reads from may raise
+                pass
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            request = urllib.request.Request(self._host._url(self._path))
+            request.add_header("Authorization", f"token {self._host.info.token}")
+            request.add_header("Accept", "text/event-stream")
+            if self._last_id is not None:
+                request.add_header("Last-Event-ID", self._last_id)
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    self._response = response
+                    for event, data, event_id in _parse_sse(response):
+                        if self._closed.is_set():
+                            return
+                        if event_id is not None:
+                            self._last_id = event_id
+                        self._deliver(event, data, event_id)
+                        if event == "session_stopped":
+                            return
+                    if self._path.endswith("/stream") and "sessions/" in self._path:
+                        return  # the server ended a finished session's stream
+            except (OSError, urllib.error.URLError, ValueError):
+                if self._closed.wait(1.0):
+                    return
+
+
+def _parse_sse(stream: Any) -> Iterator[tuple[str, str, str | None]]:
+    event, data, event_id = "message", [], None
+    for raw in stream:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                yield event, "\n".join(data), event_id
+            event, data, event_id = "message", [], None
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "event":
+            event = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id":
+            event_id = value
