@@ -30,6 +30,13 @@ def unload_ipython_extension(ipython: Any) -> None:
     shutdown_host()
 
 
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    """Name the Jupyter server extension (``agh_nb.server``): the server host of the runtime."""
+    from agh_nb.server.app import AghServerExtension
+
+    return [{"module": "agh_nb.server.app", "app": AghServerExtension}]
+
+
 def get_host() -> Host:
     """Return the process-wide embedded host, starting it on first use."""
     from agh_nb.hosts import get_host as _get_host

@@ -113,10 +113,11 @@ def build_parser(prog: str = "%agh") -> argparse.ArgumentParser:
     vput = vsub.add_parser("put", help="store a secret; the value is asked for with a password prompt")
     vput.add_argument("ref", help="vault:<namespace>/<path>")
     vput.add_argument("--kind", help="what the secret is (kept on rotation when omitted)")
-    for name in ("get", "delete"):
-        p = vsub.add_parser(name, help=f"{name} a secret (metadata only)")
-        p.add_argument("ref")
-    for p in (vlist, vput):
+    vget = vsub.add_parser("get", help="a secret's metadata (never its value)")
+    vget.add_argument("ref")
+    vdelete = vsub.add_parser("delete", help="delete a secret")
+    vdelete.add_argument("ref")
+    for p in (vlist, vput, vget, vdelete):
         p.add_argument("-o", "--output", choices=["json"], default=argparse.SUPPRESS)
 
     tail = top.add_parser("tail", help="a live event tail widget (notebook only)")

@@ -314,6 +314,8 @@ def run_agh(n: int, *, profile: bool = False, top: int = 25) -> dict[str, Any]:
         home = Path(tmp) / "home"
         workspace = Path(tmp) / "workspace"
         workspace.mkdir()
+        saved_home = os.environ.get("AGH_HOME")
+        os.environ["AGH_HOME"] = str(home)  # belt and braces: nothing may touch the user's store
         host = Host(Runtime.start(home=home))
         profiles: ThreadProfiles | None = None
         try:
@@ -344,6 +346,10 @@ def run_agh(n: int, *, profile: bool = False, top: int = 25) -> dict[str, Any]:
             host.stop(record.id)
         finally:
             host.close()
+            if saved_home is None:
+                os.environ.pop("AGH_HOME", None)
+            else:
+                os.environ["AGH_HOME"] = saved_home
     assert probe.last_delivery is not None
     elapsed = probe.last_delivery - start
     stats = probe.analyse()
@@ -611,7 +617,7 @@ def print_agh(res: dict[str, Any], label: str = "agh_nb") -> None:
           f"  p99 {res['ingest_p99_ms']:8.1f} ms  (pipe + read buffers + ACP parsing)", flush=True)
     print(f"              and mapped -> delivered:      p50 {res['store_p50_ms']:8.1f} ms"
           f"  p99 {res['store_p99_ms']:8.1f} ms  (group commit + notify)", flush=True)
-    print(f"            {res['batches']} commits, {res['mean_batch']:.0f} events each on average;"
+    print(f"            {res['batches']} delivery batches (one per group commit), {res['mean_batch']:.0f} events each;"
           f" in order: {res['in_order']}, gapless: {res['gapless']}", flush=True)
     print(f"            CPU  {fmt_cpu(res['cpu'], res['seconds'], res['n'])}", flush=True)
 

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from agh_nb.adapters.sql_guard import check_query
+
 from agh_nb.adapters import duckdb_schema as schema
 from agh_nb.adapters.duckdb_subscriptions import Subscription, SubscriptionHub
 from agh_nb.adapters.duckdb_writer import (
@@ -316,6 +318,7 @@ class DuckDBStore:
         """
         cur = self._cursor()
         try:
+            check_query(cur, query)
             cur.execute("SET python_enable_replacements = false")  # no Python locals as tables
             cur.execute("BEGIN TRANSACTION READ ONLY")
             relation = cur.sql(query)

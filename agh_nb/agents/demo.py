@@ -571,6 +571,21 @@ class DemoAgent:
         await asyncio.sleep(3600)
         return None
 
+    async def _script_leak(self, turn: _Turn, rest: str) -> PromptResponse | None:
+        """``leak NAME``: echo an env var everywhere it could escape (message, tool input,
+        stderr), then crash: the host must scrub it from everything it writes."""
+        name = (rest.split() or ["AGH_DEMO_SECRET"])[0]
+        value = os.environ.get(name, "<unset>")
+        await turn.message(f"The secret {name} is {value}\n")
+        call_id = turn.new_tool_call_id()
+        await turn.tool_start(call_id, f"Use {value}", kind="other", raw_input={"secret": value})
+        await turn.pause()
+        sys.stderr.write(f"demo: fatal: cannot use credential {value}\n")
+        sys.stderr.flush()
+        if self._writer is not None:
+            await self._writer.drain()
+        os._exit(5)
+
     async def _script_echo_env(self, turn: _Turn, rest: str) -> PromptResponse:
         """``echo-env NAME``: report an environment variable (checks env/vault plumbing)."""
         names = rest.split()
@@ -814,6 +829,7 @@ _SCRIPTS: dict[str, ScriptFn] = {
     "garbage": DemoAgent._script_garbage,
     "close-stdout": DemoAgent._script_close_stdout,
     "echo-env": DemoAgent._script_echo_env,
+    "leak": DemoAgent._script_leak,
     "write": DemoAgent._script_write,
     "read": DemoAgent._script_read,
     "run": DemoAgent._script_run,
