@@ -123,6 +123,9 @@ def build_parser(prog: str = "%agh") -> argparse.ArgumentParser:
     tail = top.add_parser("tail", help="a live event tail widget (notebook only)")
     tail.add_argument("id")
     tail.add_argument("-o", "--output", choices=["json"], default=argparse.SUPPRESS)
+    timeline = top.add_parser("timeline", help="a chart of a session's turns and tool calls (notebook only)")
+    timeline.add_argument("id")
+    timeline.add_argument("-o", "--output", choices=["json"], default=argparse.SUPPRESS)
     approvals = top.add_parser("approvals", help="the live approval panel widget (notebook only)")
     approvals.add_argument("id", nargs="?")
     approvals.add_argument("-o", "--output", choices=["json"], default=argparse.SUPPRESS)
@@ -167,6 +170,7 @@ def execute(
     follow: Callable[[Host, str, argparse.Namespace], Any] | None = None,
     secret_prompt: SecretPrompt | None = None,
     widgets: Callable[[Host, argparse.Namespace], Any] | None = None,
+    waiter: Callable[[Any, float | None], TurnResult] | None = None,
 ) -> Result:
     """Run a parsed command against ``reader`` (a ``Host`` for live commands).
 
@@ -180,7 +184,7 @@ def execute(
         return Result(frame, _frame_records(frame))
     if args.group == "vault":
         return _vault(args, reader, secret_prompt)
-    if args.group in ("tail", "approvals"):
+    if args.group in ("tail", "approvals", "timeline"):
         if not reader.live or widgets is None:
             raise UsageError(f"'{args.group}' is a notebook widget: run %agh {args.group} in a notebook")
         if getattr(args, "id", None):
@@ -203,7 +207,7 @@ def execute(
             raise UsageError("session prompt: give the prompt text (or use %%agh session prompt ID with a cell body)")
         handle = reader.prompt(args.id, text, interrupt=args.interrupt)
         if args.wait:
-            result: TurnResult = handle.wait(args.timeout)
+            result: TurnResult = waiter(handle, args.timeout) if waiter else handle.wait(args.timeout)
             return Result(result, result.to_dict())
         return Result(handle, handle.to_dict())
     if command == "stop":

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import acp
 from acp import schema
+from acp._transport import NdjsonTransport  # the SDK's framing; we only change bad-line handling
+from acp.task import MessageSender, TaskSupervisor
 
 from agh_nb.adapters import fs_ops
 from agh_nb.adapters.acp_mapping import dump, map_update, usage_from_prompt
@@ -78,6 +80,51 @@ def build_environment(extra: dict[str, str], base: dict[str, str] | None = None)
     env = {k: v for k in ENV_ALLOWLIST if (v := base.get(k)) is not None and not v.startswith("()")}
     env.update(extra)
     return env
+
+
+class _CheckedTransport(NdjsonTransport):
+    """The SDK's own NDJSON framing, except that a line which is not a JSON object is reported
+    (a protocol failure) instead of being logged and skipped; each frame is parsed once."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        on_garbage: Callable[[bytes], None],
+        on_eof: Callable[[], None],
+    ) -> None:
+        self._supervisor = TaskSupervisor(source="agh_nb.acp_driver")
+        super().__init__(reader, MessageSender(writer, self._supervisor))
+        self._on_garbage = on_garbage
+        self._on_eof = on_eof
+
+    async def receive(self) -> dict[str, Any] | None:
+        while True:
+            try:
+                line = await self._read_line()
+            except (ValueError, asyncio.LimitOverrunError):
+                self._on_garbage(b"<a line longer than the 50 MiB limit>")
+                continue
+            if not line:
+                self._on_eof()
+                return None
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                message = json.loads(line)
+            except ValueError:
+                message = None
+            if isinstance(message, dict):
+                return message
+            self._on_garbage(line)
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            await self._supervisor.shutdown()
 
 
 class _Client:
@@ -259,7 +306,6 @@ class AcpDriver:
         self._closed_info: ExitInfo | None = None
         self._exit_info: ExitInfo | None = None
         self._phase = "spawn"
-        self._sdk_reader: asyncio.StreamReader | None = None
         self.terminals = TerminalManager()
 
     # -- public surface -----------------------------------------------------------------------
@@ -319,12 +365,13 @@ class AcpDriver:
                 FailureKind.STARTUP_FAILURE,
                 f"cannot start agent {spec.agent_name!r}: {exc.strerror or exc}",
             ) from exc
-        assert self._proc.stdin is not None
-        self._sdk_reader = asyncio.StreamReader(limit=STREAM_LIMIT)
-        self._spawn(self._pump_stdout(), "acp.stdout-tap")
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        transport = _CheckedTransport(
+            self._proc.stdout, self._proc.stdin, on_garbage=self._garbage, on_eof=self._stdout_closed
+        )
         self._spawn(self._drain_stderr(), "acp.stderr")
         self._spawn(self._watch_exit(), "acp.exit-watch")
-        self._conn = acp.connect_to_agent(_Client(self), self._proc.stdin, self._sdk_reader)
+        self._conn = acp.connect_to_agent(_Client(self), transport)
         self._phase = "initialize"
         response = await self._guard(
             self._conn.initialize(
@@ -525,47 +572,26 @@ class AcpDriver:
             )
         return failure
 
-    async def _pump_stdout(self) -> None:
-        """Forward ACP frames to the SDK; anything that is not a JSON object is a protocol failure."""
-        proc = self._proc
-        sdk = self._sdk_reader
-        assert proc is not None and proc.stdout is not None and sdk is not None
-        try:
-            while True:
-                try:
-                    line = await proc.stdout.readline()
-                except (ValueError, asyncio.LimitOverrunError):
-                    self._protocol_error("agent wrote a line longer than 50 MiB on stdout")
-                    break
-                if not line:
-                    break
-                stripped = line.strip()
-                if not stripped:
-                    continue
-                try:
-                    ok = isinstance(json.loads(stripped), dict)
-                except ValueError:
-                    ok = False
-                if not ok:
-                    preview = self._redact(stripped[:120].decode("utf-8", "replace"))
-                    self._protocol_error(
-                        f"agent {self._agent_name!r} wrote non-ACP output on stdout: {preview!r}"
-                    )
-                    continue
-                sdk.feed_data(line)
-        finally:
-            sdk.feed_eof()
-        # stdout closed: either the process is exiting, or it closed stdout and lives on.
+    def _garbage(self, line: bytes) -> None:
+        preview = self._redact(line[:120].decode("utf-8", "replace"))
+        self._protocol_error(f"agent {self._agent_name!r} wrote non-ACP output on stdout: {preview!r}")
+
+    def _stdout_closed(self) -> None:
         if not self._closing:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._exit_future()), timeout=1.0)
-            except asyncio.TimeoutError:
-                failure = DriverFailure(
-                    FailureKind.TRANSPORT_FAILURE,
-                    f"agent {self._agent_name!r} closed its stdout but is still running (pid {proc.pid})",
-                )
-                self._set_fatal(failure)
-                self.listener.on_protocol_error(failure.summary)
+            self._spawn(self._check_stdout_close(), "acp.stdout-closed")
+
+    async def _check_stdout_close(self) -> None:
+        """stdout closed: either the process is exiting, or it closed stdout and lives on."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._exit_future()), timeout=1.0)
+        except asyncio.TimeoutError:
+            pid = self._proc.pid if self._proc else None
+            failure = DriverFailure(
+                FailureKind.TRANSPORT_FAILURE,
+                f"agent {self._agent_name!r} closed its stdout but is still running (pid {pid})",
+            )
+            self._set_fatal(failure)
+            self.listener.on_protocol_error(failure.summary)
 
     def _protocol_error(self, summary: str) -> None:
         log.warning("%s", summary)

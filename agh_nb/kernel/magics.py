@@ -32,7 +32,40 @@ def _secret_prompt(label: str) -> str:
         ) from exc
 
 
+def _wait_with_progress(handle: Any, timeout: float | None) -> Any:
+    """Wait for a turn while showing it is alive: elapsed time and events so far, updated in place."""
+    import time
+
+    from IPython.display import display
+
+    from agh_nb.api import build_query
+    from agh_nb.hosts import get_host
+
+    host = get_host()
+    started = time.monotonic()
+    line = display(f"turn {handle.turn_id}: queued", display_id=True)
+    while not handle.done():
+        elapsed = time.monotonic() - started
+        if timeout is not None and elapsed > timeout:
+            break
+        try:
+            count = len(host.events(handle.session_id, build_query(turn=handle.turn_id)))
+        except Exception:  # progress is best effort; the wait itself must not fail on it
+            count = 0
+        if line is not None:
+            line.update(f"turn {handle.turn_id}: running for {elapsed:.1f}s, {count} events so far")
+        time.sleep(0.5)
+    result = handle.wait(max(0.0, timeout - (time.monotonic() - started)) if timeout is not None else None)
+    if line is not None:
+        line.update(f"turn {handle.turn_id}: {result.stop_reason} after {time.monotonic() - started:.1f}s")
+    return result
+
+
 def _widget(host: Any, args: Any) -> Any:
+    if args.group == "timeline":
+        from agh_nb.kernel.timeline import timeline_figure
+
+        return timeline_figure(args.id, host.events(args.id))
     if args.group == "approvals":
         from agh_nb.kernel.approvals_widget import ApprovalPanel
 
@@ -40,6 +73,15 @@ def _widget(host: Any, args: Any) -> Any:
     from agh_nb.kernel.tail_widget import EventTail
 
     return EventTail(host, args.id)
+
+
+def _for_notebook(value: Any) -> Any:
+    from agh_nb.api import Session
+    from agh_nb.kernel.card import NotebookSession
+
+    if isinstance(value, Session) and not isinstance(value, NotebookSession):
+        return NotebookSession(value._host, value.id)
+    return value
 
 
 @magics_class
@@ -60,7 +102,13 @@ class AghMagics(Magics):
                     print(help_text)
                 return None
             result = execute(
-                args, get_host(), cell=cell, follow=follow_events, secret_prompt=_secret_prompt, widgets=_widget
+                args,
+                get_host(),
+                cell=cell,
+                follow=follow_events,
+                secret_prompt=_secret_prompt,
+                widgets=_widget,
+                waiter=_wait_with_progress,
             )
         except AghError as exc:
             print(f"agh: error: {exc}", file=sys.stderr)
@@ -68,4 +116,4 @@ class AghMagics(Magics):
         if getattr(args, "output", None) == "json":
             print(json.dumps(result.document, indent=2, default=str, ensure_ascii=False))
             return None
-        return result.value
+        return _for_notebook(result.value)
