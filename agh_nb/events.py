@@ -65,6 +65,9 @@ ENVELOPE_FIELDS = (
 )
 
 
+_ENVELOPE_SET = frozenset(ENVELOPE_FIELDS)
+
+
 def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime."""
     return datetime.now(timezone.utc)
@@ -165,14 +168,14 @@ def build_content(
     """
     content: JSON = {
         "schema": EVENT_SCHEMA,
-        "type": str(event_type),
+        "type": event_type.value if isinstance(event_type, EventType) else str(event_type),
         "session_id": acp_session_id,
         "turn_id": turn_id,
         "timestamp": format_timestamp(timestamp),
     }
     extra: JSON = {}
     for key, value in fields.items():
-        if key in ENVELOPE_FIELDS:
+        if key in _ENVELOPE_SET:
             if value is not None:
                 content[key] = value
         else:

@@ -478,7 +478,8 @@ class LiveSession:
 
     def _scrub(self, draft: EventDraft) -> EventDraft:
         # Secrets never reach the store: every field (agent text and raw payloads included).
-        return EventDraft(draft.type, draft.turn_id, self._redact_json(draft.fields), draft.timestamp)
+        fields = self._redact_json(draft.fields)
+        return draft if fields is draft.fields else EventDraft(draft.type, draft.turn_id, fields, draft.timestamp)
 
     def _append(self, draft: EventDraft) -> None:
         self._store.append(self._record, self._scrub(draft))
