@@ -55,6 +55,8 @@ def _getpass(label: str) -> str:
 class _NoHost:
     """Stands for "no live host" so the grammar reports live commands uniformly."""
 
+    live = False
+
 
 def _print_value(value: object) -> None:
     to_string = getattr(value, "to_string", None)

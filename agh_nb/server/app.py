@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -96,7 +96,7 @@ class ServerHost:
         self._reader: Reader | None = None
         self._started = asyncio.Event()
         self._failure: ApiError | None = None
-        self._streams: set[Callable[[], None]] = set()
+        self._streams: set[Callable[[], Awaitable[None]]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._close_task: asyncio.Task[None] | None = None
 
@@ -150,9 +150,8 @@ class ServerHost:
             if runtime is not None:
                 await runtime.aclose()  # session_stopped events still reach open streams
         finally:
-            for close in list(self._streams):
-                close()
-            self._streams.clear()
+            streams, self._streams = list(self._streams), set()
+            await asyncio.gather(*(close() for close in streams), return_exceptions=True)
         log.info("agh_nb: runtime stopped")
 
     def _close_at_exit(self) -> None:
@@ -187,8 +186,8 @@ class ServerHost:
         assert self._reader is not None
         return self._reader
 
-    def add_stream(self, close: Callable[[], None]) -> Callable[[], None]:
-        """Track an open stream; ``close()`` is called at shutdown. Returns the untrack function."""
+    def add_stream(self, close: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+        """Track an open stream; ``await close()`` ends it at shutdown. Returns the untrack function."""
         self._streams.add(close)
         return lambda: self._streams.discard(close)
 

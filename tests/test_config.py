@@ -1,0 +1,82 @@
+"""config.toml (SPEC 7) and AGENT.md (SPEC 1): bad input is reported by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agh_nb.config import find_agent, load_settings, parse_agent_md, parse_duration
+from agh_nb.errors import AgentNotFoundError, ConfigError
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("250ms", 0.25), ("30s", 30), ("5m", 300), ("1h", 3600), ("0", 0)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_full_config_loads(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(
+        '[permissions]\nmode = "deny-all"\napproval_timeout = "2m"\n'
+        '[session.limits]\ntimeout = "1h"\n'
+        '[session.supervision]\ninactivity_timeout = "5m"\ninactivity_warning_after = "1m"\n'
+        'timeout_cancel_grace = "10s"\nprogress_notify_interval = "30s"\n'
+        "[session.busy_input]\nqueue_cap = 4\n"
+        '[health]\nstale_after = "10m"\n'
+    )
+    s = load_settings(tmp_path)
+    assert (s.permission_mode, s.approval_timeout, s.session_timeout, s.queue_cap, s.stale_after) == (
+        "deny-all", 120, 3600, 4, 600
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param('[permissions]\nmode = "yolo"\n', "mode", id="bad-mode"),
+        pytest.param('[permissions]\nmood = "x"\n', "unknown key 'mood'", id="unknown-key"),
+        pytest.param('[sessions]\nx = 1\n', r"unknown section \[sessions\]", id="unknown-section"),
+        pytest.param('[health]\nstale_after = "soon"\n', "stale_after", id="bad-duration"),
+        pytest.param("[session.busy_input]\nqueue_cap = 0\n", "queue_cap", id="bad-count"),
+        pytest.param("[permissions\n", "not valid TOML", id="not-toml"),
+    ],
+)
+def test_bad_config_is_named(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "config.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(tmp_path)
+    assert str(tmp_path / "config.toml") in str(caught.value)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_agent_md_and_lookup_order(tmp_path: Path) -> None:
+    home, ws = tmp_path / "home", tmp_path / "ws"
+    write(home / "agents" / "a" / "AGENT.md", "---\nname: a\ncommand: home-cmd\n---\n")
+    write(ws / ".agh" / "agents" / "a" / "AGENT.md", "---\nname: a\ncommand: [ws-cmd, --x]\npermissions: deny-all\n---\nbody")
+    found = find_agent("a", home=home, workspace=ws)
+    assert found.command == ("ws-cmd", "--x") and found.permissions == "deny-all" and found.description == "body"
+    assert find_agent("demo", home=home, workspace=ws).argv()[1:] == ("-m", "agh_nb.agents.demo")
+    with pytest.raises(AgentNotFoundError, match="known: .*a"):
+        find_agent("zzz", home=home, workspace=ws)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("name: x\n", "front matter", id="no-front-matter"),
+        pytest.param("---\nname: x\n", "not closed", id="unclosed"),
+        pytest.param("---\nname: x\n---\n", "'command'", id="no-command"),
+        pytest.param("---\ncommand: x\ncolour: red\n---\n", "unknown key 'colour'", id="unknown-key"),
+        pytest.param("---\ncommand: x\npermissions: all\n---\n", "'permissions'", id="bad-permissions"),
+        pytest.param("---\ncommand: x\nenv: [a]\n---\n", "'env'", id="bad-env"),
+    ],
+)
+def test_bad_agent_md_is_named(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path / "x" / "AGENT.md", text)
+    with pytest.raises(ConfigError, match=message):
+        parse_agent_md(path)
