@@ -187,9 +187,12 @@ def build_content(
     return content
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def dumps(value: Any) -> str:
-    """Serialise JSON compactly and deterministically (sorted keys are NOT used: order matters)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    """Serialise JSON compactly (keys keep their order); runs once per stored event."""
+    return _ENCODER.encode(value)
 
 
 @dataclass(frozen=True)

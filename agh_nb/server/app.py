@@ -370,7 +370,20 @@ class AghServerExtension(ExtensionApp):  # type: ignore[misc]
 
     def initialize_settings(self) -> None:
         """Create the (not yet started) host; it starts once the server's loop runs."""
+        self._route_logs()
         self.host = ServerHost(home=Path(self.home).expanduser() if self.home else None, ready_timeout=self.ready_timeout)
+
+    def _route_logs(self) -> None:
+        # agh_nb's module loggers (session warnings, repairs, this extension) go to the server's
+        # log, formatted like it, unless the embedding process configured them already.
+        package = logging.getLogger("agh_nb")
+        server_log = self.serverapp.log
+        if package.handlers or not server_log.handlers:
+            return
+        for handler in server_log.handlers:
+            package.addHandler(handler)
+        package.setLevel(server_log.getEffectiveLevel())
+        package.propagate = False
 
     def initialize_handlers(self) -> None:
         """Add the routes of docs/http-api.md under ``<base_url>agh/api/``."""
