@@ -7,13 +7,15 @@ Owns: ``Reader`` (store-only reads: what works without a live host, used by the 
 
 from __future__ import annotations
 
+import builtins
+
 import asyncio
 import logging
 import concurrent.futures
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agh_nb.config import agh_home, load_settings, parse_since
 from agh_nb.core.health import compute_health
@@ -104,7 +106,7 @@ class Reader:
         entry: JSON = self._vault().put(ref, value, kind=kind).to_dict()
         return entry
 
-    def vault_list(self, *, namespace: str | None = None, prefix: str | None = None) -> list[JSON]:
+    def vault_list(self, *, namespace: str | None = None, prefix: str | None = None) -> builtins.list[JSON]:
         """Return metadata of stored secrets (``ref``, ``namespace``, ``kind``, ``present``, times)."""
         return [e.to_dict() for e in self._vault().list(namespace=namespace, prefix=prefix)]
 
@@ -133,7 +135,7 @@ class Reader:
     @classmethod
     def open_vault_only(cls, home: Path | None = None) -> Reader:
         """A reader for vault commands alone (the vault is a file of its own, not in the store)."""
-        return cls(_NoStore(), home=home or agh_home())
+        return cls(cast(EventStore, _NoStore()), home=home or agh_home())
 
     def close(self) -> None:
         """Close the store if this reader opened it."""
@@ -150,7 +152,7 @@ class Reader:
             )
         return self._view(record)
 
-    def list(self) -> list[SessionRecord]:
+    def list(self) -> builtins.list[SessionRecord]:
         """Return every session, oldest first."""
         return [self._view(r) for r in self.store.list_sessions()]
 
@@ -162,7 +164,7 @@ class Reader:
             return change.apply(record) if change else record
         return record
 
-    def transcript(self, session_id: str) -> list[JSON]:
+    def transcript(self, session_id: str) -> builtins.list[JSON]:
         """Return the canonical transcript (user, assistant, tool_call, tool_result entries)."""
         return build_transcript(self.events(session_id))
 
@@ -173,12 +175,12 @@ class Reader:
         record = self.store.get_session(session_id) or self.get(session_id)
         return plan_repair(record, self.events(session_id), datetime.now(timezone.utc)).to_dict() | {"applied": False}
 
-    def events(self, session_id: str, query: EventQuery | None = None) -> list[Event]:
+    def events(self, session_id: str, query: EventQuery | None = None) -> builtins.list[Event]:
         """Return a session's events matching ``query`` (ascending sequence)."""
         self.get(session_id)
         return self.store.query_events(session_id, query or EventQuery())
 
-    def history(self, session_id: str) -> list[JSON]:
+    def history(self, session_id: str) -> builtins.list[JSON]:
         """Return a session's events grouped by turn."""
         return group_by_turn(self.events(session_id))
 
@@ -316,7 +318,7 @@ class Host(Reader):
         live = self.runtime.manager.live(session_id)
         return live.record if live is not None else super().get(session_id)
 
-    def list(self) -> list[SessionRecord]:
+    def list(self) -> builtins.list[SessionRecord]:
         """Return every session, live records overlaid."""
         return [self.get(r.id) if self.runtime.manager.live(r.id) else r for r in super().list()]
 
@@ -343,7 +345,7 @@ class Host(Reader):
         """Decide a pending permission request; the decision is durable when this returns."""
         return self.runtime.call(lambda: self.runtime.manager.approve(session_id, request_id, decision))
 
-    def pending_approvals(self, session_id: str | None = None) -> list[JSON]:
+    def pending_approvals(self, session_id: str | None = None) -> builtins.list[JSON]:
         """Return pending permission requests (of one session, or all), oldest first."""
         if session_id is not None:
             self.get(session_id)
@@ -397,11 +399,11 @@ class Session:
         """Stop the session."""
         return self._host.stop(self.id)
 
-    def events(self, **filters: Any) -> list[Event]:
+    def events(self, **filters: Any) -> builtins.list[Event]:
         """Return events (filters: last, types, turn, since, after_sequence)."""
         return self._host.events(self.id, build_query(**filters))
 
-    def history(self) -> list[JSON]:
+    def history(self) -> builtins.list[JSON]:
         """Return the events grouped by turn."""
         return self._host.history(self.id)
 

@@ -164,7 +164,7 @@ def parse(line: str | Sequence[str], prog: str = "%agh") -> tuple[argparse.Names
 
 def execute(
     args: argparse.Namespace,
-    reader: Reader,
+    reader: Any,
     *,
     cell: str | None = None,
     follow: Callable[[Host, str, argparse.Namespace], Any] | None = None,
@@ -172,15 +172,15 @@ def execute(
     widgets: Callable[[Host, argparse.Namespace], Any] | None = None,
     waiter: Callable[[Any, float | None], TurnResult] | None = None,
 ) -> Result:
-    """Run a parsed command against ``reader`` (a ``Host`` for live commands).
+    """Run a parsed command against ``reader``: a ``Reader`` (read-only words), or a live host
+    (the embedded ``Host`` or a ``RemoteHost``; both offer the same methods).
 
     Raises:
         UsageError: when a live command is run without a live host, or arguments conflict.
         AghError: whatever the operation raises (one line for the user).
     """
     if args.group == "sql":
-        query = cell if cell is not None else " ".join(args.query)
-        frame = reader.sql(query)
+        frame = reader.sql(cell if cell is not None else " ".join(args.query))
         return Result(frame, _frame_records(frame))
     if args.group == "vault":
         return _vault(args, reader, secret_prompt)
@@ -241,7 +241,7 @@ def execute(
         resolved = reader.approve(args.id, args.request, args.decision)
         return Result(resolved, resolved)
     if command == "events":
-        query = build_query(
+        filters = build_query(
             last=args.last,
             types=[t for spec in (args.types or []) for t in spec.split(",") if t],
             turn=args.turn,
@@ -252,7 +252,7 @@ def execute(
             if not reader.live or follow is None:
                 raise UsageError("--follow needs a live host: run it in a notebook")
             return Result(follow(reader, args.id, args), None)
-        rows = [e.to_dict() for e in reader.events(args.id, query)]
+        rows = [e.to_dict() for e in reader.events(args.id, filters)]
         return Result(_frame(rows), rows)
     if command == "history":
         turns = reader.history(args.id)

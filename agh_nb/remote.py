@@ -7,6 +7,8 @@ only the standard library for HTTP, so a kernel needs nothing extra to talk to i
 
 from __future__ import annotations
 
+import builtins
+
 import concurrent.futures
 import json
 import logging
@@ -214,7 +216,7 @@ class RemoteHost:
         """Return a session's record."""
         return SessionRecord.from_dict(self._request("GET", f"sessions/{_q(session_id)}"))
 
-    def list(self) -> list[SessionRecord]:
+    def list(self) -> builtins.list[SessionRecord]:
         """Return every session, oldest first."""
         return [SessionRecord.from_dict(r) for r in self._request("GET", "sessions")["sessions"]]
 
@@ -228,7 +230,7 @@ class RemoteHost:
         doc: JSON = self._request("GET", f"sessions/{_q(session_id)}/inspect")
         return doc
 
-    def events(self, session_id: str, query: EventQuery | None = None) -> list[Event]:
+    def events(self, session_id: str, query: EventQuery | None = None) -> builtins.list[Event]:
         """Events of a session (same filters as the embedded host)."""
         q = query or EventQuery()
         params = {
@@ -242,14 +244,14 @@ class RemoteHost:
         rows = self._request("GET", f"sessions/{_q(session_id)}/events", query=params)["events"]
         return [Event.from_dict(r) for r in rows]
 
-    def history(self, session_id: str) -> list[JSON]:
+    def history(self, session_id: str) -> builtins.list[JSON]:
         """Events grouped by turn."""
-        turns: list[JSON] = self._request("GET", f"sessions/{_q(session_id)}/history")["turns"]
+        turns: builtins.list[JSON] = self._request("GET", f"sessions/{_q(session_id)}/history")["turns"]
         return turns
 
-    def transcript(self, session_id: str) -> list[JSON]:
+    def transcript(self, session_id: str) -> builtins.list[JSON]:
         """The canonical transcript."""
-        entries: list[JSON] = self._request("GET", f"sessions/{_q(session_id)}/transcript")["transcript"]
+        entries: builtins.list[JSON] = self._request("GET", f"sessions/{_q(session_id)}/transcript")["transcript"]
         return entries
 
     def sql(self, query: str) -> pandas.DataFrame:
@@ -269,10 +271,10 @@ class RemoteHost:
         resolved: JSON = self._request("POST", f"sessions/{_q(session_id)}/approve", body)
         return resolved
 
-    def pending_approvals(self, session_id: str | None = None) -> list[JSON]:
+    def pending_approvals(self, session_id: str | None = None) -> builtins.list[JSON]:
         """Pending permission requests (of one session, or all)."""
         path = f"sessions/{_q(session_id)}/approvals" if session_id else "approvals"
-        pending: list[JSON] = self._request("GET", path)["pending"]
+        pending: builtins.list[JSON] = self._request("GET", path)["pending"]
         return pending
 
     def watch_approvals(self, callback: Callable[[str, JSON], None]) -> Callable[[], None]:
@@ -303,9 +305,9 @@ class RemoteHost:
         entry: JSON = self._request("PUT", f"vault/{_q(ref)}", body)
         return entry
 
-    def vault_list(self, *, namespace: str | None = None, prefix: str | None = None) -> list[JSON]:
+    def vault_list(self, *, namespace: str | None = None, prefix: str | None = None) -> builtins.list[JSON]:
         """Metadata of stored secrets."""
-        secrets: list[JSON] = self._request("GET", "vault", query={"namespace": namespace, "prefix": prefix})["secrets"]
+        secrets: builtins.list[JSON] = self._request("GET", "vault", query={"namespace": namespace, "prefix": prefix})["secrets"]
         return secrets
 
     def vault_get(self, ref: str) -> JSON:
@@ -380,7 +382,9 @@ class _SseReader:
 
 
 def _parse_sse(stream: Any) -> Iterator[tuple[str, str, str | None]]:
-    event, data, event_id = "message", [], None
+    event: str = "message"
+    data: builtins.list[str] = []
+    event_id: str | None = None
     for raw in stream:
         line = raw.decode("utf-8").rstrip("\r\n")
         if not line:

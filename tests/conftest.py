@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,9 @@ from agh_nb.api import Host
 from agh_nb.runtime import Runtime
 
 DEMO = [sys.executable, "-m", "agh_nb.agents.demo"]
+
+# Tests run their own hosts: never talk to a Jupyter server that happens to run this pytest.
+os.environ.pop("AGH_NB_SERVER", None)
 
 
 def write_agent(home: Path, name: str, command: list[str], extra: str = "") -> Path:

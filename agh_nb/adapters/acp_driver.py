@@ -18,7 +18,7 @@ import os
 from collections.abc import Awaitable, Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import acp
 from acp import schema
@@ -371,7 +371,8 @@ class AcpDriver:
         )
         self._spawn(self._drain_stderr(), "acp.stderr")
         self._spawn(self._watch_exit(), "acp.exit-watch")
-        self._conn = acp.connect_to_agent(_Client(self), transport)
+        # _Client implements the part of acp.Client we support; the SDK answers the rest.
+        self._conn = acp.connect_to_agent(cast(acp.Client, _Client(self)), transport)
         self._phase = "initialize"
         response = await self._guard(
             self._conn.initialize(
@@ -518,9 +519,8 @@ class AcpDriver:
         assert self._fatal is not None
         task: asyncio.Future[T] = asyncio.ensure_future(call)
         try:
-            done, _ = await asyncio.wait(
-                {task, self._fatal}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            waiters: set[asyncio.Future[Any]] = {task, self._fatal}
+            done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             task.cancel()
             raise

@@ -264,7 +264,7 @@ class SessionManager:
             driver=self._driver_factory(),
             settings=self._settings,
             home=self._home,
-            on_stopped=lambda s: self._live.pop(s.session_id, None),
+            on_stopped=self._forget,
             approvals=self.approvals,
             clock=self._clock,
             ids=self._ids,
@@ -273,6 +273,9 @@ class SessionManager:
         )
         self._live[record.id] = live
         return live
+
+    def _forget(self, session: LiveSession) -> None:
+        self._live.pop(session.session_id, None)
 
     async def prompt(self, session_id: str, text: str, *, interrupt: bool = False) -> Turn:
         """Queue a prompt on a live session (see ``LiveSession.submit``)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from agh_nb.config import Settings
 from agh_nb.core.classify import CauseKind, StopCause
@@ -58,7 +58,7 @@ def _tick(settings: Settings) -> float:
 
 
 async def supervise_turn(
-    session: SupervisedSession, turn_id: str, turn_done: asyncio.Future[object], settings: Settings
+    session: SupervisedSession, turn_id: str, turn_done: asyncio.Future[Any], settings: Settings
 ) -> None:
     """Watch one turn until it finishes; returns at once when every limit is off."""
     tick = _tick(settings)
@@ -118,7 +118,7 @@ async def supervise_turn(
 async def _time_out(
     session: SupervisedSession,
     turn_id: str,
-    turn_done: asyncio.Future[object],
+    turn_done: asyncio.Future[Any],
     settings: Settings,
     summary: str,
     detail: str,

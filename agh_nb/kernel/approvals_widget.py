@@ -79,7 +79,8 @@ class ApprovalPanel(widgets.VBox):  # type: ignore[misc]
         self.status = widgets.Label(value="")
         self._empty = widgets.HTML("<i>No pending approvals.</i>")
         scope = f"session {html.escape(session_id)}" if session_id else "all sessions"
-        super().__init__([widgets.HTML(f"<b>Approvals</b> — {scope}"), self._empty, self.status])
+        self._header = widgets.HTML(f"<b>Approvals</b> — {scope}")
+        super().__init__([self._header, self._empty, self.status])
         for request in host.pending_approvals(session_id):
             self._add(request)
         self._unwatch = host.watch_approvals(self._on_change)
@@ -104,7 +105,7 @@ class ApprovalPanel(widgets.VBox):  # type: ignore[misc]
     def _refresh(self) -> None:
         with self._lock:
             rows = list(self.rows.values())
-        self.children = [self.children[0], *(rows or [self._empty]), self.status]
+        self.children = [self._header, *(rows or [self._empty]), self.status]
 
     def decide(self, request_id: str, session_id: str, decision: str) -> None:
         """Resolve a request (what the buttons call); errors show in the status line."""

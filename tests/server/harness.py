@@ -218,7 +218,10 @@ class SSE:
         self.comments = 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        """Yield ``{"id", "event", "data"}`` messages until the server ends the stream."""
+        return self.messages()
+
+    def messages(self, *, comments: bool = False) -> Iterator[dict[str, Any]]:
+        """Yield ``{"id", "event", "data"}`` messages (and ``{"comment"}`` lines if asked) until the stream ends."""
         msg: dict[str, Any] = {}
         data: list[str] = []
         while True:
@@ -233,6 +236,8 @@ class SSE:
                 msg, data = {}, []
             elif text.startswith(":"):
                 self.comments += 1
+                if comments:
+                    yield {"comment": text[1:].strip()}
             else:
                 name, _, value = text.partition(":")
                 value = value[1:] if value.startswith(" ") else value

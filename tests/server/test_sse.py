@@ -1,0 +1,160 @@
+"""Server-sent event streams read with a plain HTTP client: resume, no gap, no duplicate, terminal stop."""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from tests.server.harness import SSE, Server, write_agent
+
+
+def _read_with_cuts(server: Server, sid: str, seed: int, received: list[int], errors: list[BaseException]) -> None:
+    """Follow the stream to its terminal ``session_stopped``, cutting it after a random number of messages."""
+    rng = random.Random(seed)
+    last = 0
+    try:
+        while True:
+            budget = rng.randint(1, 300)
+            with SSE(server, f"/sessions/{sid}/stream", last_event_id=last if rng.random() < 0.9 else None) as stream:
+                assert stream.status == 200
+                for msg in stream:
+                    if msg["id"] <= last:  # only possible when the reconnect sent no Last-Event-ID
+                        continue
+                    received.append(msg["id"])
+                    last = msg["id"]
+                    if msg["event"] == "session_stopped":
+                        return
+                    budget -= 1
+                    if budget == 0:
+                        break  # cut: the client goes away mid-stream
+    except BaseException as exc:  # reported by the test thread
+        errors.append(exc)
+
+
+@pytest.mark.parametrize(
+    "prompt, seed",
+    [pytest.param("firehose 3000", 1, id="firehose-3000"), pytest.param("slow 40 0.05", 2, id="slow-40")],
+)
+def test_cut_and_resumed_streams_deliver_every_sequence_once(server: Server, prompt: str, seed: int) -> None:
+    sid = server.create()["id"]
+    received: list[int] = []
+    errors: list[BaseException] = []
+    reader = threading.Thread(target=_read_with_cuts, args=(server, sid, seed, received, errors), daemon=True)
+    reader.start()
+    server.prompt_and_wait(sid, prompt)
+    server.ok("POST", f"/sessions/{sid}/stop")
+    reader.join(60)
+    assert not reader.is_alive(), f"the reader did not reach session_stopped (got {len(received)} events)"
+    assert not errors, errors
+    stored = [e["sequence"] for e in server.events(sid)]
+    assert stored == list(range(1, len(stored) + 1))
+    assert received == stored, f"missing {sorted(set(stored) - set(received))[:10]}, extra {len(received) - len(set(received))}"
+
+
+def test_stream_is_backlog_then_live_and_ends_after_session_stopped(server: Server) -> None:
+    sid = server.create()["id"]
+    server.prompt_and_wait(sid, "firehose 20")
+    backlog = len(server.events(sid))
+    seen: list[dict[str, Any]] = []
+    with SSE(server, f"/sessions/{sid}/stream?after_sequence=5") as stream:
+        messages = iter(stream)
+        for msg in messages:
+            seen.append(msg)
+            if msg["id"] == backlog:
+                break
+        server.ok("POST", f"/sessions/{sid}/prompt", {"text": "firehose 5"}, status=202)
+        for msg in messages:
+            seen.append(msg)
+            if msg["event"] == "done":
+                break
+        server.ok("POST", f"/sessions/{sid}/stop")
+        rest = list(messages)  # the server ends the stream after session_stopped
+    seen += rest
+    assert [m["id"] for m in seen] == list(range(6, seen[-1]["id"] + 1))
+    assert seen[-1]["event"] == "session_stopped" and "synthetic" not in seen[-1]["data"]
+    row = seen[0]["data"]
+    assert row["sequence"] == 6 and row["session_id"] == sid and row["content"]["schema"] == "agh.session.event.v1"
+    assert all(m["event"] == m["data"]["type"] for m in seen)
+
+
+def test_last_event_id_wins_and_bad_values_are_400(server: Server) -> None:
+    sid = server.create()["id"]
+    server.prompt_and_wait(sid, "firehose 3")
+    server.ok("POST", f"/sessions/{sid}/stop")
+    with SSE(server, f"/sessions/{sid}/stream?after_sequence=1", last_event_id=3) as stream:
+        assert [m["id"] for m in stream] == [4, 5, 6]
+    for bad in ("?after_sequence=x", "?after_sequence=-2"):
+        reply = server.api("GET", f"/sessions/{sid}/stream{bad}")
+        assert reply.status == 400 and reply.error_type() == "UsageError", reply.text
+
+
+def test_stopped_session_with_nothing_new_gets_a_synthetic_terminal_stop(server: Server) -> None:
+    write_agent(server.home, "refuser", [sys.executable, "-m", "agh_nb.agents.demo", "--fail-startup", "exit"])
+    reply = server.api("POST", "/sessions", {"agent": "refuser"})
+    assert reply.status == 422, reply.text
+    sid = reply.body["error"]["session_id"]
+    record = server.ok("GET", f"/sessions/{sid}")
+    last = server.events(sid)[-1]["sequence"]
+
+    with SSE(server, f"/sessions/{sid}/stream", last_event_id=last) as stream:
+        messages = list(stream)
+    assert len(messages) == 1, messages
+    synthetic = messages[0]
+    assert synthetic["event"] == "session_stopped" and synthetic["id"] == last
+    data = synthetic["data"]
+    assert data["synthetic"] is True and data["session_id"] == sid and data["sequence"] == last
+    assert data["content"]["failure"] == record["failure"] and record["failure"]["kind"] == "handshake_failure"
+    assert data["content"]["stop_reason"] == record["stop_reason"]
+
+    with SSE(server, f"/sessions/{sid}/stream") as stream:  # from the start: the real stop ends it
+        full = list(stream)
+    assert [m["id"] for m in full] == list(range(1, last + 1))
+    assert full[-1]["event"] == "session_stopped" and "synthetic" not in full[-1]["data"]
+
+
+def test_a_resumed_session_streams_past_its_old_stop(server: Server) -> None:
+    sid = server.create()["id"]
+    server.prompt_and_wait(sid, "firehose 2")
+    server.ok("POST", f"/sessions/{sid}/stop")
+    server.ok("POST", f"/sessions/{sid}/resume", {})
+    server.prompt_and_wait(sid, "firehose 2")
+    old_stop = server.events(sid, "?type=session_stopped")[0]["sequence"]
+    with SSE(server, f"/sessions/{sid}/stream") as stream:
+        messages = iter(stream)
+        first = [next(messages) for _ in range(old_stop + 1)]
+        assert first[old_stop - 1]["event"] == "session_stopped"  # the old stop did not end the stream
+        server.ok("POST", f"/sessions/{sid}/stop")
+        rest = list(messages)
+    assert rest[-1]["event"] == "session_stopped" and rest[-1]["id"] == server.events(sid)[-1]["sequence"]
+
+
+def test_keep_alives_on_a_quiet_stream_and_a_client_that_leaves(server: Server) -> None:
+    sid = server.create()["id"]
+    started = time.monotonic()
+    with SSE(server, f"/sessions/{sid}/stream") as stream:
+        kinds = []
+        for msg in stream.messages(comments=True):
+            kinds.append(msg.get("comment") or msg["event"])
+            if kinds.count("keep-alive") >= 2:
+                break
+    assert time.monotonic() - started < 10 and kinds.count("keep-alive") == 2, kinds
+    # Many clients that leave at once: the server notices, and keeps serving everyone else.
+    streams = [SSE(server, f"/sessions/{sid}/stream") for _ in range(10)]
+    for s in streams:
+        s.close()
+    turn = server.prompt_and_wait(sid, "firehose 50")
+    assert turn["stop_reason"] == "end_turn"
+    with SSE(server, f"/sessions/{sid}/stream", last_event_id=0) as stream:
+        got = []
+        for msg in stream:
+            got.append(msg["id"])
+            if msg["event"] == "done":
+                break
+    assert got == list(range(1, len(got) + 1))
+    server.ok("POST", f"/sessions/{sid}/stop")
+    assert "Traceback" not in server.log() and "event stream" not in server.log()
