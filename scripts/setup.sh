@@ -19,3 +19,14 @@ if command -v npm >/dev/null 2>&1; then
 else
   echo "setup: npm not found; tests/test_third_party.py will fail until Node.js and npm are installed" >&2
 fi
+# Debian's Chromium for tests/browser (Playwright drives /usr/bin/chromium; no browser download).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium for tests/browser (apt-get)" >&2
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+      echo "setup: apt-get install chromium failed; tests/browser will fail under CI and be skipped elsewhere" >&2
+    fi
+  else
+    echo "setup: /usr/bin/chromium is missing and we are not root; tests/browser will be skipped (as root: apt-get install chromium)" >&2
+  fi
+fi
