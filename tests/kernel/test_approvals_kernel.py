@@ -83,6 +83,17 @@ def turn_text(events: list[dict[str, Any]], turn_id: str) -> str:
     )
 
 
+def said_after_decision(events: list[dict[str, Any]], request_id: str, text: str) -> bool:
+    """True when an ``agent_message`` containing ``text`` comes after the request's decision event."""
+    (decided,) = [
+        e
+        for e in events
+        if e["type"] == "permission" and e["content"].get("request_id") == request_id and e["content"].get("decision")
+    ]
+    later = [e for e in events if e["sequence"] > decided["sequence"] and e["type"] == "agent_message"]
+    return any(text in (e["content"].get("text") or "") for e in later)
+
+
 def done_of(events: list[dict[str, Any]], turn_id: str) -> dict[str, Any]:
     (done,) = [e for e in events if e["type"] == "done" and e["turn_id"] == turn_id]
     return done
@@ -106,10 +117,19 @@ def zed_turn_until_pending(kernel: KernelSession) -> tuple[str, str, dict[str, A
     assert request["paths"] == [str(ZED_EDIT_PATH)], request
     assert {o["option_id"] for o in request["options"]} == {"allow", "reject"}, request
     assert request["decision"] is None, request
-    # Stored on arrival, without a decision yet; the turn is still running.
-    arrivals = permission_events(kernel, sid, request["request_id"])
+    # Stored on arrival, without a decision yet (a group commit may lag the in-memory pending
+    # list by a few milliseconds, hence the short poll); the turn is still running.
+    arrivals = kernel.poll(
+        lambda: permission_events(kernel, sid, request["request_id"]),
+        bool,
+        5,
+        f"the arrival event of {request['request_id']}",
+    )
     assert len(arrivals) == 1, arrivals
     assert "decision" not in arrivals[0], arrivals
+    assert [p["request_id"] for p in kernel.agh(f"session inspect {sid}")["pending_approvals"]] == [
+        request["request_id"]
+    ]
     events = kernel.events(sid)
     assert not any(e["type"] == "done" and e["turn_id"] == turn["turn_id"] for e in events), events
     return sid, turn["turn_id"], request
@@ -143,6 +163,7 @@ def test_third_party_agent_waits_for_a_magic_decision(kernel: KernelSession) -> 
     said = turn_text(events, turn_id)
     assert ZED_AFTER_ALLOW in said, said
     assert ZED_AFTER_REJECT not in said, said
+    assert said_after_decision(events, req, ZED_AFTER_ALLOW), events
     stored = permission_events(kernel, sid, req)
     assert [p.get("decision") for p in stored] == [None, "allow-once"], stored
     assert stored[1]["runtime"]["source"] == "user", stored
@@ -165,6 +186,7 @@ def test_third_party_agent_waits_for_a_magic_decision(kernel: KernelSession) -> 
     said2 = turn_text(events2, turn2)
     assert ZED_AFTER_REJECT in said2, said2
     assert ZED_AFTER_ALLOW not in said2, said2
+    assert said_after_decision(events2, req2, ZED_AFTER_REJECT), events2
     stored2 = permission_events(kernel, sid2, req2)
     assert [p.get("decision") for p in stored2] == [None, "reject-once"], stored2
     assert stored2[1]["runtime"]["source"] == "user", stored2
