@@ -1,6 +1,6 @@
 """``python -m agh_nb.quickstart``: execute the quickstart notebook against the demo agent.
 
-Owns: running ``notebooks/quickstart.ipynb`` in a real kernel (nbclient), saving the executed
+Owns: running ``notebooks/01-quickstart.ipynb`` in a real kernel (nbclient), saving the executed
 copy under ``$AGH_HOME/notebooks/``, and printing where everything is.
 """
 

@@ -376,8 +376,8 @@ class _SseReader:
                             return
                     if self._path.endswith("/stream") and "sessions/" in self._path:
                         return  # the server ended a finished session's stream
-            except (OSError, urllib.error.URLError, ValueError):
-                if self._closed.wait(1.0):
+            except Exception:  # a dropped connection, or close() pulling the socket from under us
+                if self._closed.is_set() or self._closed.wait(1.0):
                     return
 
 

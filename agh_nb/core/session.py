@@ -284,7 +284,8 @@ class LiveSession:
             # Close what the crash left open (dangling tool calls, an unfinished turn): append-only.
             await self._store.flush()
             events = await asyncio.to_thread(self._store.query_events, self.session_id, EventQuery())
-            for draft in plan_transcript_repair(self._record, events, self._clock.now()):
+            settled = self._record.replace(state=SessionState.STOPPED)  # what the record is about to be
+            for draft in plan_transcript_repair(settled, events, self._clock.now()):
                 self._append(draft)
         exit_json = {"pid": exit_info.pid, "returncode": exit_info.returncode, "signal": exit_info.signal}
         await self._append_durable(

@@ -67,7 +67,7 @@ class NotebookSession(Session):
         return render_card(status, record, pending)
 
     def timeline(self) -> Any:
-        """A matplotlib figure of this session's turns and tool calls over time."""
-        from agh_nb.kernel.timeline import timeline_figure
+        """A chart of this session's turns and tool calls over time (``.figure``: matplotlib)."""
+        from agh_nb.kernel.timeline import timeline_chart
 
-        return timeline_figure(self.id, self._host.events(self.id))
+        return timeline_chart(self.id, self._host.events(self.id))

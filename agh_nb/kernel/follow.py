@@ -14,15 +14,14 @@ from collections.abc import Sequence
 
 from typing import Any
 from agh_nb.events import Event
+from agh_nb.kernel.describe import summary
 
 IDLE_GRACE = 0.5
 
 
 def describe(event: Event) -> str:
     """One plain-text line for an event (no markup: agent text stays text)."""
-    content = event.content
-    text = content.get("text") or content.get("title") or content.get("error") or content.get("stop_reason") or ""
-    text = " ".join(str(text).split())
+    text = " ".join(summary(event).split())
     if len(text) > 160:
         text = text[:159] + "…"
     return f"#{event.sequence:<5} {event.type:<16} {event.turn_id or '-':<18} {text}"

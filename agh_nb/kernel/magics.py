@@ -36,14 +36,14 @@ def _wait_with_progress(handle: Any, timeout: float | None) -> Any:
     """Wait for a turn while showing it is alive: elapsed time and events so far, updated in place."""
     import time
 
-    from IPython.display import display
+    from IPython.display import Pretty, display
 
     from agh_nb.api import build_query
     from agh_nb.hosts import get_host
 
     host = get_host()
     started = time.monotonic()
-    line = display(f"turn {handle.turn_id}: queued", display_id=True)
+    line = display(Pretty(f"turn {handle.turn_id}: queued"), display_id=True)
     while not handle.done():
         elapsed = time.monotonic() - started
         if timeout is not None and elapsed > timeout:
@@ -53,19 +53,19 @@ def _wait_with_progress(handle: Any, timeout: float | None) -> Any:
         except Exception:  # progress is best effort; the wait itself must not fail on it
             count = 0
         if line is not None:
-            line.update(f"turn {handle.turn_id}: running for {elapsed:.1f}s, {count} events so far")
+            line.update(Pretty(f"turn {handle.turn_id}: running for {elapsed:.1f}s, {count} events so far"))
         time.sleep(0.5)
     result = handle.wait(max(0.0, timeout - (time.monotonic() - started)) if timeout is not None else None)
     if line is not None:
-        line.update(f"turn {handle.turn_id}: {result.stop_reason} after {time.monotonic() - started:.1f}s")
+        line.update(Pretty(f"turn {handle.turn_id}: {result.stop_reason} after {time.monotonic() - started:.1f}s"))
     return result
 
 
 def _widget(host: Any, args: Any) -> Any:
     if args.group == "timeline":
-        from agh_nb.kernel.timeline import timeline_figure
+        from agh_nb.kernel.timeline import timeline_chart
 
-        return timeline_figure(args.id, host.events(args.id))
+        return timeline_chart(args.id, host.events(args.id))
     if args.group == "approvals":
         from agh_nb.kernel.approvals_widget import ApprovalPanel
 
@@ -116,4 +116,6 @@ class AghMagics(Magics):
         if getattr(args, "output", None) == "json":
             print(json.dumps(result.document, indent=2, default=str, ensure_ascii=False))
             return None
+        if getattr(args, "follow", False):
+            return None  # the events were printed as they came
         return _for_notebook(result.value)

@@ -17,6 +17,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from agh_nb.events import Event
+from agh_nb.kernel.describe import summary as _summary
 
 COLOURS = {
     "user_message": "#1f6feb",
@@ -35,26 +36,6 @@ COLOURS = {
     "session_stopped": "#cf222e",
 }
 RENDER_INTERVAL = 0.2
-
-
-def _summary(event: Event) -> str:
-    c = event.content
-    if event.type in ("tool_call", "tool_result"):
-        bits = [str(c.get("title") or c.get("tool_call_id") or "")]
-        if c.get("tool_error"):
-            bits.append(f"error: {c['tool_error']}")
-        elif event.type == "tool_result" and c.get("tool_result") is not None:
-            bits.append(f"→ {c['tool_result']}")
-        return " ".join(bits)
-    if event.type == "permission":
-        return f"{c.get('action') or ''} {c.get('resource') or ''} {c.get('decision') or 'pending'} {c.get('error') or ''}"
-    if event.type == "session_stopped":
-        failure = c.get("failure") or {}
-        return f"{c.get('stop_reason')} {failure.get('kind', '')} {failure.get('summary', '')}"
-    for key in ("text", "error", "stop_reason", "title"):
-        if c.get(key):
-            return str(c[key])
-    return ""
 
 
 class EventTail(widgets.VBox):  # type: ignore[misc]

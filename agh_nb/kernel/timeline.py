@@ -38,6 +38,28 @@ def _spans(events: Sequence[Event]) -> tuple[list[tuple[str, float, float, str]]
     return turn_rows, call_rows
 
 
+class TimelineChart:
+    """A timeline that shows itself as a PNG in a notebook (no pyplot or backend needed)."""
+
+    def __init__(self, figure: Any) -> None:
+        self.figure = figure
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+    def __repr__(self) -> str:
+        return f"<TimelineChart {self.figure.axes[0].get_title() if self.figure.axes else ''}>"
+
+
+def timeline_chart(session_id: str, events: Sequence[Event]) -> TimelineChart:
+    """Return the session's timeline as a displayable chart (``.figure`` is the matplotlib Figure)."""
+    return TimelineChart(timeline_figure(session_id, events))
+
+
 def timeline_figure(session_id: str, events: Sequence[Event]) -> Any:
     """Return a matplotlib Figure: turns (grey) and their tool calls (green, red if failed)."""
     from matplotlib.figure import Figure

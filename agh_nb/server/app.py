@@ -19,6 +19,7 @@ import enum
 import json
 import logging
 import os
+import signal
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -27,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Unicode
+from traitlets import Float, Int, Unicode
 
 from agh_nb.api import Reader
+from agh_nb.core.record import SessionRecord
 from agh_nb.core.session import LiveSession, Turn, TurnResult
 from agh_nb.core.state import SessionState
 from agh_nb.errors import AghError, HostError
@@ -95,7 +97,7 @@ class ServerHost:
         self._runtime: Runtime | None = None
         self._reader: Reader | None = None
         self._started = asyncio.Event()
-        self._failure: ApiError | None = None
+        self._failure: tuple[str, str] | None = None  # (error type, message) answered with 503
         self._streams: set[Callable[[], Awaitable[None]]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._close_task: asyncio.Task[None] | None = None
@@ -129,9 +131,7 @@ class ServerHost:
 
     def _disable(self, error_type: str, message: str) -> None:
         self.state = HostState.DISABLED
-        self._failure = ApiError(
-            503, error_type, f"agh_nb is disabled in this Jupyter server: {one_line(message)}"
-        )
+        self._failure = (error_type, f"agh_nb is disabled in this Jupyter server: {one_line(message)}")
 
     async def aclose(self) -> None:
         """End open streams, stop live sessions, close the store. Idempotent."""
@@ -144,7 +144,7 @@ class ServerHost:
         if previous is HostState.STARTING:
             await self._started.wait()
         if self._failure is None:
-            self._failure = ApiError(503, HostError.__name__, "the Jupyter server is shutting down")
+            self._failure = (HostError.__name__, "the Jupyter server is shutting down")
         runtime, self._runtime = self._runtime, None
         try:
             if runtime is not None:
@@ -155,13 +155,18 @@ class ServerHost:
         log.info("agh_nb: runtime stopped")
 
     def _close_at_exit(self) -> None:
-        # The server's loop ended without its shutdown hooks (a KeyboardInterrupt out of the loop):
-        # stop the sessions and close the store on that loop now, before the interpreter exits.
-        loop = self._loop
-        if self._runtime is None or loop is None or loop.is_closed() or loop.is_running():
+        # The process is exiting but the server's shutdown hooks never ran (the loop was broken
+        # out of): stop the sessions on that loop if it still can run, else at least commit and
+        # close the store; sessions left active are settled by crash repair at the next start.
+        runtime, loop = self._runtime, self._loop
+        if runtime is None or loop is None or loop.is_running():
             return
         try:
-            loop.run_until_complete(asyncio.wait_for(self.aclose(), EXIT_TIMEOUT))
+            if not loop.is_closed():
+                loop.run_until_complete(asyncio.wait_for(self.aclose(), EXIT_TIMEOUT))
+            else:
+                log.warning("agh_nb: the server exited without its shutdown hooks; live sessions will be repaired at the next start")
+                runtime.store.close()
         except Exception as exc:
             log.warning("agh_nb: closing the runtime at exit failed: %r", exc)
 
@@ -174,17 +179,23 @@ class ServerHost:
         if self.state is HostState.STARTING:
             try:
                 await asyncio.wait_for(self._started.wait(), self.ready_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ApiError(503, HostError.__name__, "the agh_nb runtime is still starting; retry") from None
         if self._runtime is not None and self.state is HostState.RUNNING:
             return self._runtime
-        raise self._failure or ApiError(503, HostError.__name__, "the agh_nb runtime is not running")
+        error_type, message = self._failure or (HostError.__name__, "the agh_nb runtime is not running")
+        raise ApiError(503, error_type, message)  # a fresh error per request: raising grows tracebacks
 
     async def reader(self) -> Reader:
         """The store reader (``Reader`` of agh_nb.api) of the running runtime."""
         await self.runtime()
         assert self._reader is not None
         return self._reader
+
+    def redact(self, text: str) -> str:
+        """Remove stored secret values from ``text`` (an error message on its way out)."""
+        runtime = self._runtime
+        return runtime.redactor.redact(text) if runtime is not None else text
 
     def add_stream(self, close: Callable[[], Awaitable[None]]) -> Callable[[], None]:
         """Track an open stream; ``await close()`` ends it at shutdown. Returns the untrack function."""
@@ -226,7 +237,7 @@ class ServerHost:
         return self._status(reader, live.record, live)
 
     @staticmethod
-    def _status(reader: Reader, record: Any, live: LiveSession | None) -> JSON:
+    def _status(reader: Reader, record: SessionRecord, live: LiveSession | None) -> JSON:
         # Reader._status composes the SPEC 3 fields exactly as the embedded Host does.
         if live is None:
             return reader._status(record, live=False, active_prompt=None, last_activity_at=None)
@@ -343,6 +354,28 @@ async def _first(*aws: Any, timeout: float) -> None:
             task.cancel()
 
 
+def _stop_on_sigint(serverapp: Any) -> None:
+    """Make an interrupt without a terminal stop the server through its shutdown hooks.
+
+    With a terminal, Jupyter asks for confirmation and then stops cleanly. Without one (a service,
+    a container, a CI job) it installs nothing: the interrupt breaks out of the loop and the
+    shutdown hooks never run, so live sessions would be left for crash repair. Only when nobody
+    installed a handler, the first interrupt asks the server to stop, as SIGTERM does; a second
+    one interrupts at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        serverapp.log.critical("received signal %s, stopping", signum)
+        serverapp.stop(from_signal=True)
+
+    signal.signal(signal.SIGINT, stop)
+
+
 def _register_exit_hook(hook: Callable[[], None]) -> None:
     # Like agh_nb.api: threading's exit hooks run before concurrent.futures refuses new work,
     # which the runtime's close path (asyncio.to_thread) still needs.
@@ -354,7 +387,7 @@ def _register_exit_hook(hook: Callable[[], None]) -> None:
         pass
 
 
-class AghServerExtension(ExtensionApp):  # type: ignore[misc]
+class AghServerExtension(ExtensionApp):
     """The agh_nb Jupyter server extension: routes under ``<base_url>agh/api/`` (docs/http-api.md).
 
     Enabled on install by ``etc/jupyter/jupyter_server_config.d/agh_nb.json``; configure with
@@ -367,6 +400,9 @@ class AghServerExtension(ExtensionApp):  # type: ignore[misc]
     home = Unicode("", help="AGH_HOME of the server host (default: $AGH_HOME, else ~/.agh-nb).").tag(config=True)
     keepalive_interval = Float(15.0, help="Seconds between ': keep-alive' comments on open streams.").tag(config=True)
     ready_timeout = Float(60.0, help="Seconds a request waits for the runtime to finish starting.").tag(config=True)
+    stream_high_water = Int(
+        20_000, help="Events an event stream holds for a slow client before it catches up from the store instead."
+    ).tag(config=True)
 
     def initialize_settings(self) -> None:
         """Create the (not yet started) host; it starts once the server's loop runs."""
@@ -377,6 +413,7 @@ class AghServerExtension(ExtensionApp):  # type: ignore[misc]
         # agh_nb's module loggers (session warnings, repairs, this extension) go to the server's
         # log, formatted like it, unless the embedding process configured them already.
         package = logging.getLogger("agh_nb")
+        assert self.serverapp is not None
         server_log = self.serverapp.log
         if package.handlers or not server_log.handlers:
             return
@@ -400,6 +437,8 @@ class AghServerExtension(ExtensionApp):  # type: ignore[misc]
         await self.host.start()
         if self.host.state is not HostState.RUNNING:
             self._forget_discovery()
+        else:
+            _stop_on_sigint(serverapp)
 
     async def stop_extension(self) -> None:
         """Stop the sessions this server runs and close the store (server shutdown)."""

@@ -26,6 +26,7 @@ from typing import Any
 from tornado.iostream import StreamClosedError
 
 from agh_nb.core.state import SessionState
+from agh_nb.errors import AghError
 from agh_nb.events import JSON, Event, EventType, dumps
 from agh_nb.runtime import Runtime
 from agh_nb.server.errors import bad_request
@@ -33,8 +34,6 @@ from agh_nb.server.handlers import AghHandler, endpoint
 
 log = logging.getLogger(__name__)
 
-HIGH_WATER = 20_000
-"""Events a stream may hold on their way to a slow client before it catches up from the store."""
 KEEPALIVE = ": keep-alive\n\n"
 SHUTDOWN_GRACE = 3.0
 SESSION_STOPPED = EventType.SESSION_STOPPED.value
@@ -131,12 +130,12 @@ class _StreamHandler(AghHandler):
         self._wake.set()
         try:
             await asyncio.wait_for(self._done.wait(), SHUTDOWN_GRACE)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     @property
     def _interval(self) -> float:
-        return float(self.extensionapp.keepalive_interval)
+        return float(self.app.keepalive_interval)
 
     def _open(self) -> Callable[[], None]:
         self.set_status(200)
@@ -154,7 +153,7 @@ class _StreamHandler(AghHandler):
         try:
             await asyncio.wait_for(self._wake.wait(), self._interval)
             return False
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._send(KEEPALIVE)
             return True
 
@@ -165,6 +164,8 @@ class _StreamHandler(AghHandler):
             await pump()
         except StreamClosedError:
             pass  # the client went away
+        except AghError as exc:  # e.g. the store closed under a stream at shutdown
+            log.info("agh_nb: event stream %s ended: %s", self.request.path, exc)
         except Exception:
             log.exception("agh_nb: event stream %s failed", self.request.path)
         finally:
@@ -194,8 +195,9 @@ class SessionStreamHandler(_StreamHandler):
 
     async def _pump(self, runtime: Runtime, session_id: str, last: int) -> None:
         loop = asyncio.get_running_loop()
+        high_water = max(1, int(self.app.stream_high_water))
         while True:  # one pass per store subscription; a new one only after an overflow
-            feed = _Feed(loop, self._wake.set, HIGH_WATER)
+            feed = _Feed(loop, self._wake.set, high_water)
             pending = self._subscribe(runtime, session_id, last, feed)
             sub: Any = None
             checked = False
@@ -216,8 +218,9 @@ class SessionStreamHandler(_StreamHandler):
                         sub = pending.result()  # the backlog is all in: it arrived before this
                         continue
                     if sub is not None:
-                        if feed.overflowed:
-                            break  # the client fell behind the live rate: catch up from the store
+                        if feed.overflowed:  # the client fell behind the live rate: catch up from the store
+                            log.info("agh_nb: a stream of %s fell behind; catching up from sequence %d", session_id, last)
+                            break
                         if not checked:
                             checked = True
                             if await self._end_if_stopped(runtime, session_id, last):
