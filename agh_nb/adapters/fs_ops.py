@@ -15,6 +15,8 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
+from agh_nb.core.files import fsync_directory
+
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 # Lines are skipped and collected in pieces of at most this size, so one gigantic line (a
 # minified bundle, a binary blob) never has to sit in memory whole just to be counted.
@@ -101,7 +103,7 @@ def write_text_file(path: Path, content: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
 
 
 def _read_window(fh: BinaryIO, *, start: int, limit: int | None, max_bytes: int) -> bytes:
@@ -142,15 +144,3 @@ def _check_int(name: str, value: int | None, *, minimum: int) -> None:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; best effort (some file systems refuse fsync on a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
