@@ -145,6 +145,12 @@ class Server:
         return self.proc.returncode
 
 
+def _default_sigint() -> None:
+    # A server started from a shell's background job inherits an ignored SIGINT; the shutdown
+    # tests interrupt it like Ctrl-C would, so give it Python's default disposition back.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_server(base: Path, *, home: Path | None = None, args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Server:
     """Start ``python -m jupyter_server`` on 127.0.0.1, port 0; wait until agh_nb answers."""
     base.mkdir(parents=True, exist_ok=True)
@@ -175,7 +181,10 @@ def start_server(base: Path, *, home: Path | None = None, args: tuple[str, ...] 
         *args,
     ]
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env, cwd=base)
+        proc = subprocess.Popen(
+            argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env, cwd=base,
+            preexec_fn=_default_sigint,
+        )
     server = Server(proc=proc, port=0, home=home, root=root, log_path=log_path)
     deadline = time.monotonic() + START_TIMEOUT
     info = base / "runtime" / f"jpserver-{proc.pid}.json"
@@ -188,9 +197,14 @@ def start_server(base: Path, *, home: Path | None = None, args: tuple[str, ...] 
             time.sleep(0.05)
         server.port = int(json.loads(info.read_text(encoding="utf-8"))["port"])
         while True:  # the runtime is up once agh_nb answers anything but 503-while-starting
-            reply = server.api("GET", "/sessions")
-            if reply.status != 503 or "starting" not in reply.text:
+            try:
+                reply = server.api("GET", "/sessions")
+            except ConnectionRefusedError:  # the info file is written before the socket listens
+                reply = None
+            if reply is not None and (reply.status != 503 or "starting" not in reply.text):
                 return server
+            if proc.poll() is not None:
+                raise AssertionError(f"jupyter server exited with {proc.returncode}:\n{server.log()[-3000:]}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"agh_nb did not start:\n{server.log()[-3000:]}")
             time.sleep(0.05)
