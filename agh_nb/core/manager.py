@@ -281,7 +281,7 @@ class SessionManager:
         """Queue a prompt on a live session (see ``LiveSession.submit``)."""
         if not text.strip():
             raise UsageError("the prompt is empty: give the text to send")
-        return await self._require_live(session_id).submit(text, interrupt=interrupt)
+        return await (await self._require_live(session_id)).submit(text, interrupt=interrupt)
 
     async def stop(self, session_id: str, *, detail: str | None = None) -> SessionRecord:
         """Stop a session (user stop); stopping a stopped session returns its record."""
@@ -330,14 +330,10 @@ class SessionManager:
         stored = await asyncio.to_thread(self._store.list_sessions)
         return [self._live[r.id].record if r.id in self._live else r for r in stored]
 
-    def _require_live(self, session_id: str) -> LiveSession:
+    async def _require_live(self, session_id: str) -> LiveSession:
         live = self._live.get(session_id)
         if live is None:
-            record = self._store.get_session(session_id)
-            if record is None:
-                raise SessionNotFoundError(
-                    f"no session {session_id!r}: list sessions with %agh session list", session_id=session_id
-                )
+            record = await self.get(session_id)  # raises SessionNotFoundError
             raise SessionNotActiveError(
                 f"session {session_id} is {record.state.value}, not active: resume it first "
                 f"(%agh session resume {session_id})",

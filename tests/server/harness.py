@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -221,8 +222,16 @@ def quote_ref(ref: str) -> str:
 class SSE:
     """A plain HTTP/1.1 client for one ``text/event-stream`` response, read line by line."""
 
-    def __init__(self, server: Server, path: str, *, last_event_id: int | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self, server: Server, path: str, *, last_event_id: int | None = None, timeout: float = 30.0, rcvbuf: int | None = None
+    ) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+        if rcvbuf is not None:  # a small receive window: the server's writes back up quickly
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.settimeout(timeout)
+            sock.connect(("127.0.0.1", server.port))
+            self.conn.sock = sock
         headers = {"Authorization": f"token {server.token}", "Accept": "text/event-stream"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)

@@ -7,6 +7,7 @@ JupyterLab reaches them, and run the ordinary magics: they find the server host 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from pathlib import Path
@@ -81,6 +82,10 @@ class Kernel:
                     return out
         finally:
             ws.close()
+            # Wait for the close handshake so no socket outlives the test's event loop.
+            with contextlib.suppress(Exception):
+                while await asyncio.wait_for(ws.read_message(), 5) is not None:
+                    pass
 
     def json(self, code: str) -> Any:
         out = self.run(code)
