@@ -261,7 +261,10 @@ class RemoteHost:
         if not query.strip():
             raise UsageError("the SQL cell is empty: write a query, e.g. SELECT * FROM sessions")
         result = self._request("POST", "sql", {"query": query})
-        return pandas.DataFrame(result["rows"], columns=result["columns"])
+        frame = pandas.DataFrame(result["rows"], columns=result["columns"])
+        for column in result.get("timestamps") or []:
+            frame[column] = pandas.to_datetime(frame[column], utc=True, format="ISO8601")
+        return frame
 
     # -- approvals --------------------------------------------------------------------------------
 

@@ -442,6 +442,8 @@ def frame_to_json(frame: pandas.DataFrame) -> JSON:
     """``{"columns": [...], "rows": [[...]]}`` with every value JSON-safe (NaN/NaT -> null)."""
     return {
         "columns": [str(c) for c in frame.columns],
+        # Lets a client rebuild timestamp columns as timestamps, as the embedded host returns them.
+        "timestamps": [str(c) for c, dtype in frame.dtypes.items() if str(dtype).startswith("datetime64")],
         "rows": [[json_safe(v) for v in row] for row in frame.itertuples(index=False, name=None)],
     }
 
