@@ -121,6 +121,7 @@ def test_bad_cwd_leaves_a_stopped_session(host: Host, tmp_path: Path) -> None:
         pytest.param(["/nonexistent/agent-binary"], "startup_failure", "not found", id="missing-binary"),
         pytest.param([*DEMO, "--fail-startup", "exit"], "handshake_failure", "before answering initialize", id="exit-before-initialize"),
         pytest.param([*DEMO, "--fail-startup", "garbage"], "protocol_failure", "non-ACP output", id="garbage-before-initialize"),
+        pytest.param([*DEMO, "--fail-new"], "handshake_failure", "session/new with error -32603", id="jsonrpc-error-outside-a-prompt"),
     ],
 )
 def test_startup_failures_are_classified(

@@ -307,6 +307,7 @@ class DemoAgent:
         self.delay = delay
         self.load_enabled = load_session
         self.fail_load = False
+        self.fail_new = False
         self._conn: acp.Client | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._client_caps = ClientCapabilities()
@@ -354,6 +355,8 @@ class DemoAgent:
         **kwargs: Any,
     ) -> NewSessionResponse:
         """Create a session with a fresh ``demo-<hex>`` id."""
+        if self.fail_new:
+            raise RequestError(-32603, "demo agent refuses new sessions", {"details": "--fail-new"})
         session_id = f"{SESSION_PREFIX}{uuid.uuid4().hex}"
         self._sessions[session_id] = _Session(session_id=session_id, cwd=cwd)
         return NewSessionResponse(session_id=session_id)
@@ -854,6 +857,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-load", action="store_true", help="do not advertise or accept session/load")
     parser.add_argument("--fail-load", action="store_true", help="advertise session/load but fail it (-32603)")
+    parser.add_argument("--fail-new", action="store_true", help="answer session/new with a JSON-RPC error")
     args = parser.parse_args(argv)
     if args.delay < 0:
         parser.error("--delay must be >= 0")
@@ -905,6 +909,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("starting pid=%d delay=%gs load_session=%s", os.getpid(), delay, not args.no_load)
     agent = DemoAgent(delay=delay, load_session=not args.no_load)
     agent.fail_load = args.fail_load
+    agent.fail_new = args.fail_new
     try:
         asyncio.run(_serve(agent))
     except KeyboardInterrupt:
