@@ -37,8 +37,9 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     return [{"module": "agh_nb.server.app", "app": AghServerExtension}]
 
 
-def get_host() -> Host:
-    """Return the process-wide embedded host, starting it on first use."""
+def get_host() -> Any:
+    """Return the process-wide host: the Jupyter server's when this kernel was started by a
+    server running the agh_nb extension, else the embedded ``Host`` (started on first use)."""
     from agh_nb.hosts import get_host as _get_host
 
     return _get_host()

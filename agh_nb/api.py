@@ -349,12 +349,16 @@ class Host(Reader):
         """Return pending permission requests (of one session, or all), oldest first."""
         if session_id is not None:
             self.get(session_id)
-        return self.runtime.call(lambda: _now(self.runtime.manager.approvals.pending(session_id)))
+        pending: builtins.list[JSON] = self.runtime.call(
+            lambda: _now(self.runtime.manager.approvals.pending(session_id))
+        )
+        return pending
 
     def watch_approvals(self, callback: Callable[[str, JSON], None]) -> Callable[[], None]:
         """Call ``callback(change, request)`` (``added``/``resolved``) on the runtime thread; returns unwatch."""
         broker = self.runtime.manager.approvals
-        return self.runtime.call(lambda: _now(broker.add_listener(callback)))
+        unwatch: Callable[[], None] = self.runtime.call(lambda: _now(broker.add_listener(callback)))
+        return unwatch
 
     def inspect(self, session_id: str) -> JSON:
         """Status plus ACP capabilities, queue, pending approvals and the session's vault refs."""

@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(help_text)
             return 0
         if getattr(args, "command", None) in ("new", "create", "prompt", "stop", "approve", "resume") and args.group == "session":
-            execute(args, _NoHost())  # type: ignore[arg-type]  # raises the one-line "needs a live host"
+            execute(args, _NoHost())  # raises the one-line "needs a live host"
         reader = Reader.open_vault_only() if args.group == "vault" else Reader.open()
         try:
             result = execute(args, reader, secret_prompt=_getpass)

@@ -21,3 +21,14 @@ def test_importing_the_package_is_cheap() -> None:
     code = "import sys, agh_nb; print(any(m in sys.modules for m in ('duckdb', 'acp', 'pandas', 'IPython')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_package_type_checks_strictly() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
