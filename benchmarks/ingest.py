@@ -135,6 +135,12 @@ def fmt_cpu(cpu: dict[str, float | None], wall: float, n: int) -> str:
     return "\n                 ".join(parts) if parts else "n/a (no /proc)"
 
 
+def rate_figures(n: int, seconds: float, latencies: list[float]) -> dict[str, float]:
+    """The figures every leg reports: count, time, rate and p50/p99 latency (ms)."""
+    lat = sorted(latencies)
+    return {"n": n, "seconds": seconds, "events_per_s": n / seconds, "p50_ms": pct(lat, 0.50), "p99_ms": pct(lat, 0.99)}
+
+
 def pct(sorted_values: Sequence[float], q: float) -> float:
     """The q-quantile (nearest rank) of already sorted values; NaN when empty."""
     if not sorted_values:
@@ -499,13 +505,8 @@ def run_sqlite(n: int) -> dict[str, Any]:
             rows = client.con.execute("SELECT count(*) FROM events").fetchone()[0]
         finally:
             client.con.close()
-    lat = sorted(client.latencies)
     return {
-        "n": n,
-        "seconds": seconds,
-        "events_per_s": n / seconds,
-        "p50_ms": pct(lat, 0.50),
-        "p99_ms": pct(lat, 0.99),
+        **rate_figures(n, seconds, client.latencies),
         "rows": rows,
         "stop_reason": stop,
         "cpu": client.cpu,
@@ -563,14 +564,8 @@ async def drive_driver(n: int, cwd: str) -> dict[str, Any]:
     finally:
         await driver.close(grace=2.0)
     assert listener.last is not None
-    seconds = listener.last - start
-    lat = sorted(listener.latencies)
     return {
-        "n": n,
-        "seconds": seconds,
-        "events_per_s": n / seconds,
-        "p50_ms": pct(lat, 0.50),
-        "p99_ms": pct(lat, 0.99),
+        **rate_figures(n, listener.last - start, listener.latencies),
         "stop_reason": outcome.stop_reason,
         "errors": listener.errors,
         "cpu": {"client": delta(cpu1[0], cpu0[0]), "agent": delta(cpu1[1], cpu0[1])},

@@ -59,7 +59,6 @@ def test_installing_the_package_enables_the_extension() -> None:
     assert re.search(r"agh_nb 0\.1\.0\s+OK", text), text
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads kernel environments through /proc")
 def test_kernels_started_by_the_server_inherit_agh_nb_server(server: Server) -> None:
     kernel = server.request("POST", "/api/kernels", {"name": "python3"})
     assert kernel.status == 201, kernel.text
