@@ -340,14 +340,22 @@ class NotebookPage:
     # -- opening ----------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Open the notebook and wait until its cells are shown and its kernel is idle."""
-        self.page.goto(self.lab.url(f"lab/tree/{self.name}?token={self.lab.token}"))
+        """Open the notebook alone and wait until its cells are shown and its kernel is idle.
+
+        Each opening gets a workspace of its own: JupyterLab would otherwise restore the notebooks
+        an earlier test left open, and a restored tab hidden behind this one still matches
+        ``.jp-NotebookPanel`` (its cells exist, but are not visible).
+        """
+        workspace = f"t{secrets.token_hex(6)}"
+        self.page.goto(self.lab.url(f"lab/workspaces/{workspace}/tree/{self.name}?token={self.lab.token}"))
         n = len(self.cells_json)
         self.page.wait_for_function(
             "n => document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell').length >= n",
             arg=n,
             timeout=KERNEL_TIMEOUT * 1000,
         )
+        expect(self.page.locator(".jp-NotebookPanel")).to_have_count(1)
+        expect(self.page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current")).to_contain_text(self.name)
         self.wait_kernel_idle()
 
     def wait_kernel_idle(self, timeout: float = KERNEL_TIMEOUT) -> None:
