@@ -1,6 +1,6 @@
 """``python -m agh_nb.quickstart``: execute the quickstart notebook against the demo agent.
 
-Owns: running ``notebooks/01-quickstart.ipynb`` in a real kernel (nbclient), saving the executed
+Owns: running ``notebooks/quickstart.ipynb`` in a real kernel (nbclient), saving the executed
 copy under ``$AGH_HOME/notebooks/``, and printing where everything is.
 """
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     from nbclient.exceptions import CellExecutionError
 
     parser = argparse.ArgumentParser(prog="python -m agh_nb.quickstart")
-    parser.add_argument("notebook", nargs="?", default=str(REPO_NOTEBOOKS / "01-quickstart.ipynb"))
+    parser.add_argument("notebook", nargs="?", default=str(REPO_NOTEBOOKS / "quickstart.ipynb"))
     parser.add_argument("--timeout", type=int, default=300, help="seconds allowed per cell")
     args = parser.parse_args(argv)
     source = Path(args.notebook)

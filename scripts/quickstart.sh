@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up, then execute notebooks/01-quickstart.ipynb against the built-in demo agent.
+# Set up, then execute notebooks/quickstart.ipynb against the built-in demo agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

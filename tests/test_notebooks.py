@@ -3,12 +3,14 @@
 Each test executes one notebook with nbclient (kernel ``python3``) in a fresh ``AGH_HOME`` and a
 private ``TMPDIR`` (the notebooks make their workspaces with ``tempfile``), with ``AGH_NB_SERVER``
 removed from the kernel's environment so the embedded host is used. The executed copy stays in
-memory: the tests never write into the repository.
+memory: the tests never write into the repository. Each notebook is also run by nbval
+(``pytest --nbval-lax``, in a subprocess with the same environment): every cell must run, and the
+cells marked ``# NBVAL_CHECK_OUTPUT`` must print what the saved notebook shows.
 
 To refresh the outputs saved in the repository (run on purpose, not by pytest)::
 
     python tests/test_notebooks.py --save            # every notebook
-    python tests/test_notebooks.py --save 02-approvals
+    python tests/test_notebooks.py --save approvals
 
 It executes each notebook the same way, refuses to save outputs that leak a home directory path or
 a token, and writes the notebook back in place.
@@ -20,6 +22,7 @@ import argparse
 import base64
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -178,10 +181,10 @@ def check_recovery(nb: Any, home: Path, tmp: Path) -> None:
 
 
 CHECKS = {
-    "01-quickstart": check_quickstart,
-    "02-approvals": check_approvals,
-    "03-analytics": check_analytics,
-    "04-recovery": check_recovery,
+    "quickstart": check_quickstart,
+    "approvals": check_approvals,
+    "analytics": check_analytics,
+    "recovery": check_recovery,
 }
 
 
@@ -208,6 +211,32 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path) -> None:
     assert not agh_errors, f"{path.name} printed errors: {agh_errors}"
     CHECKS[path.stem](nb, home, tmp)
     print(f"{path.name}: {elapsed:.1f}s")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_passes_nbval(path: Path, tmp_path: Path) -> None:
+    """nbval, as a user would run it: every cell runs without error, and the cells marked
+    ``# NBVAL_CHECK_OUTPUT`` print exactly what the saved notebook shows."""
+    import nbformat
+
+    home, tmp = tmp_path / "agh_home", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    # nbval honours a marker only as a comment line of its own, exactly so.
+    checked = [c for c in cells if "# NBVAL_CHECK_OUTPUT" in (line.strip() for line in c.source.splitlines())]
+    assert checked, f"{path.name}: mark at least one cell with deterministic output '# NBVAL_CHECK_OUTPUT'"
+    assert all(c.outputs for c in checked), f"{path.name}: a checked cell has no saved output to compare with"
+    argv = [
+        sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", f"--nbval-cell-timeout={CELL_TIMEOUT}",
+        "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp_path), str(path),
+    ]
+    proc = subprocess.run(
+        argv, env=kernel_env(home, tmp), cwd=tmp_path, capture_output=True, text=True, timeout=540, check=False
+    )
+    report = proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, f"nbval failed on {path.name}:\n{report}"
+    assert re.search(rf"\b{len(cells)} passed\b", proc.stdout), f"nbval ran a different number of cells:\n{report}"
 
 
 # -- saving executed notebooks into the repository (not a test) --------------------------------

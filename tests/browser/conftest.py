@@ -29,7 +29,7 @@ from tests.browser.lab import (
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-APPROVALS_NOTEBOOK = REPO / "notebooks" / "02-approvals.ipynb"
+APPROVALS_NOTEBOOK = REPO / "notebooks" / "approvals.ipynb"
 ESCAPING_NOTEBOOK = FIXTURES / "escaping.ipynb"
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 VIEWPORT: ViewportSize = {"width": 1400, "height": 1800}

@@ -61,14 +61,14 @@ def permission_json(nb: NotebookPage, session_id: str) -> list[dict[str, Any]]:
 
 
 def test_click_allow_once_in_the_approvals_notebook(page: Page, lab: Lab, artifacts: Path) -> None:
-    nb = NotebookPage(page, lab, "02-approvals.ipynb")
+    nb = NotebookPage(page, lab, "approvals.ipynb")
     ws_cell = nb.index_of("mkdtemp")
     new_cell = nb.index_of("%agh session new")
     tail_cell = nb.index_of("%agh tail")
     prompt_cell = nb.index_of("s.prompt('write ")
     panel_cell = nb.index_of("%agh approvals")
     auto_cell = nb.index_of("wait_for_request(turn)")
-    assert ws_cell < new_cell < tail_cell < prompt_cell < panel_cell < auto_cell, "02-approvals.ipynb changed its order"
+    assert ws_cell < new_cell < tail_cell < prompt_cell < panel_cell < auto_cell, "approvals.ipynb changed its order"
     file_name = re.search(r"write (\S+)", nb.source(prompt_cell)).group(1)  # type: ignore[union-attr]
     file_text = re.search(r"write \S+ ([^'\"]+)", nb.source(prompt_cell)).group(1)  # type: ignore[union-attr]
 
