@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agh_nb.adapters.duckdb_schema import EVENT_COLUMNS
-from agh_nb.adapters.duckdb_store import DuckDBStore
+from agh_nb.adapters.duckdb_store import FLUSH_INTERVAL, DuckDBStore
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.state import SessionState
 from agh_nb.events import Event, EventDraft, EventType, dumps
@@ -205,7 +205,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=14_000.0, help="paced run, events/s")
     parser.add_argument("--paced-events", type=int, default=100_000)
     parser.add_argument("--baseline-events", type=int, default=5_000)
-    parser.add_argument("--flush-interval", type=float, default=0.005)
+    parser.add_argument("--flush-interval", type=float, default=FLUSH_INTERVAL)
     parser.add_argument("--max-batch", type=int, default=5000)
     parser.add_argument("--dir", type=Path, default=None, help="where to put the files")
     args = parser.parse_args()

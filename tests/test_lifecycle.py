@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agh_nb.agents.demo import NEWER_UPDATE
 from agh_nb.api import Host, build_query
 from agh_nb.errors import AgentStartError, SessionNotActiveError, SessionNotFoundError, UsageError
 from tests.conftest import DEMO, wait_until, write_agent
@@ -65,6 +66,17 @@ def test_create_prompt_stop_records_the_whole_turn(host: Host, workspace: Path) 
     # Stopping twice is harmless and changes nothing.
     assert host.stop(record.id).updated_at == stopped.updated_at
     assert types_of(host, record.id).count("session_stopped") == 1
+
+
+def test_raw_keeps_the_update_exactly_as_the_agent_sent_it(host: Host, workspace: Path) -> None:
+    # A field from a newer protocol and an explicit null: the SDK's models have no place for
+    # either, so only the payload as received can keep them (SPEC 4: ``raw``).
+    record = host.create("demo-fast", cwd=str(workspace))
+    assert host.prompt(record.id, "newer").wait(30).stop_reason == "end_turn"
+    (message,) = host.events(record.id, build_query(types="agent_message"))
+    assert message.content["raw"] == NEWER_UPDATE
+    assert message.content["text"] == NEWER_UPDATE["content"]["text"]
+    host.stop(record.id)
 
 
 def test_prompts_sent_while_a_turn_runs_are_queued_fifo(host: Host, workspace: Path) -> None:

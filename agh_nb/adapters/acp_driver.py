@@ -15,10 +15,10 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, SupportsIndex, TypeVar, cast
 
 import acp
 from acp import schema
@@ -39,6 +39,7 @@ from agh_nb.core.ports import (
 )
 from agh_nb.core.state import FailureKind
 from agh_nb.errors import PathOutsideWorkspaceError, PermissionDeniedError
+from agh_nb.events import loads
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,92 @@ def build_environment(extra: dict[str, str], base: dict[str, str] | None = None)
     return env
 
 
+YIELD_EVERY = 32
+"""Frames read before the transport lets the loop run the tasks they started."""
+SESSION_UPDATE = "session/update"
+RAW_UPDATE_KEY = "agh_nb.raw_update"
+"""Where the transport leaves a ``session/update``'s payload as received, for ``_Client``."""
+
+
+def _carry_raw_update(message: dict[str, Any]) -> None:
+    # The SDK validates a notification into a model and calls session_update with the model,
+    # plus the notification's ``_meta`` entries as keyword arguments. Putting the update's own
+    # dict there hands it to _Client as received: that is the SPEC's ``raw`` (a dump of the
+    # model would drop unknown fields and explicit nulls) and saves re-serialising it.
+    params = message.get("params")
+    if not isinstance(params, dict) or "id" in message:
+        return
+    update = params.get("update")
+    meta = params.get("_meta")
+    if not isinstance(update, dict) or not (meta is None or isinstance(meta, dict)):
+        return
+    params["_meta"] = {**(meta or {}), RAW_UPDATE_KEY: update}
+
+
+READ_AHEAD = 128 * 1024
+"""Bytes of agent output read ahead of the parser before reading pauses (backpressure)."""
+
+
+class _BoundedReader(asyncio.StreamReader):
+    """asyncio's StreamReader with a read-ahead bound of its own.
+
+    The stock reader pauses the pipe only past twice its line limit (100 MiB here, since one ACP
+    frame may be that big): an agent writing faster than we store would fill our memory and
+    every event would wait behind that backlog. This one pauses past ``READ_AHEAD`` bytes, so
+    the agent blocks on its own writes instead. (Uses the reader's documented-by-source private
+    state: ``_buffer``, ``_paused``, ``_transport``, stable since Python 3.4.)
+    """
+
+    # The base class's own state, declared for the type checker.
+    _buffer: bytearray
+    _paused: bool
+    _transport: asyncio.ReadTransport | None
+
+    def __init__(self, *, limit: int, read_ahead: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self._read_ahead = read_ahead
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        super().feed_data(data)
+        transport = self._transport
+        if transport is not None and not self._paused and len(self._buffer) > self._read_ahead:
+            transport.pause_reading()
+            self._paused = True
+
+    def _maybe_resume_transport(self) -> None:
+        if self._paused and len(self._buffer) <= self._read_ahead and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+
+
+class _AgentProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """The subprocess protocol of ``create_subprocess_exec``, reading stdout with ``_BoundedReader``."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        pipe = cast(asyncio.SubprocessTransport, transport).get_pipe_transport(1)
+        if pipe is not None:
+            reader = _BoundedReader(limit=STREAM_LIMIT, read_ahead=READ_AHEAD, loop=self._loop)  # type: ignore[attr-defined]
+            reader.set_transport(pipe)
+            self.stdout = reader
+
+
+async def _spawn_agent(argv: list[str], *, env: dict[str, str], cwd: str) -> asyncio.subprocess.Process:
+    """``asyncio.create_subprocess_exec`` with piped stdio and the bounded stdout reader."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.subprocess_exec(
+        lambda: _AgentProtocol(limit=STREAM_LIMIT, loop=loop),
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+    )
+    return asyncio.subprocess.Process(transport, protocol, loop)
+
+
 class _CheckedTransport(NdjsonTransport):
     """The SDK's own NDJSON framing, except that a line which is not a JSON object is reported
     (a protocol failure) instead of being logged and skipped; each frame is parsed once."""
@@ -98,8 +185,16 @@ class _CheckedTransport(NdjsonTransport):
         super().__init__(reader, MessageSender(writer, self._supervisor))
         self._on_garbage = on_garbage
         self._on_eof = on_eof
+        self._unyielded = 0
 
     async def receive(self) -> dict[str, Any] | None:
+        self._unyielded += 1
+        if self._unyielded >= YIELD_EVERY:
+            # Reading a buffered line does not yield to the loop, and the SDK starts one task per
+            # notification: without this, a fast agent fills the loop with thousands of pending
+            # tasks (latency, and garbage-collector work on everything they hold).
+            self._unyielded = 0
+            await asyncio.sleep(0)
         while True:
             try:
                 line = await self._read_line()
@@ -113,10 +208,12 @@ class _CheckedTransport(NdjsonTransport):
             if not line:
                 continue
             try:
-                message = json.loads(line)
+                message = loads(line)
             except ValueError:
                 message = None
             if isinstance(message, dict):
+                if message.get("method") == SESSION_UPDATE:
+                    _carry_raw_update(message)
                 return message
             self._on_garbage(line)
 
@@ -247,7 +344,8 @@ class _Client:
             raise acp.RequestError.invalid_params({"details": str(exc)}) from None
 
     async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
-        event_type, fields = map_update(update)
+        raw = kwargs.get(RAW_UPDATE_KEY)
+        event_type, fields = map_update(update, raw if isinstance(raw, dict) else None)
         self._driver.listener.on_update(event_type, fields)
 
     async def request_permission(
@@ -339,15 +437,8 @@ class AcpDriver:
         self._exit = loop.create_future()
         argv = list(spec.argv)
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=build_environment(dict(spec.env), self._base_env),
-                cwd=spec.cwd,
-                limit=STREAM_LIMIT,
-                start_new_session=True,
+            self._proc = await _spawn_agent(
+                argv, env=build_environment(dict(spec.env), self._base_env), cwd=spec.cwd
             )
         except FileNotFoundError as exc:
             raise DriverFailure(

@@ -46,14 +46,16 @@ def _tool_content_text(content: list[Any] | None) -> str | None:
     return "\n".join(parts) if parts else None
 
 
-def map_update(update: Any) -> tuple[EventType, JSON]:
+def map_update(update: Any, raw: JSON | None = None) -> tuple[EventType, JSON]:
     """Map one ``session/update`` model to ``(event type, envelope fields)``.
 
     ``tool_call`` / ``tool_call_update`` stay ``tool_call`` until their status is
     ``completed`` or ``failed``, which makes them ``tool_result``; kinds we do not model
-    specifically become ``system``. ``raw`` is always the payload as received.
+    specifically become ``system``. ``raw`` is the payload as received when the caller has
+    it (the driver does), else the model dumped back to its wire form.
     """
-    raw = dump(update)
+    if raw is None:
+        raw = dump(update)
     kind = getattr(update, "session_update", None)
     if isinstance(update, schema.AgentMessageChunk):
         return EventType.AGENT_MESSAGE, {"text": _block_text(update.content), "raw": raw}

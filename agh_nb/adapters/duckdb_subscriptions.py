@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from agh_nb.core.ports import EventCallback
 from agh_nb.events import Event
@@ -133,6 +133,10 @@ class SubscriptionHub:
             sub.close()
             raise
         return sub
+
+    def wanted(self) -> Collection[str | None]:
+        """The sessions someone subscribes to (``None`` among them: every session)."""
+        return self._subs.keys()
 
     def publish(self, events: Sequence[Event]) -> None:
         """Hand a committed batch (in commit order) to every interested subscriber."""

@@ -5,11 +5,13 @@ cursor, and the hand-back of results to asyncio loops. Must not import core.sess
 kernel.
 
 How a commit happens: producers put events (and session upserts, usage merges, barriers) on one
-list under one lock, in the order they happened. The writer swaps the whole list out, cuts it into
-chunks of at most ``max_batch`` events, and runs each chunk as ONE transaction (events go in
-through one Arrow table per run). Only after ``COMMIT`` returns does it hand the chunk's events
-to ``publish`` (store first, then notify) and then resolve the chunk's waiters, so a returned
-``flush()`` also means every subscriber was handed the rows. A failed commit fails every waiter
+list under one lock, in the order they happened. An event waits there as an ``EventRow`` (a tuple,
+its content already JSON text) rather than as dicts: rows pending a commit cost the garbage
+collector nothing. The writer swaps the whole list out, cuts it into chunks of at most
+``max_batch`` events, and runs each chunk as ONE transaction (events go in through one Arrow table
+per run). Only after ``COMMIT`` returns does it hand the chunk's rows to ``publish`` (store first,
+then notify) and then resolve the chunk's waiters, so a returned ``flush()`` also means every
+subscriber was handed the rows. A failed commit fails every waiter
 of that chunk and everything queued after it, and the writer refuses further writes: later
 sequences would otherwise leave a gap or be acknowledged out of order.
 
@@ -36,7 +38,7 @@ import duckdb
 from agh_nb.adapters import duckdb_schema as schema
 from agh_nb.core.record import SessionRecord
 from agh_nb.errors import StoreError
-from agh_nb.events import JSON, Event, EventDraft, EventType
+from agh_nb.events import JSON, Event, EventDraft, EventType, dumps
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +128,7 @@ class MergeUsage:
 
 
 Op = Barrier | SaveSession | MergeUsage
-_Step = list[Event] | Op
+_Step = list[schema.EventRow] | Op
 
 
 class GroupCommitWriter:
@@ -134,10 +136,11 @@ class GroupCommitWriter:
 
     Args:
         cursor: a DuckDB cursor used only by the writer thread.
-        flush_interval: seconds to linger after waking from idle so a burst lands in one commit;
-            durability waiters skip the linger.
+        flush_interval: the shortest time from waking up, or from the start of the previous
+            commit, to the next commit, so a burst or a stream shares commits; durability
+            waiters (``submit``) skip the wait.
         max_batch: the most events one transaction holds.
-        publish: called on the writer thread with each committed chunk's events, in order.
+        publish: called on the writer thread with each committed chunk's rows, in order.
         wal_path: the database's write-ahead log; when given, the writer checkpoints after
             ``IDLE_CHECKPOINT_AFTER`` seconds of idleness if the log holds at least
             ``IDLE_CHECKPOINT_MIN_WAL`` bytes.
@@ -149,7 +152,7 @@ class GroupCommitWriter:
         *,
         flush_interval: float,
         max_batch: int,
-        publish: Callable[[Sequence[Event]], None],
+        publish: Callable[[Sequence[schema.EventRow]], None],
         wal_path: Path | None = None,
     ) -> None:
         if max_batch < 1:
@@ -159,7 +162,7 @@ class GroupCommitWriter:
         self._max_batch = max_batch
         self._publish = publish
         self._cond = threading.Condition()
-        self._queue: list[Event | Op] = []
+        self._queue: list[schema.EventRow | Op] = []
         self._last_seq: dict[str, int] = {}
         self._state = WriterState.OPEN
         self._failure: StoreError | None = None
@@ -168,6 +171,7 @@ class GroupCommitWriter:
         self._urgent = False  # a waiter is queued: do not linger
         self._wal_path = wal_path
         self._wal_grew = False  # committed since the last idle checkpoint
+        self._last_commit = 0.0  # monotonic time the last commit began
         self._thread = threading.Thread(target=self._run, name="agh-nb-store-writer", daemon=True)
         self._thread.start()
 
@@ -179,7 +183,8 @@ class GroupCommitWriter:
         """Assign the next sequence of ``record.id``, build the event row and queue it.
 
         Sequence assignment and queueing happen under one lock, so queue order is sequence
-        order even when several threads append to the same session.
+        order even when several threads append to the same session. The content is encoded
+        here, once: the queued row carries the JSON text that is stored.
 
         Raises:
             StoreError: the writer is not open, or the session was never primed (a bug).
@@ -188,6 +193,7 @@ class GroupCommitWriter:
         session_id = record.id
         kind = draft.type
         event_type = kind.value if type(kind) is EventType else EventType(kind).value
+        encoded = dumps(content)
         with self._cond:
             if self._state is not WriterState.OPEN:
                 raise self._refusal()
@@ -198,23 +204,36 @@ class GroupCommitWriter:
                     "(a bug in the caller)",
                     session_id=session_id,
                 )
-            event = Event(
-                id=event_id,
-                session_id=session_id,
-                sequence=last + 1,
-                turn_id=draft.turn_id,
-                type=event_type,
-                agent_name=record.agent_name,
-                workspace_id=record.workspace_id,
-                workspace_path=record.workspace_path,
-                content=content,
-                timestamp=draft.timestamp,
+            sequence = last + 1
+            self._last_seq[session_id] = sequence
+            self._queue.append(
+                (
+                    event_id,
+                    session_id,
+                    sequence,
+                    draft.turn_id,
+                    event_type,
+                    record.agent_name,
+                    record.workspace_id,
+                    record.workspace_path,
+                    encoded,
+                    draft.timestamp,
+                )
             )
-            self._last_seq[session_id] = last + 1
-            self._queue.append(event)
             if self._idle or (self._lingering and len(self._queue) >= self._max_batch):
                 self._cond.notify()
-        return event
+        return Event(
+            event_id,
+            session_id,
+            sequence,
+            draft.turn_id,
+            event_type,
+            record.agent_name,
+            record.workspace_id,
+            record.workspace_path,
+            content,
+            draft.timestamp,
+        )
 
     def submit(self, op: Op) -> None:
         """Queue ``op`` after everything submitted so far; its waiter resolves after commit."""
@@ -274,9 +293,14 @@ class GroupCommitWriter:
                         checkpoint = True  # idle for a while: checkpoint outside the lock
                         break
                 self._idle = False
-                if woke_from_idle and not checkpoint:
-                    self._linger()
+                if not checkpoint:
+                    # Gather a burst: commit no sooner than flush_interval after waking up, or
+                    # after the previous commit began (a steady stream then shares commits
+                    # instead of paying DuckDB's per-commit cost for a handful of rows each).
+                    since = time.monotonic() if woke_from_idle else self._last_commit
+                    self._linger(since + self._flush_interval)
                 ops, self._queue = self._queue, []
+                self._last_commit = time.monotonic()
                 self._urgent = False
                 done = self._state is not WriterState.OPEN
             if checkpoint:
@@ -309,11 +333,11 @@ class GroupCommitWriter:
             self._wal_grew = True
             logger.debug("idle checkpoint skipped: %s", _first_line(exc))
 
-    def _linger(self) -> None:
-        # Called with the lock held: wait up to flush_interval for a burst to gather.
-        if self._flush_interval <= 0:
+    def _linger(self, deadline: float) -> None:
+        # Called with the lock held: wait until ``deadline`` for a burst to gather, unless a
+        # durability waiter is queued or a batch is full.
+        if self._flush_interval <= 0 or time.monotonic() >= deadline:
             return
-        deadline = time.monotonic() + self._flush_interval
         self._lingering = True
         try:
             while (
@@ -328,12 +352,12 @@ class GroupCommitWriter:
         finally:
             self._lingering = False
 
-    def _process(self, ops: list[Event | Op]) -> None:
+    def _process(self, ops: list[schema.EventRow | Op]) -> None:
         steps: list[_Step] = []
-        run: list[Event] | None = None
+        run: list[schema.EventRow] | None = None
         count = 0
         for index, op in enumerate(ops):
-            if type(op) is Event:
+            if type(op) is tuple:
                 if run is None:
                     run = []
                     steps.append(run)
@@ -351,7 +375,7 @@ class GroupCommitWriter:
         if steps:
             self._commit_or_fail(steps, [])
 
-    def _commit_or_fail(self, steps: list[_Step], rest: list[Event | Op]) -> bool:
+    def _commit_or_fail(self, steps: list[_Step], rest: list[schema.EventRow | Op]) -> bool:
         try:
             self._commit(steps)
         except Exception as exc:
@@ -366,12 +390,12 @@ class GroupCommitWriter:
             )
             self._fail_rest(error, [*steps, *rest])
             return False
-        events: list[Event] = []
+        rows: list[schema.EventRow] = []
         for step in steps:
             if type(step) is list:
-                events.extend(step)
-        if events:
-            self._publish(events)
+                rows.extend(step)
+        if rows:
+            self._publish(rows)
         # Waiters resolve after subscribers were handed the chunk: when ``flush()`` returns,
         # every subscriber has seen everything committed before it.
         for step in steps:
@@ -383,15 +407,18 @@ class GroupCommitWriter:
         if all(type(step) is Barrier for step in steps):
             return  # nothing to write: the barrier only orders after earlier commits
         cur = self._cursor
+        if len(steps) == 1 and type(steps[0]) is list:
+            # Only events (a streaming turn): one statement is one transaction. Each DuckDB call
+            # waits for the GIL afresh, and while the runtime thread is busy each wait is up to
+            # a switch interval long, so fewer calls mean shorter commits.
+            schema.insert_events(cur, steps[0])
+            self._wal_grew = True
+            return
         cur.execute("BEGIN TRANSACTION")
         try:
             for step in steps:
                 if type(step) is list:
-                    cur.register(schema.BATCH_VIEW, schema.event_batch_table(step))
-                    try:
-                        cur.execute(schema.INSERT_EVENTS)
-                    finally:
-                        cur.unregister(schema.BATCH_VIEW)
+                    schema.insert_events(cur, step)
                 elif type(step) is SaveSession:
                     self._save_session(step)
                 elif type(step) is MergeUsage:
@@ -416,7 +443,7 @@ class GroupCommitWriter:
                 self._last_seq.setdefault(op.record.id, int(rows[0][0]) if rows else 0)
         cur.execute(schema.UPSERT_SESSION, schema.session_params(op.record))
 
-    def _fail_rest(self, error: StoreError, pending: Sequence[_Step | Event]) -> None:
+    def _fail_rest(self, error: StoreError, pending: Sequence[_Step | schema.EventRow]) -> None:
         with self._cond:
             if self._state is WriterState.OPEN:
                 self._state = WriterState.FAILED

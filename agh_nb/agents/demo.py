@@ -13,12 +13,14 @@ third-party agent).
 What a prompt does is chosen by its first word (case-insensitive); see ``_SCRIPTS`` and the
 ``DemoAgent._script_*`` methods:
 
-``firehose N``            N message chunks, no delay, each with ``_meta`` timing fields
+``firehose N [RATE]``     N message chunks, no delay (or RATE per second), each with ``_meta``
+                          timing fields
 ``slow N INTERVAL``       N message chunks INTERVAL seconds apart
 ``silent SECONDS``        nothing for SECONDS, then one chunk
 ``crash``                 a few updates, then the process exits with code 3 mid-turn
 ``fail``                  the prompt request fails with a JSON-RPC internal error
 ``garbage``               a non-JSON line on stdout mid-turn, then a normal end
+``newer``                 one message chunk with a field from a newer protocol and an explicit null
 ``echo-env NAME``         one chunk with the value of environment variable NAME
 ``write PATH TEXT...``    permission request, then ``fs/write_text_file``
 ``read PATH``             ``fs/read_text_file``
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shlex
@@ -488,11 +491,20 @@ class DemoAgent:
         return PromptResponse(stop_reason="end_turn", usage=usage)
 
     async def _script_firehose(self, turn: _Turn, rest: str) -> PromptResponse | None:
-        """``firehose N``: N chunks as fast as the pipe allows, stamped for latency benchmarks."""
-        count = _parse_int(rest, default=1000)
-        if count is None:
+        """``firehose N [RATE]``: N chunks as fast as the pipe allows (or RATE a second, on a fixed
+        schedule), stamped for latency benchmarks."""
+        args = rest.split()
+        count = _parse_int(args[0] if args else "", default=1000)
+        rate = _parse_float(args[1], default=0.0) if len(args) > 1 else 0.0
+        if count is None or rate is None or rate < 0:
             return None
+        start = time.monotonic()
         for index in range(count):
+            if rate:
+                # A fixed schedule, not a sleep per chunk: timer granularity does not lower the rate.
+                ahead = start + index / rate - time.monotonic()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
             # Awaiting each update applies the pipe's backpressure and keeps memory flat: at most
             # one serialised message is pending, whatever N is.
             await turn.message(
@@ -561,6 +573,26 @@ class DemoAgent:
         log.warning("wrote a garbage line to stdout on purpose")
         await turn.pause()
         await turn.message("Still here after the garbage line.\n")
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _script_newer(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``newer``: a message chunk as an agent on a newer protocol might send it (a field
+        this SDK has no model for, an explicit null), written as a frame of its own because the
+        SDK's models would drop both. The client should keep it exactly as received."""
+        turn.check()
+        frame = {
+            "jsonrpc": "2.0",
+            "method": "session/update",
+            "params": {"sessionId": turn.session_id, "update": NEWER_UPDATE},
+        }
+        line = json.dumps(frame, separators=(",", ":")).encode("utf-8") + b"\n"
+        writer = self._writer
+        if writer is not None:  # the SDK's own stdout transport: one write per frame
+            writer.write(line)
+            await writer.drain()
+        else:  # pragma: no cover - only when run_agent owns the streams
+            os.write(sys.stdout.fileno(), line)
+        await turn.pause()
         return PromptResponse(stop_reason="end_turn")
 
     async def _script_close_stdout(self, turn: _Turn, rest: str) -> PromptResponse | None:
@@ -823,6 +855,13 @@ def _parse_float(text: str, *, default: float) -> float | None:
 ScriptFn = Callable[[DemoAgent, _Turn, str], Awaitable[PromptResponse | None]]
 
 # First word of the prompt (lower-cased) -> script. Everything else runs the default script.
+NEWER_UPDATE: dict[str, Any] = {
+    "sessionUpdate": "agent_message_chunk",
+    "content": {"type": "text", "text": "A chunk from a newer agent.\n", "annotations": None},
+    "aghDemoFromTheFuture": {"level": 2, "note": None},
+}
+"""The update ``newer`` sends, byte for byte (tests compare the stored ``raw`` with it)."""
+
 _SCRIPTS: dict[str, ScriptFn] = {
     "firehose": DemoAgent._script_firehose,
     "slow": DemoAgent._script_slow,
@@ -830,6 +869,7 @@ _SCRIPTS: dict[str, ScriptFn] = {
     "crash": DemoAgent._script_crash,
     "fail": DemoAgent._script_fail,
     "garbage": DemoAgent._script_garbage,
+    "newer": DemoAgent._script_newer,
     "close-stdout": DemoAgent._script_close_stdout,
     "echo-env": DemoAgent._script_echo_env,
     "leak": DemoAgent._script_leak,

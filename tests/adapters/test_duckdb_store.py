@@ -17,11 +17,12 @@ from pathlib import Path
 import pandas
 import pytest
 
+from agh_nb.adapters import duckdb_schema as schema
 from agh_nb.adapters.duckdb_store import DuckDBStore
 from agh_nb.core.record import Failure, SessionRecord
 from agh_nb.core.state import FailureKind, SessionState, StopReason
 from agh_nb.errors import StoreError, StoreLockedError
-from agh_nb.events import Event, EventDraft, EventQuery, EventType
+from agh_nb.events import Event, EventDraft, EventQuery, EventType, format_timestamp
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)
@@ -288,13 +289,44 @@ def test_failed_commit_fails_waiters_and_refuses_later_writes(
     assert seen == []
 
 
-def test_unencodable_text_does_not_fail_the_commit(store: DuckDBStore) -> None:
+@pytest.mark.parametrize("count", [1, schema.SMALL_BATCH + 1], ids=["values-insert", "arrow-insert"])
+def test_unencodable_text_does_not_fail_the_commit(store: DuckDBStore, count: int) -> None:
     record = make_record()
     save(store, record)
-    store.append(record, EventDraft(EventType.AGENT_MESSAGE, "t", {"text": "bad \ud800 surrogate"}))
+    for i in range(count):
+        store.append(record, EventDraft(EventType.AGENT_MESSAGE, "t", {"text": f"bad \ud800 surrogate {i}"}))
     flush(store)
-    [event] = store.query_events(record.id, EventQuery())
-    assert event.content["text"].startswith("bad ") and "\ud800" not in event.content["text"]
+    events = store.query_events(record.id, EventQuery())
+    assert sequences(events) == list(range(1, count + 1))
+    assert all(e.content["text"].startswith("bad ") and "\ud800" not in e.content["text"] for e in events)
+
+
+@pytest.mark.parametrize("count", [schema.SMALL_BATCH, schema.SMALL_BATCH + 1], ids=["values-insert", "arrow-insert"])
+def test_both_insert_paths_store_the_same_rows(db_path: Path, count: int) -> None:
+    # A long linger puts every append into one commit, so each size takes the insert path it names.
+    with DuckDBStore.open(db_path, flush_interval=5.0) as store:
+        record = make_record()
+        save(store, record)
+        naive = datetime(2026, 1, 2, 3, 4, 5, 6)  # a naive timestamp is taken as UTC on both paths
+        for i in range(count):
+            store.append(record, draft(i, at=naive + timedelta(seconds=i)))
+        flush(store)
+        events = store.query_events(record.id, EventQuery())
+    assert [e.content["text"] for e in events] == [f"chunk {i}" for i in range(count)]
+    assert [e.timestamp for e in events] == [
+        naive.replace(tzinfo=timezone.utc) + timedelta(seconds=i) for i in range(count)
+    ]
+    assert all(e.content["timestamp"] == format_timestamp(e.timestamp) for e in events)
+
+
+def test_batches_insert_by_position_into_the_declared_columns(store: DuckDBStore) -> None:
+    # insert_into() matches columns by position: the Arrow schema must follow CREATE TABLE events.
+    cur = store._con.cursor()
+    try:
+        names = [row[1] for row in cur.execute("PRAGMA table_info('events')").fetchall()]
+    finally:
+        cur.close()
+    assert names == list(schema.EVENT_BATCH_SCHEMA.names) == list(schema.EVENT_COLUMNS)
 
 
 # -- queries ------------------------------------------------------------------------------------
