@@ -8,6 +8,7 @@ pid (only descendants of the kernel we started, and only if they still run the d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -215,26 +216,17 @@ def write_demo_agent(home: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def kernel(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[KernelSession]:
-    """A real ipykernel (from this venv) with ``AGH_HOME`` set to a fresh directory.
+@contextlib.contextmanager
+def open_kernel(home: Path, workspace: Path, log_path: Path) -> Iterator[KernelSession]:
+    """Start a real ipykernel with ``AGH_HOME=home`` in ``workspace``; ``%load_ext agh_nb`` has run.
 
-    ``%load_ext agh_nb`` has already run. The kernel's cwd is an empty workspace.
-    Indirect parametrization (``@pytest.mark.parametrize("kernel", [TOML], indirect=True)``)
-    writes ``$AGH_HOME/config.toml`` with that text before the kernel starts.
+    On exit the embedded host is shut down and the kernel too (if it still lives), and every demo
+    agent it left behind is killed by pid.
     """
-    home = tmp_path / "agh_home"
-    home.mkdir()
-    workspace = tmp_path / "ws"
-    workspace.mkdir()
-    write_demo_agent(home)
-    config_toml = getattr(request, "param", None)
-    if config_toml is not None:
-        (home / "config.toml").write_text(config_toml, encoding="utf-8")
     env = dict(os.environ)
     env["AGH_HOME"] = str(home)
     env.pop("JPY_PARENT_PID", None)
-    log_path = tmp_path / "kernel.log"
+    env.pop("AGH_NB_SERVER", None)
     log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
     km = KernelManager(kernel_name=KERNEL_NAME)
     session: KernelSession | None = None
@@ -258,10 +250,11 @@ def kernel(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[KernelSes
                 except Exception as exc:  # teardown must go on
                     print(f"host shutdown in kernel failed: {exc!r}", file=sys.stderr)
                 leftovers |= set(session.descendants())
+            if session is not None:
                 session.client.stop_channels()
         finally:
             if km.has_kernel:
-                km.shutdown_kernel(now=False)
+                km.shutdown_kernel(now=not km.is_alive())
             log.close()
             for pid in leftovers:
                 if _alive(pid) and DEMO_MODULE in proc_cmdline(pid):
@@ -272,3 +265,43 @@ def kernel(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[KernelSes
             text = log_path.read_text(errors="replace") if log_path.exists() else ""
             if text.strip():
                 print(f"--- kernel process output (pid {kernel_pid}) ---\n{text}")
+
+
+@pytest.fixture
+def kernel(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[KernelSession]:
+    """A real ipykernel (from this venv) with ``AGH_HOME`` set to a fresh directory.
+
+    ``%load_ext agh_nb`` has already run. The kernel's cwd is an empty workspace.
+    Indirect parametrization (``@pytest.mark.parametrize("kernel", [TOML], indirect=True)``)
+    writes ``$AGH_HOME/config.toml`` with that text before the kernel starts.
+    """
+    home = tmp_path / "agh_home"
+    home.mkdir()
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    write_demo_agent(home)
+    config_toml = getattr(request, "param", None)
+    if config_toml is not None:
+        (home / "config.toml").write_text(config_toml, encoding="utf-8")
+    with open_kernel(home, workspace, tmp_path / "kernel.log") as session:
+        yield session
+
+
+@pytest.fixture
+def kernels(tmp_path: Path) -> Iterator[Callable[[str], KernelSession]]:
+    """Start real kernels on demand, all sharing one fresh ``AGH_HOME`` and workspace.
+
+    ``kernels("a")`` starts a kernel (its log is ``<tmp>/kernel-a.log``); every one is shut down
+    (or found dead) and its agents killed at teardown.
+    """
+    home = tmp_path / "agh_home"
+    home.mkdir()
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    write_demo_agent(home)
+    with contextlib.ExitStack() as stack:
+
+        def start(name: str) -> KernelSession:
+            return stack.enter_context(open_kernel(home, workspace, tmp_path / f"kernel-{name}.log"))
+
+        yield start
