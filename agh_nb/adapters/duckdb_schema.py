@@ -275,25 +275,12 @@ A tuple of strings, numbers and a datetime holds no reference the garbage collec
 backlog of rows waiting for their commit costs collections nothing (dicts would)."""
 
 
-def event_row(event: Event, content_json: str) -> EventRow:
-    """The queued form of ``event`` (its content already encoded)."""
-    return (
-        event.id,
-        event.session_id,
-        event.sequence,
-        event.turn_id,
-        event.type,
-        event.agent_name,
-        event.workspace_id,
-        event.workspace_path,
-        content_json,
-        event.timestamp,
+def event_from_queued(row: EventRow, content: JSON | None = None) -> Event:
+    """The ``Event`` of a queued row; its content is decoded from the row's text unless given."""
+    return Event(
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+        loads(row[8]) if content is None else content, row[9],
     )
-
-
-def event_from_queued(row: EventRow) -> Event:
-    """The ``Event`` of a committed row (its content decoded from the stored text)."""
-    return Event(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], loads(row[8]), row[9])
 
 
 def event_batch_table(rows: Sequence[EventRow]) -> pa.Table:

@@ -206,34 +206,22 @@ class GroupCommitWriter:
                 )
             sequence = last + 1
             self._last_seq[session_id] = sequence
-            self._queue.append(
-                (
-                    event_id,
-                    session_id,
-                    sequence,
-                    draft.turn_id,
-                    event_type,
-                    record.agent_name,
-                    record.workspace_id,
-                    record.workspace_path,
-                    encoded,
-                    draft.timestamp,
-                )
+            row: schema.EventRow = (
+                event_id,
+                session_id,
+                sequence,
+                draft.turn_id,
+                event_type,
+                record.agent_name,
+                record.workspace_id,
+                record.workspace_path,
+                encoded,
+                draft.timestamp,
             )
+            self._queue.append(row)
             if self._idle or (self._lingering and len(self._queue) >= self._max_batch):
                 self._cond.notify()
-        return Event(
-            event_id,
-            session_id,
-            sequence,
-            draft.turn_id,
-            event_type,
-            record.agent_name,
-            record.workspace_id,
-            record.workspace_path,
-            content,
-            draft.timestamp,
-        )
+        return schema.event_from_queued(row, content)
 
     def submit(self, op: Op) -> None:
         """Queue ``op`` after everything submitted so far; its waiter resolves after commit."""
