@@ -11,7 +11,8 @@ Owns: exception classes only. Imports nothing from agh_nb.
     ├── SessionNotActiveError     prompt/approve on a session that is not ``active``
     ├── QueueFullError            the busy-input queue of a session is at its cap
     ├── StoreError                the event store cannot be opened or written
-    │   └── StoreLockedError      another live process holds the DuckDB store
+    │   ├── StoreLockedError      another live process holds the DuckDB store
+    │   └── QueryError            a SQL query was refused by the guard or rejected by DuckDB
     ├── AgentStartError           spawning or handshaking with the agent failed (carries failure)
     ├── UsageError                a magic/CLI command was called with wrong words or flags
     ├── HostError                 the runtime host is not running or was closed
@@ -77,6 +78,11 @@ class StoreError(AghError):
 
 class StoreLockedError(StoreError):
     """Raised when another live process holds the DuckDB store open for writing."""
+
+
+class QueryError(StoreError):
+    """Raised when a user's SQL query is refused (not a single SELECT over the store) or DuckDB
+    rejects it (syntax, an unknown column, a value that cannot be shown): the user's mistake."""
 
 
 class AgentStartError(AghError):
