@@ -234,9 +234,9 @@ class _Client:
     def __init__(self, driver: AcpDriver) -> None:
         self._driver = driver
 
-    async def _authorize(self, operation: str, path: str | None) -> Path:
+    async def _authorize(self, operation: str, path: str | None, command: list[str] | None = None) -> Path:
         try:
-            return await self._driver.listener.authorize(operation, path)
+            return await self._driver.listener.authorize(operation, path, command)
         except PathOutsideWorkspaceError as exc:
             raise acp.RequestError(
                 -32602, f"path-outside-workspace: {exc}", {"reason": "path_outside_workspace"}
@@ -287,7 +287,7 @@ class _Client:
         output_byte_limit: int | None = None,
         **kwargs: Any,
     ) -> schema.CreateTerminalResponse:
-        resolved = await self._authorize("terminal/create", cwd)
+        resolved = await self._authorize("terminal/create", cwd, [command, *(args or [])])
         try:
             terminal_id = await self._driver.terminals.create(
                 command,

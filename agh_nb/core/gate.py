@@ -9,8 +9,10 @@ Every decision and refusal is recorded as a ``permission`` event. Imports no thi
 from __future__ import annotations
 
 import asyncio
+import shlex
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from agh_nb.core.approvals import CANCELLED, ApprovalBroker, PendingRequest
 from agh_nb.core.boundary import resolve_in_workspace
@@ -27,6 +29,32 @@ GRANTED_OPERATION = {
     "move": "fs/write_text_file",
     "execute": "terminal/create",
 }
+
+
+ANY_COMMAND = "\0any"
+"""The grant of an approved execute request that named no command (cannot match a real one)."""
+
+
+def approved_command(raw_input: Any) -> str:
+    """The command line an execute request showed (its ``rawInput.command`` and ``args``).
+
+    ``command`` may be a string (a whole command line) or an argv list; with neither, the
+    approval covers one terminal whatever it runs (``ANY_COMMAND``).
+    """
+    if not isinstance(raw_input, dict):
+        return ANY_COMMAND
+    command, args = raw_input.get("command"), raw_input.get("args")
+    if isinstance(command, list) and command and all(isinstance(c, str) for c in command):
+        return shlex.join(command)
+    if isinstance(command, str) and command:
+        extra = [a for a in args if isinstance(a, str)] if isinstance(args, list) else []
+        if extra:
+            return shlex.join([command, *extra])
+        try:  # one spelling per command line: 'echo "a b"' and "echo 'a b'" are the same argv
+            return shlex.join(shlex.split(command))
+        except ValueError:
+            return command
+    return ANY_COMMAND
 
 
 class GatedSession(Protocol):
@@ -55,15 +83,25 @@ class PermissionGate:
         session: the session it guards.
         approvals: the host's broker of pending requests.
         clock, ids: collaborators.
+        redact_json: scrubs vault secrets from what the agent sent before any surface shows it.
     """
 
     def __init__(
-        self, session: GatedSession, *, approvals: ApprovalBroker, clock: SystemClock, ids: IdGenerator
+        self,
+        session: GatedSession,
+        *,
+        approvals: ApprovalBroker,
+        clock: SystemClock,
+        ids: IdGenerator,
+        redact_json: Callable[[Any], Any] = lambda value: value,
     ) -> None:
         self._session = session
         self._approvals = approvals
         self._clock = clock
         self._ids = ids
+        self._redact_json = redact_json
+        # Once-grants, by operation: the resolved paths (writes) or the approved command lines
+        # (terminals) an approved request covers, each usable once within the turn that asked.
         self._once: dict[str, set[str]] = {}
         self._always: set[str] = set()
 
@@ -107,51 +145,62 @@ class PermissionGate:
         if decision is not None:
             await record(decision, f"mode:{self._session.record.permissions}")
             return choose_option(decision, options)
+        # What the user is shown comes from the agent: scrubbed of secrets like any event.
+        shown: JSON = self._redact_json(tool_call)
         pending = PendingRequest(
             request_id=request_id,
             session_id=self._session.session_id,
             turn_id=turn_id,
-            title=tool_call.get("title"),
+            title=shown.get("title"),
             kind=kind,
-            paths=paths,
-            diff=[c for c in tool_call.get("content") or [] if isinstance(c, dict) and c.get("type") == "diff"],
-            options=options,
+            paths=self._redact_json(paths),
+            diff=[c for c in shown.get("content") or [] if isinstance(c, dict) and c.get("type") == "diff"],
+            options=self._redact_json(options),
             created_at=self._clock.now(),
             record=record,
         )
         outcome = await self._approvals.wait(pending)
         if outcome.startswith("allow"):
-            await asyncio.to_thread(self._grant, kind, paths, always=outcome == "allow-always")
+            await asyncio.to_thread(self._grant, tool_call, paths, always=outcome == "allow-always")
         return None if outcome == CANCELLED else choose_option(outcome, options)
 
-    def _grant(self, kind: str | None, paths: list[str], *, always: bool) -> None:
+    def _grant(self, tool_call: JSON, paths: list[str], *, always: bool) -> None:
         """Let an approved request do what it asked even where the mode alone would block it.
 
-        An approved edit may write its own paths (once, or for the rest of the session with
-        allow-always); an approved execute may open one terminal (or any, with allow-always).
+        An approved edit may write its own paths; an approved execute may open one terminal for
+        the command it showed (any command, when it showed none). Once-grants last until the
+        turn ends; allow-always covers the operation for the rest of the session.
         """
-        operation = GRANTED_OPERATION.get(kind or "")
+        operation = GRANTED_OPERATION.get(str(tool_call.get("kind") or ""))
         if operation is None:
             return
         if always:
             self._always.add(operation)
             return
-        root = Path(self._session.record.workspace_path)
         if operation == "terminal/create":
-            self._once[operation] = self._once.get(operation, set()) | {""}
-            return
-        resolved = {str(resolve_in_workspace(root, p)) for p in paths}
-        self._once[operation] = self._once.get(operation, set()) | resolved
+            keys = {approved_command(tool_call.get("rawInput"))}
+        else:
+            root = Path(self._session.record.workspace_path)
+            keys = {str(resolve_in_workspace(root, p)) for p in paths}
+        self._once[operation] = self._once.get(operation, set()) | keys
 
-    def _consume_grant(self, operation: str, resolved: Path) -> bool:
+    def _consume_grant(self, operation: str, resolved: Path, command: list[str] | None) -> bool:
         if operation in self._always:
             return True
         granted = self._once.get(operation, set())
-        key = "" if operation == "terminal/create" else str(resolved)
-        if key in granted:
-            granted.discard(key)
-            return True
-        return False
+        if operation == "terminal/create":
+            line = shlex.join(command or [])
+            key = line if line in granted else ANY_COMMAND if ANY_COMMAND in granted else None
+        else:
+            key = str(resolved) if str(resolved) in granted else None
+        if key is None:
+            return False
+        granted.discard(key)
+        return True
+
+    def end_turn(self) -> None:
+        """Forget the once-grants: an approval covers what its own turn does, not later turns."""
+        self._once.clear()
 
     def _first_outside(self, paths: list[str]) -> str | None:
         root = Path(self._session.record.workspace_path)
@@ -162,10 +211,12 @@ class PermissionGate:
                 return str(exc)
         return None
 
-    async def authorize(self, operation: str, path: str | None) -> Path:
+    async def authorize(self, operation: str, path: str | None, command: list[str] | None = None) -> Path:
         """Check a client method the agent calls on us: the mode first, then the workspace boundary.
 
-        Returns the resolved path (the workspace root for ``terminal/create`` without a cwd).
+        ``command`` is the argv of a ``terminal/create`` (an approved execute covers only the
+        command it showed). Returns the resolved path (the workspace root for ``terminal/create``
+        without a cwd).
 
         Raises:
             PermissionDeniedError: when the session's mode blocks the operation.
@@ -183,7 +234,7 @@ class PermissionGate:
             if not allowed and operation not in self._always and not self._once.get(operation):
                 raise denied
             resolved = await asyncio.to_thread(resolve_in_workspace, root, path if path else root)
-            if not allowed and not self._consume_grant(operation, resolved):
+            if not allowed and not self._consume_grant(operation, resolved, command):
                 raise denied
         except (PermissionDeniedError, PathOutsideWorkspaceError) as exc:
             self._session.append_event(

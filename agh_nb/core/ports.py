@@ -130,8 +130,10 @@ class DriverListener(Protocol):
     async def on_permission_request(self, tool_call: JSON, options: list[JSON]) -> str | None:
         """Decide a ``session/request_permission``: the chosen option id, or None (cancelled)."""
 
-    async def authorize(self, operation: str, path: str | None) -> Path:
-        """Allow a client method (``fs/read_text_file``...) or raise; returns the resolved path."""
+    async def authorize(self, operation: str, path: str | None, command: list[str] | None = None) -> Path:
+        """Allow a client method (``fs/read_text_file``...) or raise; returns the resolved path.
+
+        ``command`` is the argv a ``terminal/create`` would run."""
 
 
 class AgentDriver(Protocol):

@@ -135,7 +135,9 @@ class LiveSession:
         self._background: set[asyncio.Task[Any]] = set()
         self._loading = False
         self._replayed = 0
-        self._gate = PermissionGate(self, approvals=approvals, clock=self._clock, ids=self._ids)
+        self._gate = PermissionGate(
+            self, approvals=approvals, clock=self._clock, ids=self._ids, redact_json=redact_json
+        )
         self.last_activity_at: datetime = self._clock.now()
 
     # -- read-only views ----------------------------------------------------------------------
@@ -406,6 +408,8 @@ class LiveSession:
         if error:
             fields["error"] = error
         await self._append_durable(EventDraft(EventType.DONE, turn.turn_id, fields, self._clock.now()))
+        if turn is self._current:
+            self._gate.end_turn()
         turn.resolve(TurnResult(self.session_id, turn.turn_id, stop_reason, error, usage))
 
     async def cancel_turn(self) -> bool:
@@ -449,9 +453,9 @@ class LiveSession:
         """Answer ``session/request_permission`` (see ``PermissionGate``)."""
         return await self._gate.on_permission_request(tool_call, options)
 
-    async def authorize(self, operation: str, path: str | None) -> Path:
+    async def authorize(self, operation: str, path: str | None, command: list[str] | None = None) -> Path:
         """Allow a client method the agent calls on us, or raise (see ``PermissionGate``)."""
-        return await self._gate.authorize(operation, path)
+        return await self._gate.authorize(operation, path, command)
 
     # -- what the permission gate and supervisor use ------------------------------------------
 

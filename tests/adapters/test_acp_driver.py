@@ -52,7 +52,7 @@ class SlowListener:
     async def on_permission_request(self, tool_call: Any, options: Any) -> str | None:
         return None
 
-    async def authorize(self, operation: str, path: str | None) -> Path:
+    async def authorize(self, operation: str, path: str | None, command: list[str] | None = None) -> Path:
         raise PermissionError(operation)
 
 
