@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import pyarrow as pa
 
 from agh_nb.adapters.sql_guard import check_query
 
@@ -39,7 +40,7 @@ from agh_nb.adapters.duckdb_writer import (
 )
 from agh_nb.core.ports import EventCallback
 from agh_nb.core.record import SessionRecord
-from agh_nb.errors import StoreError, StoreLockedError
+from agh_nb.errors import QueryError, StoreError, StoreLockedError
 from agh_nb.events import JSON, Event, EventDraft, EventQuery, build_content, utcnow
 
 if TYPE_CHECKING:
@@ -332,7 +333,9 @@ class DuckDBStore:
         """Run a user's SQL query in a read-only transaction and return a DataFrame.
 
         Raises:
-            StoreError: DuckDB rejected the query (its one-line message), or it tried to write.
+            QueryError: the query is not a single SELECT over the store, DuckDB rejected it (its
+                one-line message), or its result cannot be shown as a DataFrame.
+            StoreError: the store itself failed (I/O).
         """
         cur = self._cursor()
         try:
@@ -342,15 +345,25 @@ class DuckDBStore:
             relation = cur.sql(query)
             table = relation.to_arrow_table() if relation is not None else None
             cur.execute("ROLLBACK")
+        except (duckdb.IOException, duckdb.InternalException, duckdb.FatalException) as exc:
+            raise StoreError(f"the agh_nb store failed: {_first_line(exc)}", query=query) from exc
         except duckdb.Error as exc:
-            raise StoreError(_first_line(exc), query=query) from exc
+            raise QueryError(_first_line(exc), query=query) from exc
         finally:
             cur.close()
         if table is None:
             import pandas
 
             return pandas.DataFrame()
-        return table.to_pandas()
+        try:
+            return table.to_pandas()
+        except (ValueError, TypeError, NotImplementedError, pa.ArrowException) as exc:
+            # A value pandas cannot hold (a date past year 9999, a UNION): name it, no traceback.
+            raise QueryError(
+                f"the result cannot be shown as a DataFrame ({type(exc).__name__}: {_first_line(exc)}); "
+                "cast that column to VARCHAR in the query",
+                query=query,
+            ) from exc
 
     def _fetch(self, sql: str, params: list[Any], *, one: bool = False) -> list[Any]:
         cur = self._cursor()

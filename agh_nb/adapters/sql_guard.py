@@ -15,10 +15,18 @@ from typing import Any
 
 import duckdb
 
-from agh_nb.errors import StoreError
+from agh_nb.errors import QueryError
 
 STORE_TABLES = frozenset({"sessions", "events", "token_usage"})
-CATALOG_SCHEMAS = frozenset({"information_schema", "pg_catalog"})
+# The standard catalog views, by name: any other "information_schema.<name>" would make DuckDB
+# fall back to reading a file of that name. (pg_catalog is left out: pg_settings shows paths.)
+CATALOG_VIEWS = frozenset(
+    {
+        "character_sets", "check_constraints", "columns", "constraint_column_usage",
+        "constraint_table_usage", "key_column_usage", "referential_constraints", "schemata",
+        "tables", "table_constraints", "views",
+    }
+)
 TABLE_FUNCTIONS = frozenset(
     {"range", "generate_series", "unnest", "duckdb_tables", "duckdb_columns", "duckdb_views", "json_each", "json_tree"}
 )
@@ -26,40 +34,46 @@ DENIED_FUNCTIONS = frozenset({"getenv", "current_setting", "read_blob", "read_te
 
 
 def check_query(con: duckdb.DuckDBPyConnection, query: str) -> None:
-    """Raise ``StoreError`` (one line) unless ``query`` is a single read-only question about the store."""
+    """Raise ``QueryError`` (one line) unless ``query`` is a single read-only question about the store."""
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as exc:
-        raise StoreError(str(exc).splitlines()[0]) from None
+        raise QueryError(str(exc).splitlines()[0]) from None
     if len(statements) != 1:
-        raise StoreError("one SQL statement at a time, please (a single SELECT)")
+        raise QueryError("one SQL statement at a time, please (a single SELECT)")
     if statements[0].type != duckdb.StatementType.SELECT:
-        raise StoreError(
+        raise QueryError(
             f"only SELECT queries are allowed here, not {statements[0].type.name}: the SQL surface is read-only"
         )
     row = con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()
     tree = json.loads(row[0]) if row else {"error": True}
     if tree.get("error"):
-        raise StoreError(str(tree.get("error_message") or "this query cannot be checked; write a plain SELECT"))
+        raise QueryError(str(tree.get("error_message") or "this query cannot be checked; write a plain SELECT"))
+    database = str(con.execute("SELECT current_database()").fetchone()[0]).lower()  # type: ignore[index]
     ctes = {key for node in _walk(tree) if isinstance(node, dict) for key in _cte_names(node)}
     for node in _walk(tree):
         if not isinstance(node, dict):
             continue
         kind = node.get("type")
         if kind == "BASE_TABLE":
+            catalog = str(node.get("catalog_name") or "").lower()
             schema = str(node.get("schema_name") or "").lower()
             name = str(node.get("table_name") or "")
-            if schema in CATALOG_SCHEMAS or name.lower() in STORE_TABLES or name in ctes:
+            if catalog in ("", database) and (
+                (schema in ("", "main") and name.lower() in STORE_TABLES)
+                or (schema == "information_schema" and name.lower() in CATALOG_VIEWS)
+                or (not catalog and not schema and name in ctes)
+            ):
                 continue
-            raise StoreError(
+            raise QueryError(
                 f"table {name!r} is not part of the store: query sessions, events or token_usage"
             )
         if kind == "TABLE_FUNCTION":
             function = (node.get("function") or {}).get("function_name", "")
             if str(function).lower() not in TABLE_FUNCTIONS:
-                raise StoreError(f"table function {function}() is not allowed here: the SQL surface reads only the store")
+                raise QueryError(f"table function {function}() is not allowed here: the SQL surface reads only the store")
         if node.get("class") == "FUNCTION" and str(node.get("function_name", "")).lower() in DENIED_FUNCTIONS:
-            raise StoreError(f"function {node['function_name']}() is not allowed here")
+            raise QueryError(f"function {node['function_name']}() is not allowed here")
 
 
 def _cte_names(node: dict[str, Any]) -> Iterator[str]:

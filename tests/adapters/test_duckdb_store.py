@@ -21,7 +21,7 @@ from agh_nb.adapters import duckdb_schema as schema
 from agh_nb.adapters.duckdb_store import DuckDBStore
 from agh_nb.core.record import Failure, SessionRecord
 from agh_nb.core.state import FailureKind, SessionState, StopReason
-from agh_nb.errors import StoreError, StoreLockedError
+from agh_nb.errors import QueryError, StoreError, StoreLockedError
 from agh_nb.events import Event, EventDraft, EventQuery, EventType, format_timestamp
 
 REPO = Path(__file__).resolve().parents[2]
@@ -591,13 +591,27 @@ def test_sql_returns_a_dataframe(populated: DuckDBStore) -> None:
         pytest.param("SELECT * FROM no_such_table", "no_such_table", id="unknown-table"),
         pytest.param("SELEC 1", "syntax", id="syntax"),
         pytest.param("DELETE FROM events", "read-only", id="write-refused"),
+        pytest.param("SELECT * FROM pg_catalog.pg_settings", "not part of the store", id="pg-catalog"),
+        pytest.param("SELECT * FROM other.main.events", "not part of the store", id="other-catalog"),
+        pytest.param("SELECT * FROM information_schema.\"vault.key\"", "not part of the store", id="file-behind-catalog"),
+        pytest.param("SELECT '5877642-06-25'::DATE AS d", "cannot be shown as a dataframe", id="unshowable-value"),
     ],
 )
-def test_sql_errors_are_one_line_store_errors(
+def test_sql_errors_are_one_line_query_errors(
     populated: DuckDBStore, query: str, needle: str
 ) -> None:
-    with pytest.raises(StoreError) as caught:
+    with pytest.raises(QueryError) as caught:
         populated.sql(query)
     assert "\n" not in str(caught.value)
     assert needle in str(caught.value).lower()
     assert populated.sql("SELECT count(*) AS n FROM events")["n"].tolist() == [16]
+
+
+def test_catalog_views_and_ctes_stay_queryable(populated: DuckDBStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A file next to the process named like a catalog view must not be what a query reads.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "information_schema.tables").write_text("leaked\n")
+    names = set(populated.sql("SELECT table_name FROM information_schema.tables")["table_name"])
+    assert {"sessions", "events", "token_usage"} <= names and "leaked" not in names
+    frame = populated.sql("WITH t AS (SELECT type FROM main.events) SELECT count(*) AS n FROM t")
+    assert frame["n"].tolist() == [16]
