@@ -15,7 +15,7 @@ import concurrent.futures
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from agh_nb.config import agh_home, load_settings, parse_since
 from agh_nb.core.health import compute_health
@@ -33,6 +33,8 @@ from agh_nb.runtime import Runtime, open_store, open_vault
 
 if TYPE_CHECKING:
     import pandas
+
+_J = TypeVar("_J")
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +168,17 @@ class Reader:
 
     def transcript(self, session_id: str) -> builtins.list[JSON]:
         """Return the canonical transcript (user, assistant, tool_call, tool_result entries)."""
-        return build_transcript(self.events(session_id))
+        return self._scrub_joined(build_transcript(self.events(session_id)))
+
+    def _scrub_joined(self, value: _J) -> _J:
+        # Each event was scrubbed when stored, but a secret an agent streamed across two chunks
+        # is whole only once the chunks are joined: scrub what is joined again.
+        try:
+            vault = self._vault()
+        except AghError:  # no readable vault here (no key): there is nothing known to scrub
+            return value
+        scrubbed: _J = vault.redactor.redact_json(value)
+        return scrubbed
 
     def repair(self, session_id: str, *, dry_run: bool = True) -> JSON:
         """Show the repair plan of a session (a read-only reader can only plan)."""
@@ -182,7 +194,7 @@ class Reader:
 
     def history(self, session_id: str) -> builtins.list[JSON]:
         """Return a session's events grouped by turn."""
-        return group_by_turn(self.events(session_id))
+        return self._scrub_joined(group_by_turn(self.events(session_id)))
 
     def status(self, session_id: str) -> JSON:
         """Return state, stop reason, failure and health of a session."""

@@ -49,7 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _getpass(label: str) -> str:
     import getpass
 
-    return getpass.getpass(label)
+    from agh_nb.errors import UsageError
+
+    try:
+        return getpass.getpass(label)
+    except (EOFError, KeyboardInterrupt):  # Ctrl-D, Ctrl-C, or stdin at its end: nothing stored
+        raise UsageError("vault put: no value was entered; nothing was stored") from None
 
 
 class _NoHost:

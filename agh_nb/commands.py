@@ -160,6 +160,14 @@ def parse(line: str | Sequence[str], prog: str = "%agh") -> tuple[argparse.Names
         return build_parser(prog).parse_args(words), None
     except _HelpShown as shown:
         return None, str(shown)
+    except UsageError as exc:
+        if "vault" in words[:3] and "unrecognized arguments" in str(exc):
+            # An extra word after a vault command may be a value typed by mistake: never echo it.
+            raise UsageError(
+                f"{prog} vault: unexpected words after the command (not shown, in case one is a secret); "
+                f"a value is never given on the command line: {prog} vault put REF asks for it"
+            ) from None
+        raise
 
 
 def execute(
@@ -265,9 +273,11 @@ def _vault(args: argparse.Namespace, reader: Reader, secret_prompt: SecretPrompt
         rows = reader.vault_list(namespace=args.namespace, prefix=args.prefix)
         return Result(_frame(rows), rows)
     if args.command == "put":
-        from agh_nb.core.vault_refs import parse_vault_ref
+        from agh_nb.core.vault_refs import VAULT_KIND, parse_vault_ref
 
-        parse_vault_ref(args.ref)  # a bad ref fails before anyone types a secret
+        parse_vault_ref(args.ref)  # a bad ref or kind fails before anyone types a secret
+        if args.kind is not None and not VAULT_KIND.fullmatch(args.kind):
+            raise UsageError(f"vault put: --kind takes 1-64 characters from [A-Za-z0-9._-], got {args.kind[:64]!r}")
         if secret_prompt is None:
             raise UsageError("vault put needs an interactive password prompt; use host.vault_put(ref, value) in Python")
         entry = reader.vault_put(args.ref, secret_prompt(f"value for {args.ref}: "), kind=args.kind)

@@ -85,6 +85,7 @@ class Runtime:
             redact=self.redactor.redact,
             redact_json=self.redactor.redact_json,
             host_pid=os.getpid(),
+            redactor=self.redactor,
         )
 
     @classmethod

@@ -160,3 +160,86 @@ def test_missing_ref_at_spawn_names_the_ref(host: Host, agh_home: Path, workspac
 
     with pytest.raises(AgentStartError, match="vault:providers/absent"):
         host.create("needs-key", cwd=str(workspace))
+
+
+def test_a_running_agent_keeps_its_secret_redacted_after_rotation(host: Host, agh_home: Path, workspace: Path) -> None:
+    host.vault_put(REF, SECRET)
+    write_agent(agh_home, "keyed", [*DEMO, "--fast"], extra=f"env:\n  DEMO_TOKEN: {REF}\n")
+    record = host.create("keyed", cwd=str(workspace))
+    host.vault_put(REF, SECRET + "-rotated")  # the agent still holds the old value
+    host.vault_delete(REF)
+    host.prompt(record.id, "echo-env DEMO_TOKEN").wait(30)
+    said = host.sql(f"SELECT content::VARCHAR AS c FROM events WHERE session_id = '{record.id}'")["c"]
+    assert not any(SECRET in c for c in said)
+    assert any(f"[redacted:{REF}@{record.id}]" in c for c in said)
+    host.stop(record.id)
+    assert host.runtime.redactor.redact(SECRET) == SECRET  # pinned only while the session ran
+
+
+def test_env_refs_are_secrets_too(host: Host, agh_home: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGH_TEST_PLAIN_TOKEN", SECRET)
+    write_agent(agh_home, "env-keyed", [*DEMO, "--fast"], extra="env:\n  DEMO_TOKEN: env:AGH_TEST_PLAIN_TOKEN\n")
+    record = host.create("env-keyed", cwd=str(workspace))
+    host.prompt(record.id, "echo-env DEMO_TOKEN").wait(30)
+    texts = [e.content.get("text") or "" for e in host.events(record.id, build_query(types="agent_message"))]
+    assert any("DEMO_TOKEN=[redacted:env:AGH_TEST_PLAIN_TOKEN@" in t for t in texts), texts
+    assert not any(SECRET in t for t in texts)
+
+
+def test_a_pending_write_shows_no_secret(host: Host, agh_home: Path, workspace: Path) -> None:
+    host.vault_put(REF, SECRET)
+    record = host.create("demo-fast", cwd=str(workspace))  # approve-reads: the write waits
+    turn = host.prompt(record.id, f"write token.txt key={SECRET}")
+    (pending,) = wait_until(lambda: host.pending_approvals(record.id))  # type: ignore[misc]
+    assert SECRET not in json.dumps(pending) and "[redacted:" in json.dumps(pending)
+    assert SECRET not in json.dumps(host.inspect(record.id))
+    host.approve(record.id, pending["request_id"], "reject-once")
+    assert turn.wait(30).stop_reason == "end_turn"
+
+
+def test_a_secret_split_across_chunks_is_scrubbed_where_chunks_are_joined(host: Host, workspace: Path) -> None:
+    from agh_nb.events import EventDraft, EventType
+
+    host.vault_put(REF, SECRET)
+    record = host.create("demo-fast", cwd=str(workspace))
+    result = host.prompt(record.id, "hello").wait(30)
+    # An agent streaming the value token by token: no single chunk holds it.
+    live = host.runtime.manager.live(record.id)
+    assert live is not None
+    for piece in ("the key is ", SECRET[:7], SECRET[7:], " ok"):
+        host.runtime.call(lambda piece=piece: live.append_event_durable(EventDraft(EventType.AGENT_MESSAGE, result.turn_id, {"text": piece})))
+    transcript = json.dumps(host.transcript(record.id))
+    history = json.dumps(host.history(record.id))
+    for joined in (transcript, history):
+        assert SECRET not in joined and f"the key is [redacted:{REF}] ok" in joined
+
+
+def test_values_too_short_to_scrub_are_refused(host: Host) -> None:
+    from agh_nb.errors import VaultError
+
+    with pytest.raises(VaultError, match="shorter than 4 characters"):
+        host.vault_put(REF, "abc")
+    assert host.vault_list() == []
+
+
+@pytest.mark.parametrize(
+    "words",
+    [["vault", "put", REF, SECRET], ["vault", "get", REF, SECRET], ["-o", "json", "vault", "put", REF, "--", SECRET]],
+    ids=["put", "get", "put-after-dashes"],
+)
+def test_a_value_typed_on_the_command_line_is_never_echoed(agh_home: Path, words: list[str]) -> None:
+    env = dict(os.environ, AGH_HOME=str(agh_home))
+    out = subprocess.run([sys.executable, "-m", "agh_nb.cli", *words], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert SECRET not in out.stdout + out.stderr
+    assert out.stderr.startswith("agh-nb: error: ") and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_cli_vault_put_without_a_value_is_one_line(agh_home: Path) -> None:
+    env = dict(os.environ, AGH_HOME=str(agh_home))
+    out = subprocess.run(
+        [sys.executable, "-m", "agh_nb.cli", "vault", "put", REF], env=env, capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, timeout=60,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "no value was entered" in out.stderr

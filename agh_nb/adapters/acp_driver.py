@@ -37,6 +37,7 @@ from agh_nb.core.ports import (
     LaunchSpec,
     TurnOutcome,
 )
+from agh_nb.core.redaction import redact_strings
 from agh_nb.core.state import FailureKind
 from agh_nb.errors import PathOutsideWorkspaceError, PermissionDeniedError
 from agh_nb.events import loads
@@ -48,6 +49,9 @@ T = TypeVar("T")
 # The SDK's default; multimodal payloads can be large.
 STREAM_LIMIT = 50 * 1024 * 1024
 STDERR_TAIL_BYTES = 8192
+SECRET_MARGIN = 4096
+"""Text kept beyond a cut (stderr tail, garbage preview) until it is redacted: a secret that
+straddles the cut is then replaced whole instead of leaving its end (or start) in the text."""
 ENV_ALLOWLIST = (
     "HOME",
     "LOGNAME",
@@ -421,7 +425,7 @@ class AcpDriver:
 
     def stderr_tail(self) -> str:
         """Return the last few KiB the agent wrote to stderr, redacted."""
-        return self._redact(b"".join(self._stderr).decode("utf-8", "replace"))
+        return self._redact(b"".join(self._stderr).decode("utf-8", "replace"))[-STDERR_TAIL_BYTES:]
 
     async def start(self, spec: LaunchSpec, listener: DriverListener) -> Handshake:
         """Spawn the agent and run ``initialize``.
@@ -480,8 +484,9 @@ class AcpDriver:
             error_kind=FailureKind.HANDSHAKE_FAILURE,
             timeout=self._startup_timeout,
         )
-        caps = dump(response.agent_capabilities) if response.agent_capabilities else {}
-        info = dump(response.agent_info) if response.agent_info else None
+        # Both are the agent's words and end up in the session record: scrubbed like events.
+        caps = redact_strings(dump(response.agent_capabilities), self._redact) if response.agent_capabilities else {}
+        info = redact_strings(dump(response.agent_info), self._redact) if response.agent_info else None
         return Handshake(
             protocol_version=response.protocol_version, agent_caps=caps, agent_info=info
         )
@@ -664,7 +669,7 @@ class AcpDriver:
         return failure
 
     def _garbage(self, line: bytes) -> None:
-        preview = self._redact(line[:120].decode("utf-8", "replace"))
+        preview = self._redact(line[: 120 + SECRET_MARGIN].decode("utf-8", "replace"))[:120]
         self._protocol_error(f"agent {self._agent_name!r} wrote non-ACP output on stdout: {preview!r}")
 
     def _stdout_closed(self) -> None:
@@ -698,7 +703,7 @@ class AcpDriver:
                 return
             self._stderr.append(chunk)
             self._stderr_size += len(chunk)
-            while self._stderr_size > STDERR_TAIL_BYTES and len(self._stderr) > 1:
+            while self._stderr_size > STDERR_TAIL_BYTES + SECRET_MARGIN and len(self._stderr) > 1:
                 self._stderr_size -= len(self._stderr.popleft())
 
     async def _watch_exit(self) -> None:

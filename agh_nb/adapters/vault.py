@@ -35,7 +35,6 @@ import binascii
 import json
 import logging
 import os
-import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -49,10 +48,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agh_nb.core.clock import SystemClock
-from agh_nb.core.redaction import Redactor
+from agh_nb.core.redaction import MIN_SECRET_LENGTH, Redactor
 from agh_nb.core.vault_refs import (
     ENV_SCHEME,
     NAMESPACES,
+    VAULT_KIND,
     VAULT_SCHEME,
     EnvRef,
     parse_ref,
@@ -86,7 +86,6 @@ KEY_CHECK_AAD = b"agh_nb:vault:key-check"  # not a valid ref, so no entry can be
 
 _KEY_BYTES = 32
 _NONCE_BYTES = 12
-_KIND = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _WRONG_KEY = (
     "the vault key does not match the key the vault was written with: set AGH_VAULT_KEY to the "
     "original key, or move $AGH_HOME/vault away to start a new vault"
@@ -276,7 +275,14 @@ class Vault:
         text = parse_vault_ref(ref).text
         if not isinstance(value, str) or not value:
             raise VaultError(f"the value for {text} is empty: give a non-empty secret", ref=text)
-        if kind is not None and not _KIND.fullmatch(kind):
+        if len(value) < MIN_SECRET_LENGTH:
+            # Such a value could not be scrubbed from what agh_nb writes (see core.redaction).
+            raise VaultError(
+                f"the value for {text} is shorter than {MIN_SECRET_LENGTH} characters: too short to keep "
+                "out of logs and events; nothing was stored",
+                ref=text,
+            )
+        if kind is not None and not VAULT_KIND.fullmatch(kind):
             raise VaultError(
                 f"kind {kind[:64]!r} for {text}: use 1-64 characters from [A-Za-z0-9._-]", ref=text
             )
@@ -304,10 +310,7 @@ class Vault:
             if previous is not None and previous != value:
                 self._redactor.unregister(previous, text)
             self._values[text] = value
-            if not self._redactor.register(value, text):
-                logger.warning(
-                    "the value of %s is shorter than 4 characters and will not be redacted", text
-                )
+            self._redactor.register(value, text)
             return self._entry(text, record)
 
     def delete(self, ref: str) -> VaultEntry:

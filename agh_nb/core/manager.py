@@ -21,6 +21,7 @@ from agh_nb.core.classify import CauseKind, StopCause
 from agh_nb.core.clock import IdGenerator, SystemClock
 from agh_nb.core.ports import DriverFactory, EventStore, LaunchSpec
 from agh_nb.core.record import SessionRecord
+from agh_nb.core.redaction import Redactor
 from agh_nb.core.session import LiveSession, Turn
 from agh_nb.core.repair import plan_repair
 from agh_nb.core.session_dir import read_meta, session_dir, write_meta, write_session_ledger
@@ -87,6 +88,8 @@ class SessionManager:
         settings: validated configuration.
         home: ``$AGH_HOME``.
         resolve_secret: resolves ``env:``/``vault:`` values of an AGENT.md ``env`` at spawn.
+        redactor: where the secrets a session's agent was given stay registered for as long as
+            the session runs (a ref rotated or deleted meanwhile: the agent still has the value).
         clock, ids, redact: collaborators with real defaults.
     """
 
@@ -103,6 +106,7 @@ class SessionManager:
         redact: Callable[[str], str] = str,
         redact_json: Callable[[Any], Any] = lambda value: value,
         host_pid: int | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._store = store
         self._driver_factory = driver_factory
@@ -115,6 +119,9 @@ class SessionManager:
         self._redact_json = redact_json
         self._host_pid = host_pid if host_pid is not None else os.getpid()
         self._live: dict[str, LiveSession] = {}
+        self._redactor = redactor
+        self._pins: dict[str, list[tuple[str, str]]] = {}  # session id -> (value, label) pinned
+        self._resuming: dict[str, asyncio.Future[SessionRecord]] = {}
         self.approvals = ApprovalBroker(timeout=settings.approval_timeout)
 
     @property
@@ -167,6 +174,7 @@ class SessionManager:
             raise AgentStartError(f"session {record.id} could not start: {exc}", session_id=record.id) from None
         mode = resolve_permissions(permissions, definition, self._settings, session_type)
         live.set_permissions(mode)
+        self._pin_secrets(record.id, spec)
         return await live.start(spec)
 
     async def resume(self, session_id: str, *, replay_transcript: bool = False) -> SessionRecord:
@@ -178,13 +186,37 @@ class SessionManager:
             AgentStartError: the agent could not be started or loaded (the session is stopped again).
         """
         live = self._live.get(session_id)
+        if live is not None and live.record.state is SessionState.STOPPING:
+            await live.stop()  # a stop under way finishes first; then the session resumes
+            live = None
         if live is not None:
             return live.record
+        # One resume at a time per session: a second caller (another notebook, the HTTP API)
+        # waits for the first one's outcome instead of spawning a second agent.
+        running = self._resuming.get(session_id)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[SessionRecord] = asyncio.get_running_loop().create_future()
+        self._resuming[session_id] = future
+        try:
+            started = await self._resume(session_id, replay_transcript=replay_transcript)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: a failure nobody else waited for is not "never retrieved"
+            raise
+        else:
+            future.set_result(started)
+            return started
+        finally:
+            self._resuming.pop(session_id, None)
+
+    async def _resume(self, session_id: str, *, replay_transcript: bool) -> SessionRecord:
         await self.repair(session_id, dry_run=False)
         record = await self.get(session_id)
         spec, definition, events = await asyncio.to_thread(self._check_resumable, record)
         live = self._track(record)
         await live.prepare_resume()
+        self._pin_secrets(session_id, spec)
         started = await live.start(spec, resume=True)
         if replay_transcript and started.acp_session_id != record.acp_session_id:
             text = transcript_text(build_transcript(events))
@@ -253,9 +285,33 @@ class SessionManager:
         if not workspace.is_dir():
             raise AghError(f"workspace {workspace} is not a directory (pass a directory with --cwd)")
         definition = find_agent(agent_name, home=self._home, workspace=workspace)
-        env = {key: self._resolve_secret(value) for key, value in definition.env.items()}
-        spec = LaunchSpec(agent_name=definition.name, argv=definition.argv(), cwd=str(workspace), env=env)
+        env: dict[str, str] = {}
+        secrets: list[tuple[str, str]] = []
+        for key, value in definition.env.items():
+            env[key] = self._resolve_secret(value)
+            if value.startswith(("vault:", "env:")):
+                secrets.append((value, env[key]))
+        spec = LaunchSpec(
+            agent_name=definition.name, argv=definition.argv(), cwd=str(workspace), env=env, secrets=tuple(secrets)
+        )
         return spec, definition
+
+    def _pin_secrets(self, session_id: str, spec: LaunchSpec) -> None:
+        """Keep the values handed to this session's agent redacted until the session stops."""
+        if self._redactor is None:
+            return
+        pins = self._pins.setdefault(session_id, [])
+        for ref, value in spec.secrets:
+            label = f"{ref}@{session_id}"
+            if self._redactor.register(value, label):
+                pins.append((value, label))
+            else:
+                log.warning("the value of %s is shorter than 4 characters and cannot be redacted", ref)
+
+    def _unpin_secrets(self, session_id: str) -> None:
+        if self._redactor is not None:
+            for value, label in self._pins.pop(session_id, []):
+                self._redactor.unregister(value, label)
 
     def _track(self, record: SessionRecord) -> LiveSession:
         live = LiveSession(
@@ -275,7 +331,9 @@ class SessionManager:
         return live
 
     def _forget(self, session: LiveSession) -> None:
-        self._live.pop(session.session_id, None)
+        if self._live.get(session.session_id) is session:
+            self._live.pop(session.session_id, None)
+        self._unpin_secrets(session.session_id)
 
     async def prompt(self, session_id: str, text: str, *, interrupt: bool = False) -> Turn:
         """Queue a prompt on a live session (see ``LiveSession.submit``)."""

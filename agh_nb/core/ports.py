@@ -76,7 +76,10 @@ class LaunchSpec:
     agent_name: str
     argv: tuple[str, ...]
     cwd: str
-    env: dict[str, str] = field(default_factory=dict)
+    # Resolved secrets may be among the values: never part of a repr, a log line or a traceback.
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """``(ref, value)`` of every ``env`` value that came from a ``vault:`` or ``env:`` ref."""
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,7 @@ class Redactor:
         """
         if self._snapshot is None:
             return obj
-        result: Any = _walk(obj, self.redact)
+        result: Any = redact_strings(obj, self.redact)
         return result  # type: ignore[no-any-return]
 
     def _rebuild(self) -> None:
@@ -143,15 +143,16 @@ class Redactor:
         self._snapshot = (pattern, replacements)
 
 
-def _walk(obj: Any, redact: Callable[[str], str]) -> Any:
+def redact_strings(obj: Any, redact: Callable[[str], str]) -> Any:
+    """A copy of a JSON-like value with every string (keys included) passed through ``redact``."""
     if isinstance(obj, str):
         return redact(obj)
     if isinstance(obj, dict):
-        return {(redact(k) if isinstance(k, str) else k): _walk(v, redact) for k, v in obj.items()}
+        return {(redact(k) if isinstance(k, str) else k): redact_strings(v, redact) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_walk(item, redact) for item in obj]
+        return [redact_strings(item, redact) for item in obj]
     if isinstance(obj, tuple):
-        return tuple(_walk(item, redact) for item in obj)
+        return tuple(redact_strings(item, redact) for item in obj)
     return obj
 
 
@@ -194,27 +195,28 @@ def redact_record(record: logging.LogRecord, redactor: Redactor) -> None:
         record.stack_info = redactor.redact(record.stack_info)
 
 
-def install_log_redaction(redactor: Redactor, *, logger_name: str = "agh_nb") -> Callable[[], None]:
+def install_log_redaction(redactor: Redactor, *, logger_name: str | None = None) -> Callable[[], None]:
     """Redact every record of ``logger_name`` and its descendants as the record is created.
 
     Wraps the process's log record factory (keeping whatever factory was installed before), so
-    records of ``agh_nb.core.session`` and friends are scrubbed before any handler -- ours,
-    Jupyter's or the root's -- sees them. Records of other loggers are untouched.
+    records are scrubbed before any handler -- ours, Jupyter's or the root's -- sees them. The
+    default covers every logger of the process: the ACP SDK logs a notification it cannot
+    validate on the root logger, payload (and so any secret an agent echoed) included.
 
     Args:
         redactor: the registry to redact with.
-        logger_name: the root of the logger tree to cover.
+        logger_name: the root of the logger tree to cover; None for every logger.
 
     Returns:
         A function that uninstalls the redaction (idempotent).
     """
     previous = logging.getLogRecordFactory()
-    prefix = logger_name + "."
+    prefix = f"{logger_name}." if logger_name is not None else ""
     active = True
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        if active and (record.name == logger_name or record.name.startswith(prefix)):
+        if active and (logger_name is None or record.name == logger_name or record.name.startswith(prefix)):
             redact_record(record, redactor)
         return record
 

@@ -43,6 +43,8 @@ NAMESPACES: tuple[str, ...] = (
 MAX_REF_LENGTH = 256
 """The longest accepted ``vault:`` ref, counting the ``vault:`` prefix."""
 
+VAULT_KIND = re.compile(r"[A-Za-z0-9._-]{1,64}")
+"""What a secret's ``kind`` may be (``api_key``, ``token``...)."""
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 _SESSION_ID = re.compile(r"sess_[A-Za-z0-9_-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

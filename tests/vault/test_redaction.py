@@ -189,3 +189,15 @@ def test_filter_leaves_records_alone_when_nothing_is_registered() -> None:
     record = logging.LogRecord("agh_nb", logging.INFO, "f", 1, "value %s", ("x",), None)
     assert RedactingFilter(Redactor()).filter(record) is True
     assert record.args == ("x",)
+
+
+def test_log_redaction_covers_every_logger_by_default(redactor: Redactor) -> None:
+    # The ACP SDK logs a notification it cannot validate, payload included, on the root logger.
+    uninstall = install_log_redaction(redactor)
+    try:
+        for name in ("root", "acp.connection", "asyncio", "agh_nb.core.session"):
+            logger = logging.getLogger(None if name == "root" else name)
+            record = logger.makeRecord(logger.name, logging.ERROR, "f", 1, "bad update %s", (SECRET,), None)
+            assert record.getMessage() == f"bad update [redacted:{LABEL}]", name
+    finally:
+        uninstall()
