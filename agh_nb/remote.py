@@ -1,8 +1,14 @@
 """Client mode: the same host words spoken over the Jupyter server's HTTP API (docs/http-api.md).
 
 Owns: ``RemoteHost`` (the ``Host`` surface over HTTP + SSE), ``discover`` (the ``AGH_NB_SERVER``
-variable the server extension leaves for the kernels it starts) and a small SSE reader. Uses
-only the standard library for HTTP, so a kernel needs nothing extra to talk to its server.
+variable the server extension leaves for the kernels it starts), ``error_from_body`` (an error
+answer back into the ``AghError`` class the server raised) and a small SSE reader. Uses only the
+standard library for HTTP, so a kernel needs nothing extra to talk to its server.
+
+Parity with the embedded ``Host``: paths are resolved in this (the kernel's) process, remote
+errors keep their class and identifying fields, and a subscription, like a store subscription,
+delivers committed events only (never the stream's synthetic stop) and lasts until it is closed,
+across stops and resumes of its session.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import concurrent.futures
 import json
 import logging
 import os
+import socket
 import threading
 import urllib.error
 import urllib.parse
@@ -21,21 +28,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agh_nb import errors as _errors
 from agh_nb.api import TurnHandle
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.session import TurnResult
-from agh_nb.errors import (
-    AghError,
-    AgentStartError,
-    ApprovalError,
-    HostError,
-    QueueFullError,
-    ResumeError,
-    SessionNotActiveError,
-    SessionNotFoundError,
-    UsageError,
-    VaultError,
-)
+from agh_nb.errors import AghError, HostError, UsageError
 from agh_nb.events import JSON, Event, EventQuery, format_timestamp
 
 if TYPE_CHECKING:
@@ -44,20 +41,40 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENV_VAR = "AGH_NB_SERVER"
-_ERRORS: dict[str, type[AghError]] = {
-    cls.__name__: cls
-    for cls in (
-        UsageError,
-        SessionNotFoundError,
-        SessionNotActiveError,
-        ApprovalError,
-        ResumeError,
-        QueueFullError,
-        AgentStartError,
-        VaultError,
-        HostError,
-    )
-}
+RECONNECT_DELAY = 1.0
+"""Seconds between attempts to reopen a dropped event stream."""
+
+
+def _error_classes() -> dict[str, type[AghError]]:
+    """Every ``AghError`` class of ``agh_nb.errors`` by name (the whole tree, walked)."""
+    found: dict[str, type[AghError]] = {}
+    todo: builtins.list[type[AghError]] = [AghError]
+    while todo:
+        cls = todo.pop()
+        if cls.__module__ == _errors.__name__ and cls.__name__ not in found:
+            found[cls.__name__] = cls
+            todo.extend(cls.__subclasses__())
+    return found
+
+
+_ERRORS = _error_classes()
+
+
+def error_from_body(status: int, body: bytes) -> AghError:
+    """Rebuild the ``AghError`` an error answer describes: the class it names (``AghError`` when it
+    names none of ours, e.g. ``NotFound``), its one-line message, and its identifying fields
+    (``session_id``, ``request_id``...) plus ``http_status``."""
+    try:
+        error = json.loads(body or b"{}").get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if not isinstance(error, dict):
+        error = {}
+    message = str(error.get("message") or f"the agh_nb server answered HTTP {status}")
+    cls = _ERRORS.get(str(error.get("type")), AghError)
+    fields = {str(k): v for k, v in error.items() if k not in ("type", "message")}
+    fields["http_status"] = status
+    return cls(message, **fields)
 
 
 @dataclass(frozen=True)
@@ -130,20 +147,12 @@ class RemoteHost:
             with urllib.request.urlopen(request, timeout=timeout or self._timeout) as response:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
-            raise self._error(exc) from None
+            raise error_from_body(exc.code, exc.read()) from None
         except (urllib.error.URLError, OSError) as exc:
             raise HostError(
                 f"the agh_nb server at {self.info.url} did not answer ({exc}); is Jupyter still running?"
             ) from None
         return json.loads(payload) if payload else None
-
-    def _error(self, exc: urllib.error.HTTPError) -> AghError:
-        try:
-            error = json.loads(exc.read() or b"{}").get("error") or {}
-        except ValueError:
-            error = {}
-        message = error.get("message") or f"the agh_nb server answered HTTP {exc.code}"
-        return _ERRORS.get(str(error.get("type")), AghError)(message)
 
     def ping(self) -> None:
         """Raise ``HostError`` unless the server's agh_nb API answers."""
@@ -160,10 +169,14 @@ class RemoteHost:
         permissions: str | None = None,
         session_type: str = "user",
     ) -> SessionRecord:
-        """Create a session in the server and start its agent."""
+        """Create a session in the server and start its agent.
+
+        ``cwd`` is resolved here, in the kernel (``~`` and a relative path mean what they mean in
+        this process, as with the embedded host), and sent absolute.
+        """
         body = {
             "agent": agent,
-            "cwd": cwd or os.getcwd(),
+            "cwd": os.path.abspath(os.path.expanduser(cwd)) if cwd else os.getcwd(),
             "name": name,
             "permissions": permissions,
             "type": session_type,
@@ -199,8 +212,9 @@ class RemoteHost:
                 return
 
     def stop(self, session_id: str, *, detail: str | None = None) -> SessionRecord:
-        """Stop a session."""
-        return SessionRecord.from_dict(self._request("POST", f"sessions/{_q(session_id)}/stop", {}))
+        """Stop a session (``detail`` is recorded as its ``stop_detail``)."""
+        body = {"detail": detail} if detail is not None else {}
+        return SessionRecord.from_dict(self._request("POST", f"sessions/{_q(session_id)}/stop", body))
 
     def resume(self, session_id: str, *, replay_transcript: bool = False) -> SessionRecord:
         """Resume a stopped session under the same id."""
@@ -289,14 +303,21 @@ class RemoteHost:
     def subscribe(
         self, session_id: str | None, after_sequence: int, callback: Callable[[Sequence[Event]], None]
     ) -> _SseReader:
-        """Committed events after ``after_sequence``, then live (an SSE reader thread)."""
+        """Committed events after ``after_sequence``, then live, until closed (an SSE reader thread).
+
+        Like a store subscription it outlives stops: the stream is opened with ``keep_open`` so a
+        later resume's events arrive too; an old ``session_stopped`` is just another event.
+        """
         if session_id is None:
             raise UsageError("a remote subscription needs a session id")
+        self.get(session_id)  # SessionNotFoundError here, as the embedded host raises it
 
         def deliver(event: str, data: str, _id: str | None) -> None:
             callback([Event.from_dict(json.loads(data))])
 
-        reader = _SseReader(self, f"sessions/{_q(session_id)}/stream", after_sequence, deliver)
+        reader = _SseReader(
+            self, f"sessions/{_q(session_id)}/stream", after_sequence, deliver, query={"keep_open": 1}, session=True
+        )
         reader.start()
         return reader
 
@@ -332,13 +353,28 @@ def _q(value: str | None) -> str:
 
 
 class _SseReader:
-    """Reads one SSE stream in a daemon thread, reconnecting with Last-Event-ID until closed."""
+    """Reads one SSE stream in a daemon thread, reconnecting with Last-Event-ID until closed.
+
+    A session stream (``session=True``) ends for good when the server ends it (after the latest
+    ``session_stopped``, or at shutdown) or sends its synthetic terminal stop, which is not a
+    stored event and is not delivered. A ``session_stopped`` replayed from the backlog, older than
+    a resume, ends nothing. A dropped connection is reopened after the last id received.
+    """
 
     def __init__(
-        self, host: RemoteHost, path: str, after: int | None, deliver: Callable[[str, str, str | None], None]
+        self,
+        host: RemoteHost,
+        path: str,
+        after: int | None,
+        deliver: Callable[[str, str, str | None], None],
+        *,
+        query: dict[str, Any] | None = None,
+        session: bool = False,
     ) -> None:
         self._host = host
         self._path = path
+        self._query = query
+        self._session = session
         self._last_id = str(after) if after is not None else None
         self._deliver = deliver
         self._closed = threading.Event()
@@ -350,18 +386,28 @@ class _SseReader:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop reading (idempotent)."""
+        """Stop reading (idempotent); the reader thread ends at once, or at the next keep-alive."""
         self._closed.set()
         response = self._response
         if response is not None:
+            try:  # shutting the socket down wakes a read blocked in the reader thread
+                sock = response.fp.raw._sock
+                sock.shutdown(socket.SHUT_RDWR)
+            except Exception:  # not a plain socket response, or already closed
+                pass
             try:
                 response.close()
             except Exception:  # closing a socket another thread reads from may raise
                 pass
 
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the reader thread to end; True once it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def _run(self) -> None:
         while not self._closed.is_set():
-            request = urllib.request.Request(self._host._url(self._path))
+            request = urllib.request.Request(self._host._url(self._path, self._query))
             request.add_header("Authorization", f"token {self._host.info.token}")
             request.add_header("Accept", "text/event-stream")
             if self._last_id is not None:
@@ -372,19 +418,43 @@ class _SseReader:
                     for event, data, event_id in _parse_sse(response):
                         if self._closed.is_set():
                             return
+                        if event == _COMMENT:
+                            continue  # a keep-alive: a chance to notice close()
+                        if self._session and event == "session_stopped" and _synthetic(data):
+                            return  # the terminal stop of a stopped session: nothing stored follows
                         if event_id is not None:
                             self._last_id = event_id
                         self._deliver(event, data, event_id)
-                        if event == "session_stopped":
-                            return
-                    if self._path.endswith("/stream") and "sessions/" in self._path:
-                        return  # the server ended a finished session's stream
-            except Exception:  # a dropped connection, or close() pulling the socket from under us
-                if self._closed.is_set() or self._closed.wait(1.0):
+                    if self._session:
+                        return  # the server ended the stream: after the latest stop, or shutting down
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500:  # refused (unknown session, bad token): retrying cannot help
+                    refused = error_from_body(exc.code, exc.read())
+                    log.warning("agh_nb: the event stream %s was refused: %s", self._path, refused)
                     return
+                if self._closed.wait(RECONNECT_DELAY):  # the runtime is starting or going away
+                    return
+            except Exception:  # a dropped connection, or close() pulling the socket from under us
+                if self._closed.is_set() or self._closed.wait(RECONNECT_DELAY):
+                    return
+            finally:
+                self._response = None
+
+
+def _synthetic(data: str) -> bool:
+    try:
+        row = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(row, dict) and row.get("synthetic") is True
+
+
+_COMMENT = ":"
+"""The event name ``_parse_sse`` yields for a comment line (a keep-alive)."""
 
 
 def _parse_sse(stream: Any) -> Iterator[tuple[str, str, str | None]]:
+    """Yield ``(event, data, id)`` per message, and ``(_COMMENT, text, None)`` per comment line."""
     event: str = "message"
     data: builtins.list[str] = []
     event_id: str | None = None
@@ -396,6 +466,7 @@ def _parse_sse(stream: Any) -> Iterator[tuple[str, str, str | None]]:
             event, data, event_id = "message", [], None
             continue
         if line.startswith(":"):
+            yield _COMMENT, line[1:].strip(), None
             continue
         field, _, value = line.partition(":")
         value = value[1:] if value.startswith(" ") else value

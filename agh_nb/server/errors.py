@@ -17,10 +17,12 @@ from typing import Any
 from tornado.web import HTTPError
 
 from agh_nb.errors import (
+    AgentNotFoundError,
     AgentStartError,
     AghError,
     ApprovalError,
     ConfigError,
+    QueryError,
     QueueFullError,
     ResumeError,
     SecretNotFoundError,
@@ -28,6 +30,7 @@ from agh_nb.errors import (
     SessionNotFoundError,
     UsageError,
     VaultRefError,
+    WorkspaceError,
 )
 from agh_nb.events import JSON
 
@@ -35,10 +38,13 @@ MESSAGE_LIMIT = 1000
 """Longest message a body carries (an AghError's message is one line; this is a backstop)."""
 
 STATUS_BY_ERROR: tuple[tuple[type[AghError], int], ...] = (
+    (QueryError, 400),  # a StoreError, but the user's query: before any StoreError entry
     (UsageError, 400),
     (VaultRefError, 400),
     (ConfigError, 400),
+    (WorkspaceError, 400),
     (SessionNotFoundError, 404),
+    (AgentNotFoundError, 404),
     (SecretNotFoundError, 404),
     (SessionNotActiveError, 409),
     (ApprovalError, 409),
@@ -46,7 +52,8 @@ STATUS_BY_ERROR: tuple[tuple[type[AghError], int], ...] = (
     (QueueFullError, 409),
     (AgentStartError, 422),
 )
-"""Status of each AghError class (first match wins); any other AghError is a 500."""
+"""Status of each AghError class (first match wins; a subclass before its base); any other
+AghError (``StoreError``, ``VaultKeyError``, ...: not the caller's mistake) is a 500."""
 
 PUBLIC_FIELDS = ("session_id", "request_id", "turn_id", "ref")
 """Error fields that may be echoed in a body (identifiers, never values)."""

@@ -42,6 +42,12 @@ AUTH_RESOURCE = "agh_nb"
 
 Method = Callable[..., Awaitable[None]]
 
+
+class PathText(str):
+    """The ``parse_body`` kind of a field naming a file system path: a string without NUL bytes
+    (no OS call accepts one; refused as a 400 before anything is created)."""
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
@@ -87,6 +93,8 @@ class AghHandler(ExtensionHandlerMixin, APIHandler):
     def parse_body(self, fields: dict[str, tuple[type, bool]]) -> JSON:
         """Parse the JSON object body; ``fields`` maps name -> (type, required). Unknown names are refused.
 
+        A ``PathText`` kind takes a string that holds no NUL byte.
+
         Raises:
             ApiError: 400 for malformed JSON, a non-object, an unknown, missing or mistyped field.
         """
@@ -109,6 +117,9 @@ class AghHandler(ExtensionHandlerMixin, APIHandler):
                 if required:
                     raise bad_request(f"missing field {name!r} ({_kind(kind)})")
                 data.pop(name, None)
+            elif kind is PathText:
+                if not isinstance(value, str) or "\x00" in value:
+                    raise bad_request(f"field {name!r} must be {_kind(kind)}")
             elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise bad_request(f"field {name!r} must be {_kind(kind)}")
         return data
@@ -191,7 +202,14 @@ class AghHandler(ExtensionHandlerMixin, APIHandler):
 
 
 def _kind(kind: type) -> str:
-    return {str: "a string", bool: "true or false", int: "an integer", dict: "an object"}.get(kind, kind.__name__)
+    names = {
+        str: "a string",
+        bool: "true or false",
+        int: "an integer",
+        dict: "an object",
+        PathText: "a path (a string without NUL bytes)",
+    }
+    return names.get(kind, kind.__name__)
 
 
 # -- sessions ---------------------------------------------------------------------------------
@@ -208,7 +226,13 @@ class SessionsHandler(AghHandler):
     @endpoint
     async def post(self) -> None:
         body = self.parse_body(
-            {"agent": (str, True), "cwd": (str, False), "name": (str, False), "permissions": (str, False), "type": (str, False)}
+            {
+                "agent": (str, True),
+                "cwd": (PathText, False),
+                "name": (str, False),
+                "permissions": (str, False),
+                "type": (str, False),
+            }
         )
         runtime = await self.runtime()
         record = await runtime.manager.create(
@@ -319,7 +343,7 @@ class TurnHandler(AghHandler):
 
 
 class StopHandler(AghHandler):
-    """``POST {}``: stop the session; answers the final record."""
+    """``POST {"detail"?}``: stop the session (``detail`` becomes its ``stop_detail``); answers the final record."""
 
     @endpoint
     async def post(self, session_id: str) -> None:

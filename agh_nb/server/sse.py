@@ -2,7 +2,8 @@
 
 Owns: ``SessionStreamHandler`` (committed events of one session: backlog after ``Last-Event-ID``
 or ``?after_sequence``, then live, no gap and no duplicate; ends after a terminal
-``session_stopped``, real or synthetic), ``ApprovalStreamHandler`` (``added``/``resolved``
+``session_stopped``, real or synthetic, unless ``?keep_open=1`` asks it to stay open across stops
+and resumes, as a store subscription does), ``ApprovalStreamHandler`` (``added``/``resolved``
 permission requests of every session) and ``_Feed``, the bounded hand-over of committed batches
 from the store's threads to the server's loop.
 
@@ -179,9 +180,10 @@ class SessionStreamHandler(_StreamHandler):
     @endpoint
     async def get(self, session_id: str) -> None:
         after = self._resume_point()
+        keep_open = self.bool_arg("keep_open")
         runtime = await self.runtime()
         await runtime.manager.get(session_id)  # 404 before the stream opens
-        await self._run(lambda: self._pump(runtime, session_id, after))
+        await self._run(lambda: self._pump(runtime, session_id, after, keep_open=keep_open))
 
     def _resume_point(self) -> int:
         raw = self.request.headers.get("Last-Event-ID") or self.get_query_argument("after_sequence", None) or "0"
@@ -193,7 +195,8 @@ class SessionStreamHandler(_StreamHandler):
             raise bad_request("Last-Event-ID / after_sequence must be 0 or more")
         return value
 
-    async def _pump(self, runtime: Runtime, session_id: str, last: int) -> None:
+    async def _pump(self, runtime: Runtime, session_id: str, last: int, *, keep_open: bool = False) -> None:
+        """Send the events after ``last``, then live ones; end after the terminal stop unless ``keep_open``."""
         loop = asyncio.get_running_loop()
         high_water = max(1, int(self.app.stream_high_water))
         while True:  # one pass per store subscription; a new one only after an overflow
@@ -205,7 +208,9 @@ class SessionStreamHandler(_StreamHandler):
                 while True:
                     batches = feed.take()
                     if batches:
-                        text, count, last, stopped = self._frames(batches, last, feed.last_at_subscribe)
+                        # keep_open: no stop is terminal (a resume may follow); only the client ends it.
+                        terminal_from = None if keep_open else feed.last_at_subscribe or 0
+                        text, count, last, stopped = self._frames(batches, last, terminal_from)
                         if text:
                             await self._send(text)  # one write and flush per drained group
                         feed.consumed(count)
@@ -221,7 +226,7 @@ class SessionStreamHandler(_StreamHandler):
                         if feed.overflowed:  # the client fell behind the live rate: catch up from the store
                             log.info("agh_nb: a stream of %s fell behind; catching up from sequence %d", session_id, last)
                             break
-                        if not checked:
+                        if not checked and not keep_open:
                             checked = True
                             if await self._end_if_stopped(runtime, session_id, last):
                                 return
@@ -240,9 +245,14 @@ class SessionStreamHandler(_StreamHandler):
 
     @staticmethod
     def _frames(
-        batches: list[Sequence[Event]], last: int, last_at_subscribe: int | None
+        batches: list[Sequence[Event]], last: int, terminal_from: int | None
     ) -> tuple[str, int, int, bool]:
-        """Format the events after ``last``: (text, events taken, new last, a terminal stop was met)."""
+        """Format the events after ``last``: (text, events taken, new last, a terminal stop was met).
+
+        A ``session_stopped`` is terminal when its sequence is ``terminal_from`` or more (the newest
+        row when the subscription opened: an older one was followed by a resume); with
+        ``terminal_from`` None, none is.
+        """
         parts: list[str] = []
         count = 0
         stopped = False
@@ -257,7 +267,7 @@ class SessionStreamHandler(_StreamHandler):
                 parts.append(frame(event.sequence, event.type, dumps(event.to_dict())))
                 # A session_stopped older than the newest row at subscribe time was followed by a
                 # resume: only the latest one ends the stream.
-                if event.type == SESSION_STOPPED and event.sequence >= (last_at_subscribe or 0):
+                if event.type == SESSION_STOPPED and terminal_from is not None and event.sequence >= terminal_from:
                     stopped = True
                     break
         return "".join(parts), count, last, stopped

@@ -1,7 +1,8 @@
 """The test harness of the server host: a real Jupyter server driven over loopback HTTP.
 
 ``start_server`` runs ``python -m jupyter_server`` as a subprocess with a known token, port 0,
-its own ``AGH_HOME``, runtime and user config directories. The agh_nb extension is NOT enabled
+its own ``AGH_HOME``, runtime and user config directories; ``start_kernel`` asks it for a kernel
+and drives it over the kernel websocket as JupyterLab does (client mode). The agh_nb extension is NOT enabled
 here: it must come from the ``etc/jupyter/jupyter_server_config.d/agh_nb.json`` that installing
 the package put into the environment (the user config only switches the other extensions off,
 for a faster start). ``Server.api`` speaks HTTP with ``http.client``; ``SSE`` reads a stream
@@ -11,6 +12,8 @@ agent subprocesses die with it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -20,10 +23,13 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tornado.websocket import websocket_connect
 
 TOKEN = "agh-test-token"
 START_TIMEOUT = 90.0
@@ -300,3 +306,94 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
             return value
         assert time.monotonic() < deadline, f"condition not met within {timeout}s"
         time.sleep(interval)
+
+
+# -- kernels started by the server (client mode) ----------------------------------------------------
+
+
+class Kernel:
+    """A server-started kernel driven over ``/api/kernels/<id>/channels``."""
+
+    def __init__(self, server: Server, kernel_id: str) -> None:
+        self.server = server
+        self.id = kernel_id
+        self.session = uuid.uuid4().hex
+
+    def run(self, code: str, timeout: float = 90.0) -> dict[str, str]:
+        """Execute ``code``; returns its ``stdout``, ``stderr``, ``result`` (text/plain), ``display``
+        (text/plain of displayed data) and ``error`` (``ename: evalue``) as text."""
+        return asyncio.run(asyncio.wait_for(self._run(code), timeout))
+
+    async def _run(self, code: str) -> dict[str, str]:
+        url = f"ws://127.0.0.1:{self.server.port}/api/kernels/{self.id}/channels?token={self.server.token}"
+        ws = await websocket_connect(url)
+        msg_id = uuid.uuid4().hex
+        ws.write_message(
+            json.dumps(
+                {
+                    "header": {
+                        "msg_id": msg_id,
+                        "msg_type": "execute_request",
+                        "username": "test",
+                        "session": self.session,
+                        "date": "",
+                        "version": "5.3",
+                    },
+                    "parent_header": {},
+                    "metadata": {},
+                    "content": {
+                        "code": code,
+                        "silent": False,
+                        "store_history": True,
+                        "user_expressions": {},
+                        "allow_stdin": False,
+                        "stop_on_error": True,
+                    },
+                    "channel": "shell",
+                    "buffers": [],
+                }
+            )
+        )
+        out = {"stdout": "", "stderr": "", "result": "", "display": "", "error": ""}
+        try:
+            while True:
+                raw = await ws.read_message()
+                if raw is None:
+                    raise AssertionError("the kernel websocket closed")
+                msg = json.loads(raw)
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind, content = msg["msg_type"], msg["content"]
+                if kind == "stream":
+                    out[content["name"]] += content["text"]
+                elif kind == "execute_result":
+                    out["result"] += content["data"].get("text/plain", "")
+                elif kind in ("display_data", "update_display_data"):
+                    out["display"] += content["data"].get("text/plain", "") + "\n"
+                elif kind == "error":
+                    out["error"] += f"{content['ename']}: {content['evalue']}"
+                elif kind == "status" and content["execution_state"] == "idle":
+                    return out
+        finally:
+            ws.close()
+            # Wait for the close handshake so no socket outlives the test's event loop.
+            with contextlib.suppress(Exception):
+                while await asyncio.wait_for(ws.read_message(), 5) is not None:
+                    pass
+
+    def json(self, code: str) -> Any:
+        """Execute ``code`` that must succeed and print one JSON document; returns it."""
+        out = self.run(code)
+        assert not out["error"] and "agh: error" not in out["stderr"], out
+        return json.loads(out["stdout"])
+
+
+def start_kernel(server: Server) -> Kernel:
+    """A kernel started by ``server`` with agh_nb loaded; it must have found the server host itself."""
+    reply = server.request("POST", "/api/kernels", {"name": "python3"})
+    assert reply.status == 201, reply.text
+    kernel = Kernel(server, reply.body["id"])
+    wait_for(lambda: not kernel.run("1")["error"], timeout=60)
+    out = kernel.run("%load_ext agh_nb\nimport agh_nb\nprint(type(agh_nb.get_host()).__name__)")
+    assert out["stdout"].strip() == "RemoteHost", out  # the kernel found the server host itself
+    return kernel

@@ -33,11 +33,13 @@ def _read_with_cuts(server: Server, sid: str, seed: int, received: list[int], er
     try:
         while True:
             budget = rng.randint(1, 300)
-            with SSE(server, f"/sessions/{sid}/stream", last_event_id=last if rng.random() < 0.9 else None) as stream:
+            resume = rng.random() < 0.9  # else reconnect without Last-Event-ID: the stream starts over
+            with SSE(server, f"/sessions/{sid}/stream", last_event_id=last if resume else None) as stream:
                 assert stream.status == 200
                 for msg in stream:
-                    if msg["id"] <= last:  # only possible when the reconnect sent no Last-Event-ID
-                        continue
+                    if not resume and msg["id"] <= last:
+                        continue  # replayed because we did not say where we were
+                    assert msg["id"] > last, f"resumed after {last} (Last-Event-ID sent), got {msg['id']} again"
                     received.append(msg["id"])
                     last = msg["id"]
                     if msg["event"] == "session_stopped":
@@ -162,6 +164,39 @@ def test_a_resumed_session_streams_past_its_old_stop(server: Server) -> None:
         server.ok("POST", f"/sessions/{sid}/stop")
         rest = list(messages)
     assert rest[-1]["event"] == "session_stopped" and rest[-1]["id"] == server.events(sid)[-1]["sequence"]
+
+
+def test_keep_open_streams_stay_open_across_a_stop_and_a_resume(server: Server) -> None:
+    sid = server.create()["id"]
+    server.prompt_and_wait(sid, "firehose 2")
+    got: list[dict[str, Any]] = []
+    with SSE(server, f"/sessions/{sid}/stream?keep_open=1") as stream:
+        messages = iter(stream)
+        got.append(next(messages))
+        server.ok("POST", f"/sessions/{sid}/stop")
+        for msg in messages:
+            got.append(msg)
+            if msg["event"] == "session_stopped":
+                break
+        server.ok("POST", f"/sessions/{sid}/resume", {})  # the same stream carries the second life
+        server.prompt_and_wait(sid, "firehose 2")
+        server.ok("POST", f"/sessions/{sid}/stop")
+        last = server.events(sid)[-1]["sequence"]
+        for msg in messages:
+            got.append(msg)
+            if msg["id"] == last:
+                break
+    assert [m["id"] for m in got] == list(range(1, last + 1))
+    assert [m["event"] for m in got].count("session_stopped") == 2 and not any("synthetic" in m["data"] for m in got)
+    # A stopped session with nothing new: no synthetic stop, the stream just stays open (keep-alives).
+    with SSE(server, f"/sessions/{sid}/stream?keep_open=true", last_event_id=last) as stream:
+        quiet = []
+        for msg in stream.messages(comments=True):
+            quiet.append(msg)
+            if len(quiet) == 2:
+                break
+    assert quiet == [{"comment": "keep-alive"}] * 2
+    assert server.api("GET", f"/sessions/{sid}/stream?keep_open=maybe").status == 400
 
 
 def test_keep_alives_on_a_quiet_stream_and_a_client_that_leaves(server: Server) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import threading
 from decimal import Decimal
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from agh_nb import errors
 from agh_nb.events import Event
+from agh_nb.remote import _ERRORS, error_from_body
 from agh_nb.server.errors import ApiError, api_error, error_body, status_for
 from agh_nb.server.handlers import json_safe
 from agh_nb.server.sse import _Feed, frame
@@ -20,9 +22,12 @@ from agh_nb.server.sse import _Feed, frame
 @pytest.mark.parametrize(
     "error, status",
     [
+        pytest.param(errors.QueryError("x"), 400, id="query"),
         pytest.param(errors.UsageError("x"), 400, id="usage"),
         pytest.param(errors.VaultRefError("x"), 400, id="vault-ref"),
         pytest.param(errors.ConfigError("x"), 400, id="config"),
+        pytest.param(errors.WorkspaceError("x"), 400, id="workspace"),
+        pytest.param(errors.AgentNotFoundError("x"), 404, id="agent-not-found"),
         pytest.param(errors.SessionNotFoundError("x"), 404, id="session-not-found"),
         pytest.param(errors.SecretNotFoundError("x"), 404, id="secret-not-found"),
         pytest.param(errors.SessionNotActiveError("x"), 409, id="not-active"),
@@ -31,6 +36,7 @@ from agh_nb.server.sse import _Feed, frame
         pytest.param(errors.QueueFullError("x"), 409, id="queue-full"),
         pytest.param(errors.AgentStartError("x"), 422, id="agent-start"),
         pytest.param(errors.StoreError("x"), 500, id="store"),
+        pytest.param(errors.StoreLockedError("x"), 500, id="store-locked"),
         pytest.param(errors.VaultKeyError("x"), 500, id="vault-key"),
         pytest.param(errors.AghError("x"), 500, id="base"),
     ],
@@ -39,6 +45,32 @@ def test_status_table_of_the_contract(error: errors.AghError, status: int) -> No
     assert status_for(error) == status
     body = api_error(error).body()["error"]
     assert body == {"type": type(error).__name__, "message": "x"}
+
+
+def _tree(cls: type[errors.AghError]) -> list[type[errors.AghError]]:
+    return [cls] + [c for sub in cls.__subclasses__() for c in _tree(sub)]
+
+
+ERROR_CLASSES = sorted({c for c in _tree(errors.AghError) if c.__module__ == errors.__name__}, key=lambda c: c.__name__)
+
+
+@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=[c.__name__ for c in ERROR_CLASSES])
+def test_a_remote_error_keeps_its_class_and_identifying_fields(cls: type[errors.AghError]) -> None:
+    # Server side: the error the handler raised, answered as JSON; client side: the same class back.
+    sent = api_error(cls("one line for the user", session_id="sess_1", request_id="perm_2", secret="v"))
+    body = json.dumps(sent.body()).encode()
+    got = error_from_body(sent.status_code, body)
+    assert type(got) is cls and str(got) == "one line for the user"
+    assert got.fields == {"session_id": "sess_1", "request_id": "perm_2", "http_status": sent.status_code}
+
+
+def test_remote_error_map_is_the_whole_tree_and_odd_bodies_become_agh_errors() -> None:
+    assert set(_ERRORS.values()) == set(ERROR_CLASSES)
+    assert {errors.QueryError, errors.StoreLockedError, errors.VaultTamperedError} <= set(_ERRORS.values())
+    for status, body in [(404, b'{"error": {"type": "NotFound", "message": "no such turn"}}'),
+                         (502, b"<html>bad gateway</html>"), (403, b'{"error": "x"}'), (500, b"")]:
+        got = error_from_body(status, body)
+        assert type(got) is errors.AghError and got.fields["http_status"] == status and "\n" not in str(got)
 
 
 def test_error_bodies_are_one_line_redacted_and_carry_ids_only() -> None:
