@@ -17,10 +17,12 @@ __all__ = ["Host", "Session", "__version__", "get_host", "load_ipython_extension
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register the ``%agh`` magics (``%load_ext agh_nb``)."""
-    from agh_nb.kernel.magics import AghMagics
+    """Register the ``%agh`` magics and the session card (``%load_ext agh_nb``): every
+    ``agh_nb.api.Session`` (from ``%agh`` or the Python API) shows as its card."""
+    from agh_nb.kernel.magics import AghMagics, register_formatters
 
     ipython.register_magics(AghMagics)
+    register_formatters(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

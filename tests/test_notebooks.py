@@ -131,6 +131,8 @@ def check_quickstart(nb: Any, home: Path, tmp: Path) -> None:
     assert "#1     user_message" in text, "--follow prints the events as they arrive"
     assert any("application/vnd.jupyter.widget-view+json" in out.get("data", {}) for out in outputs(nb)), "tail widget"
     assert "border:1px solid #d0d7de" in text, "the session card"
+    assert re.search(r"Event tail of sess_\w+: \d+ events?, last #\d+ \w+", text), "the tail's plain-text form"
+    assert "turn_cost" in text, "token_usage.cost_amount is cumulative: the per-turn cost is shown next to it"
     assert images(nb), "the timeline"
 
 
@@ -143,6 +145,7 @@ def check_approvals(nb: Any, home: Path, tmp: Path) -> None:
     assert "resolved: reject-once by user" in text
     assert "second.txt exists: False" in text
     assert sum("application/vnd.jupyter.widget-view+json" in out.get("data", {}) for out in outputs(nb)) >= 2
+    assert re.search(r"Approvals for session sess_\w+: ", text), "the panel's plain-text form"
 
     from agh_nb.api import Reader
 
@@ -166,6 +169,9 @@ def check_analytics(nb: Any, home: Path, tmp: Path) -> None:
     text = text_of(nb)
     for expected in ("prompt_failure", "process_exit", "agent_crashed", "mode:deny-all", "boundary", "execute"):
         assert expected in text, expected
+    assert "interrupted" in text, "the crashed call is closed by the stop path, shown as interrupted"
+    assert "no result" not in text, "no tool call is left without a result"
+    assert "NaN" not in text, "blanks or words read better than NaN"
 
 
 def check_recovery(nb: Any, home: Path, tmp: Path) -> None:
@@ -174,6 +180,15 @@ def check_recovery(nb: Any, home: Path, tmp: Path) -> None:
     assert "daemon crashed while session active" in text
     assert "host exit: -9 SIGKILL" in text
     assert "0o600" in text, "the crash bundle is owner-only"
+    # An agent crash seen by a live host: its stop path closed the dangling call; repair plans nothing.
+    assert (
+        "closed by the stop: Doing something risky | interrupted: the session stopped before the tool call"
+        " finished | repair: True" in text
+    )
+    assert "repair plans: [] | record change: None | empty: True" in text
+    # A dead host: repair has work to do, then nothing is left.
+    assert "record:  active -> stopped | agent_crashed | daemon crashed while session active" in text
+    assert "+ tool_result      interrupted: the session stopped before the tool call finished" in text
     assert "nothing left to repair: True" in text
     assert "gapless: True | session_stopped events: 2" in text
     assert "verified:    True" in text

@@ -46,6 +46,9 @@ class _RequestRow(widgets.VBox):  # type: ignore[misc]
     def __init__(self, panel: ApprovalPanel, request: JSON) -> None:
         self.request_id: str = request["request_id"]
         self.session_id: str = request["session_id"]
+        self.summary = " ".join(
+            f"{request.get('title') or '(untitled tool call)'} [{request.get('kind') or 'other'}]".split()
+        )
         title = html.escape(str(request.get("title") or "(untitled tool call)"))
         kind = html.escape(str(request.get("kind") or "other"))
         paths = "".join(f"<li><code>{html.escape(p)}</code></li>" for p in request.get("paths") or [])
@@ -67,7 +70,7 @@ class ApprovalPanel(widgets.VBox):  # type: ignore[misc]
     """Pending permission requests of one session (or all), kept current from any surface.
 
     Args:
-        host: the embedded host.
+        host: the process-wide host (embedded or remote).
         session_id: show only this session's requests (None: every session).
     """
 
@@ -113,6 +116,24 @@ class ApprovalPanel(widgets.VBox):  # type: ignore[misc]
             self._host.approve(session_id, request_id, decision)
         except AghError as exc:
             self.status.value = f"error: {exc}"
+
+    def text_summary(self) -> str:
+        """Plain text for front ends that cannot show widgets, e.g.
+        ``Approvals for session sess_x: 1 pending: req_ab (Write /ws/a.txt [edit])``."""
+        with self._lock:
+            rows = list(self.rows.values())
+        scope = f"session {self._session_id}" if self._session_id else "all sessions"
+        if not rows:
+            return f"Approvals for {scope}: none pending"
+        shown = "; ".join(f"{r.request_id} ({r.summary})" for r in rows[:5])
+        more = f"; and {len(rows) - 5} more" if len(rows) > 5 else ""
+        return f"Approvals for {scope}: {len(rows)} pending: {shown}{more}"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict):
+            bundle["text/plain"] = self.text_summary()
+        return bundle
 
     def pending_ids(self) -> list[str]:
         """The request ids currently shown."""

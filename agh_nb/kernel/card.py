@@ -1,19 +1,28 @@
 """The rich display of a session in a notebook: a card with state, health, stop reason, failure
 and pending approvals, plus ``timeline()`` (a chart of turns and tool calls).
 
-Owns: ``NotebookSession`` (a ``Session`` handle that renders as a card). Every value that came
-from an agent or a user is HTML-escaped.
+Owns: ``session_card_html`` (the card of any ``agh_nb.api.Session``; ``load_ipython_extension``
+registers it as the HTML formatter of ``Session``, so a handle made with the Python API shows the
+same card as one returned by ``%agh``) and ``NotebookSession`` (a ``Session`` that can also draw
+its timeline). Every value that came from an agent or a user is HTML-escaped. Must not import
+``agh_nb.server``.
 """
 
 from __future__ import annotations
 
 import html
+import logging
 from typing import Any
 
 from agh_nb.api import Session
+from agh_nb.errors import AghError
+from agh_nb.events import JSON
+
+log = logging.getLogger(__name__)
 
 STATE_COLOURS = {"active": "#1a7f37", "starting": "#bf8700", "stopping": "#bf8700", "stopped": "#57606a"}
 HEALTH_COLOURS = {"healthy": "#1a7f37", "degraded": "#bf8700", "stale": "#bc4c00", "dead": "#cf222e", "unknown": "#57606a"}
+PENDING_SHOWN = 5  # pending requests listed by title on the card
 
 
 def _badge(text: str, colour: str) -> str:
@@ -23,15 +32,33 @@ def _badge(text: str, colour: str) -> str:
     )
 
 
-def render_card(status: dict[str, Any], record: dict[str, Any], pending: int) -> str:
-    """HTML for one session card (everything escaped)."""
+def _pending_text(pending: list[JSON]) -> str:
+    if not pending:
+        return "0"
+    titles = [
+        f"{p.get('request_id')}: " + " ".join(str(p.get("title") or "(untitled tool call)").split())
+        for p in pending[:PENDING_SHOWN]
+    ]
+    more = [f"and {len(pending) - PENDING_SHOWN} more"] if len(pending) > PENDING_SHOWN else []
+    return f"{len(pending)} — " + "; ".join(titles + more)
+
+
+def render_card(status: dict[str, Any], record: dict[str, Any], pending: list[JSON]) -> str:
+    """HTML for one session card (everything escaped).
+
+    Args:
+        status: the session's status (``host.status``: state, stop reason, failure, health).
+        record: the session record's JSON form.
+        pending: its pending permission requests.
+    """
     health = status.get("health") or {}
-    rows = [
+    rows: list[tuple[str, Any]] = [
         ("agent", record.get("agent_name")),
         ("workspace", record.get("workspace_path")),
         ("permissions", record.get("permissions")),
         ("ACP session", record.get("acp_session_id")),
         ("active prompt", health.get("active_prompt")),
+        ("queued turns", len(status.get("queue") or []) or None),
         ("last activity", health.get("last_activity_at")),
     ]
     if record.get("stop_reason"):
@@ -39,35 +66,54 @@ def render_card(status: dict[str, Any], record: dict[str, Any], pending: int) ->
     failure = record.get("failure")
     if failure:
         rows.append(("failure", f"{failure.get('kind')}: {failure.get('summary')}"))
-    rows.append(("pending approvals", str(pending)))
+    if health.get("last_error") and not failure:
+        rows.append(("last error", health.get("last_error")))
+    rows.append(("pending approvals", _pending_text(pending)))
     body = "".join(
-        f"<tr><td style='color:#57606a;padding-right:12px'>{html.escape(k)}</td>"
+        f"<tr><td style='color:#57606a;padding-right:12px;vertical-align:top'>{html.escape(k)}</td>"
         f"<td><code>{html.escape(str(v))}</code></td></tr>"
         for k, v in rows
         if v not in (None, "")
     )
     state = str(record.get("state"))
+    health_word = str(health.get("health") or "unknown")
     title = html.escape(str(record.get("name") or record.get("id")))
     return (
         "<div style='border:1px solid #d0d7de;border-radius:6px;padding:8px;max-width:760px'>"
         f"<b>{title}</b> <span style='color:#57606a'>{html.escape(str(record.get('id')))}</span> "
         f"{_badge(state, STATE_COLOURS.get(state, '#57606a'))} "
-        f"{_badge(str(health.get('health', 'unknown')), HEALTH_COLOURS.get(str(health.get('health')), '#57606a'))}"
+        f"{_badge(health_word, HEALTH_COLOURS.get(health_word, '#57606a'))}"
         f"<table style='margin-top:6px'>{body}</table></div>"
     )
+
+
+def session_card_html(session: Session) -> str | None:
+    """The card of ``session`` (the HTML formatter of every ``Session``); None when the host
+    cannot say (the plain-text form is shown instead)."""
+    host = session._host
+    try:
+        record = session.record.to_dict()
+        status = host.status(session.id)
+        pending = host.pending_approvals(session.id) if record["state"] == "active" else []
+    except AghError as exc:
+        log.warning("cannot show the card of %s: %s", session.id, exc)
+        return None
+    return render_card(status, record, list(pending))
 
 
 class NotebookSession(Session):
     """A session handle that shows itself as a card and can draw its timeline."""
 
-    def _repr_html_(self) -> str:
-        record = self.record.to_dict()
-        status = self.status()
-        pending = len(self._host.pending_approvals(self.id)) if record["state"] == "active" else 0
-        return render_card(status, record, pending)
+    def _repr_html_(self) -> str | None:
+        return session_card_html(self)
 
     def timeline(self) -> Any:
-        """A chart of this session's turns and tool calls over time (``.figure``: matplotlib)."""
+        """A chart of this session's turns and tool calls over time (``.figure``: matplotlib).
+
+        Raises:
+            AghError: when the chart cannot be drawn.
+        """
         from agh_nb.kernel.timeline import timeline_chart
 
         return timeline_chart(self.id, self._host.events(self.id))
+

@@ -19,9 +19,10 @@ from agh_nb.kernel.describe import summary
 IDLE_GRACE = 0.5
 
 
-def describe(event: Event) -> str:
-    """One plain-text line for an event (no markup: agent text stays text)."""
-    text = " ".join(summary(event).split())
+def describe(event: Event, titles: dict[str, str] | None = None) -> str:
+    """One plain-text line for an event (no markup: agent text stays text); ``titles`` names a
+    tool call's later updates by the title its first event gave."""
+    text = " ".join(summary(event, titles).split())
     if len(text) > 160:
         text = text[:159] + "…"
     return f"#{event.sequence:<5} {event.type:<16} {event.turn_id or '-':<18} {text}"
@@ -39,6 +40,7 @@ def follow_events(host: Any, session_id: str, args: argparse.Namespace, *, max_s
         after = recent[0].sequence - 1 if recent else after
     subscription = host.subscribe(session_id, after, inbox.put)
     printed = 0
+    titles: dict[str, str] = {}
     idle_since: float | None = None
     started = time.monotonic()
     try:
@@ -58,7 +60,7 @@ def follow_events(host: Any, session_id: str, args: argparse.Namespace, *, max_s
                     break
                 continue
             for event in batch:
-                print(describe(event), flush=True)
+                print(describe(event, titles), flush=True)
                 printed += 1
     except KeyboardInterrupt:
         print("(stopped following; the session goes on)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -32,33 +33,35 @@ def _secret_prompt(label: str) -> str:
         ) from exc
 
 
-def _wait_with_progress(handle: Any, timeout: float | None) -> Any:
-    """Wait for a turn while showing it is alive: elapsed time and events so far, updated in place."""
-    import time
+def _waiter(host: Any, json_output: bool) -> Callable[[Any, float | None], Any]:
+    """The ``--wait`` of this cell: a progress line (none under ``-o json``) and inline decisions
+    on the turn's permission requests when the front end can take an answer on stdin."""
 
-    from IPython.display import Pretty, display
+    def wait(handle: Any, timeout: float | None) -> Any:
+        from agh_nb.kernel.wait import TurnWaiter, stdin_allowed
 
-    from agh_nb.api import build_query
-    from agh_nb.hosts import get_host
+        def say(text: str) -> None:
+            print(text, file=sys.stderr if json_output else sys.stdout, flush=True)
 
-    host = get_host()
-    started = time.monotonic()
-    line = display(Pretty(f"turn {handle.turn_id}: queued"), display_id=True)
-    while not handle.done():
-        elapsed = time.monotonic() - started
-        if timeout is not None and elapsed > timeout:
-            break
-        try:
-            count = len(host.events(handle.session_id, build_query(turn=handle.turn_id)))
-        except Exception:  # progress is best effort; the wait itself must not fail on it
-            count = 0
-        if line is not None:
-            line.update(Pretty(f"turn {handle.turn_id}: running for {elapsed:.1f}s, {count} events so far"))
-        time.sleep(0.5)
-    result = handle.wait(max(0.0, timeout - (time.monotonic() - started)) if timeout is not None else None)
-    if line is not None:
-        line.update(Pretty(f"turn {handle.turn_id}: {result.stop_reason} after {time.monotonic() - started:.1f}s"))
-    return result
+        # ``input`` is looked up now: inside a cell, ipykernel routes it to the front end.
+        waiter = TurnWaiter(host, progress=not json_output, ask=input if stdin_allowed() else None, say=say)
+        return waiter.wait(handle, timeout)
+
+    return wait
+
+
+def register_formatters(ipython: Any) -> None:
+    """Show every ``agh_nb.api.Session`` as its card (``kernel.card``) in rich displays.
+
+    Registered by module and class name, so loading the extension does not import the API.
+    """
+
+    def card(session: Any) -> str | None:
+        from agh_nb.kernel.card import session_card_html
+
+        return session_card_html(session)
+
+    ipython.display_formatter.formatters["text/html"].for_type_by_name("agh_nb.api", "Session", card)
 
 
 def _widget(host: Any, args: Any) -> Any:
@@ -101,14 +104,15 @@ class AghMagics(Magics):
                 if help_text:
                     print(help_text)
                 return None
+            host = get_host()
             result = execute(
                 args,
-                get_host(),
+                host,
                 cell=cell,
                 follow=follow_events,
                 secret_prompt=_secret_prompt,
                 widgets=_widget,
-                waiter=_wait_with_progress,
+                waiter=_waiter(host, getattr(args, "output", None) == "json"),
             )
         except AghError as exc:
             print(f"agh: error: {exc}", file=sys.stderr)

@@ -1,15 +1,23 @@
 """A timeline chart of a session: one bar per turn, tool calls as bars inside it.
 
-Owns: ``timeline_figure``. Pure matplotlib (Agg-safe); labels are plain text, never markup.
+Owns: ``timeline_figure`` and ``TimelineChart``. Pure matplotlib (no pyplot, Agg-safe). Labels
+made of agent text are plain text, never markup: matplotlib would read ``$...$`` as mathtext
+(and TeX, with ``text.usetex``), so the chart is drawn with mathtext parsing off and agent text
+never goes through TeX. A chart that cannot be drawn raises one ``AghError`` line. Must not
+import ``agh_nb.server``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from agh_nb.errors import AghError
 from agh_nb.events import Event
 
+TITLE_CHARS = 40  # of a tool call's title on the chart
+MAX_ROWS = 60  # bars drawn; a longer session shows its newest turns
 
 def _spans(events: Sequence[Event]) -> tuple[list[tuple[str, float, float, str]], list[tuple[str, str, float, float, bool]]]:
     if not events:
@@ -29,7 +37,9 @@ def _spans(events: Sequence[Event]) -> tuple[list[tuple[str, float, float, str]]
             stops[e.turn_id] = str(e.content.get("stop_reason") or "")
         call_id = e.content.get("tool_call_id")
         if e.type in ("tool_call", "tool_result") and call_id:
-            entry = calls.setdefault((e.turn_id, str(call_id)), [str(e.content.get("title") or call_id), t, t, False])
+            entry = calls.setdefault((e.turn_id, str(call_id)), [str(call_id), t, t, False])
+            if e.content.get("title"):
+                entry[0] = str(e.content["title"])
             entry[2] = max(entry[2], t)
             if e.type == "tool_result":
                 entry[3] = bool(e.content.get("tool_error"))
@@ -38,50 +48,91 @@ def _spans(events: Sequence[Event]) -> tuple[list[tuple[str, float, float, str]]
     return turn_rows, call_rows
 
 
-class TimelineChart:
-    """A timeline that shows itself as a PNG in a notebook (no pyplot or backend needed)."""
+def _label(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
 
-    def __init__(self, figure: Any) -> None:
+
+class TimelineChart:
+    """A timeline that shows itself as a PNG in a notebook (no pyplot or backend needed).
+
+    Attributes:
+        figure: the matplotlib Figure.
+        png: the chart drawn as PNG bytes (drawn once, when the chart was made).
+    """
+
+    def __init__(self, figure: Any, png: bytes) -> None:
         self.figure = figure
+        self.png = png
 
     def _repr_png_(self) -> bytes:
-        import io
-
-        buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=100)
-        return buffer.getvalue()
+        return self.png
 
     def __repr__(self) -> str:
         return f"<TimelineChart {self.figure.axes[0].get_title() if self.figure.axes else ''}>"
 
 
 def timeline_chart(session_id: str, events: Sequence[Event]) -> TimelineChart:
-    """Return the session's timeline as a displayable chart (``.figure`` is the matplotlib Figure)."""
-    return TimelineChart(timeline_figure(session_id, events))
+    """Return the session's timeline as a displayable chart (``.figure`` is the matplotlib Figure).
+
+    Raises:
+        AghError: when the chart cannot be drawn (one line naming the session and the cause).
+    """
+    import io
+
+    try:
+        figure = timeline_figure(session_id, events)
+        buffer = io.BytesIO()
+        with _drawing():
+            figure.savefig(buffer, format="png", dpi=100)
+    except AghError:
+        raise
+    except Exception as exc:  # matplotlib raises many kinds; the user gets one line either way
+        cause = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise AghError(f"cannot draw the timeline of {session_id}: {cause}") from exc
+    return TimelineChart(figure, buffer.getvalue())
+
+
+def _drawing() -> Any:
+    """A context for building and drawing the chart: no mathtext anywhere, quiet about glyphs."""
+    import contextlib
+
+    import matplotlib
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(matplotlib.rc_context({"text.parse_math": False}))
+    stack.enter_context(warnings.catch_warnings())
+    # Agent text may hold characters the font lacks (emoji...): a box is drawn, no warning shown.
+    warnings.filterwarnings("ignore", message=r"Glyph .* missing from", category=UserWarning)
+    return stack
 
 
 def timeline_figure(session_id: str, events: Sequence[Event]) -> Any:
-    """Return a matplotlib Figure: turns (grey) and their tool calls (green, red if failed)."""
+    """Return a matplotlib Figure: turns (grey) and their tool calls (green, red if failed).
+
+    Every label is plain text (agent text is never parsed as mathtext or TeX).
+    """
     from matplotlib.figure import Figure
 
-    turn_rows, call_rows = _spans(events)
-    height = 1.2 + 0.35 * (len(turn_rows) + len(call_rows))
-    fig = Figure(figsize=(9, min(height, 12)))
-    ax = fig.add_subplot()
-    labels: list[str] = []
-    y = 0
-    for tid, start, width, stop in turn_rows:
-        ax.barh(y, width, left=start, color="#8c959f")
-        labels.append(f"{tid} ({stop})")
-        y += 1
-        for call_tid, title, cstart, cwidth, failed in call_rows:
-            if call_tid == tid:
-                ax.barh(y, cwidth, left=cstart, color="#cf222e" if failed else "#2da44e")
-                labels.append(f"  {title[:40]}")
-                y += 1
-    ax.set_yticks(range(len(labels)), labels=labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds since the session's first event")
-    ax.set_title(f"{session_id}: turns and tool calls")
-    fig.tight_layout()
+    with _drawing():
+        turn_rows, call_rows = _spans(events)
+        rows: list[tuple[str, float, float, str]] = []  # (label, start, width, colour)
+        for tid, start, width, stop in turn_rows:
+            rows.append((f"{tid} ({stop})", start, width, "#8c959f"))
+            for call_tid, title, cstart, cwidth, failed in call_rows:
+                if call_tid == tid:
+                    rows.append((f"  {_label(title)}", cstart, cwidth, "#cf222e" if failed else "#2da44e"))
+        hidden = max(0, len(rows) - MAX_ROWS)
+        rows = rows[hidden:]
+        height = 1.2 + 0.35 * len(rows)
+        fig = Figure(figsize=(9, min(height, 12)))
+        ax = fig.add_subplot()
+        for y, (_label_text, start, width, colour) in enumerate(rows):
+            ax.barh(y, width, left=start, color=colour)
+        ax.set_yticks(range(len(rows)), labels=[r[0] for r in rows], fontsize=8, parse_math=False, usetex=False)
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds since the session's first event")
+        title = f"{session_id}: turns and tool calls" + (f" (the newest {len(rows)} rows)" if hidden else "")
+        ax.set_title(title, parse_math=False, usetex=False)
+        fig.tight_layout()
     return fig
