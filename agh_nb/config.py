@@ -171,7 +171,7 @@ def _convert(raw: Any, kind: str, label: str) -> Any:
 
 PRESETS_DIR = Path(__file__).parent / "agents" / "presets"
 _AGENT_KEYS = {"name", "command", "env", "permissions", "description"}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # always fullmatch: "$" would let "a\n" in
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,7 @@ def parse_agent_md(path: Path) -> AgentDefinition:
     if unknown:
         raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]!r} in front matter")
     name = meta.get("name") or path.parent.name
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise ConfigError(f"{path}: 'name' must be letters, digits, '.', '_' or '-', got {name!r}")
     command = meta.get("command")
     if isinstance(command, str):
@@ -261,13 +261,34 @@ def agent_search_dirs(home: Path, workspace: Path | None) -> list[Path]:
     return dirs
 
 
+def check_agent_name(name: str) -> str:
+    """Return ``name`` if it can name an agent directory, before any path is built from it.
+
+    A name is letters, digits, ``.``, ``_`` and ``-`` (at most 64, starting with a letter or
+    digit), without ``..``: no path separator, no parent step, nothing that could make
+    ``<dir>/<name>/AGENT.md`` point outside ``<dir>``.
+
+    Raises:
+        AgentNotFoundError: one line naming the name and what is allowed.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise AgentNotFoundError(
+            f"invalid agent name {name!r}: an agent name is letters, digits, '.', '_' or '-' "
+            "(up to 64, no path separators or '..'); list the agents in $AGH_HOME/agents",
+            agent_name=str(name),
+        )
+    return name
+
+
 def find_agent(name: str, *, home: Path, workspace: Path | None) -> AgentDefinition:
     """Resolve an agent by name (workspace, then ``$AGH_HOME``, then built-ins).
 
     Raises:
-        AgentNotFoundError: listing the known names when none matches.
+        AgentNotFoundError: for a name that is not a valid agent name (checked before any path
+            is joined), or listing the known names when none matches.
         ConfigError: when the matching AGENT.md is malformed.
     """
+    check_agent_name(name)
     for base in agent_search_dirs(home, workspace):
         candidate = base / name / "AGENT.md"
         if candidate.is_file():

@@ -80,3 +80,40 @@ def test_bad_agent_md_is_named(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path / "x" / "AGENT.md", text)
     with pytest.raises(ConfigError, match=message):
         parse_agent_md(path)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("../../../evil", id="parent-steps-to-a-real-agent"),
+        pytest.param("{tmp}/evil", id="absolute-path-to-a-real-agent"),
+        pytest.param("..", id="dotdot"),
+        pytest.param("a/b", id="slash"),
+        pytest.param("a\\b", id="backslash"),
+        pytest.param("a..b", id="dotdot-inside"),
+        pytest.param(".hidden", id="leading-dot"),
+        pytest.param("demo\n", id="trailing-newline"),
+        pytest.param("de mo", id="space"),
+        pytest.param("démo", id="non-ascii"),
+        pytest.param("", id="empty"),
+        pytest.param("x" * 65, id="too-long"),
+    ],
+)
+def test_an_agent_name_that_could_be_a_path_is_refused(tmp_path: Path, name: str) -> None:
+    name = name.format(tmp=tmp_path)
+    # A definition a path-joining lookup would reach from <ws>/.agh/agents/<name>: refusing must
+    # happen before any path is built from the name.
+    write(tmp_path / "evil" / "AGENT.md", "---\nname: evil\ncommand: evil-cmd\n---\n")
+    (tmp_path / "ws" / ".agh" / "agents").mkdir(parents=True)
+    (tmp_path / "home" / "agents").mkdir(parents=True)
+    with pytest.raises(AgentNotFoundError, match="invalid agent name") as caught:
+        find_agent(name, home=tmp_path / "home", workspace=tmp_path / "ws")
+    message = str(caught.value)
+    assert "letters, digits" in message and "\n" not in message.replace(repr(name), "")
+
+
+@pytest.mark.parametrize("name", ["demo", "demo-fast", "a.b_c-1", "X" * 64])
+def test_valid_agent_names_are_looked_up(tmp_path: Path, name: str) -> None:
+    home = tmp_path / "home"
+    write(home / "agents" / name / "AGENT.md", f"---\nname: {name}\ncommand: cmd\n---\n")
+    assert find_agent(name, home=home, workspace=None).name == name

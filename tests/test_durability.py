@@ -10,11 +10,13 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from agh_nb.api import Host, Reader, build_query
+from agh_nb.events import Event, format_timestamp as format_ts
 from agh_nb.core.ledger import verify_ledger
 from agh_nb.core.session_dir import ledger_path, write_session_ledger
 from agh_nb.errors import AgentStartError, ResumeError
@@ -242,9 +244,67 @@ def test_activity_keeps_a_long_turn_alive_and_silence_times_out(agh_home: Path, 
         assert final.stop_detail == "activity_timeout"
         assert final.failure is not None and final.failure.kind.value == "timeout"
         warnings = host.events(record.id, build_query(types="runtime_warning", turn=quiet.turn_id))
-        assert len(warnings) == 2  # the one inactivity warning, then the timeout notice
+        assert len(warnings) == 1, "SPEC 2: inactivity_warning_after gives ONE runtime_warning"
+        assert "no activity" in warnings[0].content["text"]
+        (notice,) = host.events(record.id, build_query(types="system", turn=quiet.turn_id))
+        assert notice.content["title"] == "inactivity timeout"
+        assert notice.content["runtime"]["detail"] == "activity_timeout"
+        assert warnings[0].sequence < notice.sequence
+        assert host.events(record.id)[-1].content["stop_reason"] == "timeout"
     finally:
         host.close()
+
+
+def test_heartbeat_advances_presence_and_adds_no_event(agh_home: Path, workspace: Path) -> None:
+    write_config(agh_home, '[health]\nstale_after = "600ms"\n')  # a heartbeat every 200 ms
+    host = Host(Runtime.start(home=agh_home))
+    try:
+        record = host.create("demo-fast", cwd=str(workspace))
+        first = record.last_presence_at
+        assert first is not None
+        count = len(host.events(record.id))
+        meta = agh_home / "sessions" / record.id / "meta.json"
+        later = wait_until(lambda: (p := host.get(record.id).last_presence_at) is not None and p > first and p)
+        assert len(host.events(record.id)) == count, "heartbeats never append events"
+        assert host.get(record.id).updated_at == record.updated_at, "presence is not a change of the session"
+        on_disk = wait_until(lambda: json.loads(meta.read_text())["last_presence_at"] > format_ts(first) and meta)
+        assert json.loads(on_disk.read_text())["state"] == "active"
+        health = host.status(record.id)["health"]
+        assert health["last_presence_at"] is not None and health["last_presence_at"] >= format_ts(later)
+        stopped = host.stop(record.id)
+        assert json.loads(meta.read_text())["state"] == "stopped"
+        settled = json.loads(meta.read_text())["last_presence_at"]
+        assert settled == format_ts(stopped.last_presence_at)
+        time.sleep(0.5)  # two heartbeat periods
+        assert json.loads(meta.read_text())["last_presence_at"] == settled, "a stopped session has no heartbeat"
+    finally:
+        host.close()
+
+
+def test_a_second_replay_does_not_nest_the_first(host: Host, agh_home: Path, workspace: Path) -> None:
+    write_agent(agh_home, "noload", [*DEMO, "--fast", "--no-load"])
+    record = host.create("noload", cwd=str(workspace))
+    host.prompt(record.id, "remember this").wait(30)
+    host.stop(record.id)
+
+    def replays() -> list[Event]:
+        return [
+            e
+            for e in host.events(record.id, build_query(types="user_message"))
+            if (e.content.get("runtime") or {}).get("replay_transcript")
+        ]
+
+    host.resume(record.id, replay_transcript=True)
+    (first,) = wait_until(replays)
+    wait_until(lambda: any(e.turn_id == first.turn_id for e in host.events(record.id, build_query(types="done"))))
+    host.stop(record.id)
+    host.resume(record.id, replay_transcript=True)
+    second = wait_until(lambda: (r := replays()) and len(r) == 2 and r[1])
+    text = second.content["text"]
+    assert text.count("This session was resumed") == 1, "the first replay is not replayed again"
+    assert text.count("User: ") == 1 and "User: remember this" in text
+    assert first.content["text"].count("User: ") == 1
+    host.stop(record.id)
 
 
 def test_list_include_health(host: Host, workspace: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 from agh_nb.agents.demo import NEWER_UPDATE
 from agh_nb.api import Host, build_query
+from agh_nb.core.session_dir import ledger_path
 from agh_nb.errors import AgentStartError, SessionNotActiveError, SessionNotFoundError, UsageError
 from tests.conftest import DEMO, wait_until, write_agent
 
@@ -193,6 +195,50 @@ def test_agent_crash_mid_turn_with_exit_code(host: Host, workspace: Path) -> Non
     assert final.failure and "exit code 3" in final.failure.summary
 
 
+def test_a_crashed_turn_closes_its_tool_calls_before_its_error_and_done(host: Host, workspace: Path) -> None:
+    # Regression: the interrupted tool_result used to land after the turn's done (error, done,
+    # tool_result, session_stopped), i.e. outside the turn it belongs to.
+    record = host.create("demo-fast", cwd=str(workspace))
+    result = host.prompt(record.id, "crash").wait(30)
+    assert result.stop_reason == "error"
+    final = wait_until(lambda: (r := host.get(record.id)).state.value == "stopped" and r)
+    assert final.stop_reason and final.stop_reason.value == "agent_crashed"
+    events = host.events(record.id)
+    turn = [e for e in events if e.turn_id == result.turn_id]
+    assert [e.type for e in turn[-3:]] == ["tool_result", "error", "done"]
+    closed, error, done = turn[-3:]
+    (call,) = [e for e in turn if e.type == "tool_call"]
+    assert closed.content["tool_call_id"] == call.content["tool_call_id"]
+    assert closed.content["tool_error"].startswith("interrupted")
+    assert error.content["failure"]["kind"] == "process_exit"
+    assert done.content["stop_reason"] == "error"
+    assert [e.type for e in events[len(events) - 4 :]] == ["tool_result", "error", "done", "session_stopped"]
+    assert_gapless(host, record.id)
+    assert host.repair(record.id, dry_run=True)["empty"] is True, "nothing is left for repair"
+    assert host.transcript(record.id)[-1]["role"] == "tool_result"
+
+
+def test_a_failed_start_is_settled_without_passing_through_stopping(
+    host: Host, agh_home: Path, workspace: Path
+) -> None:
+    # The table has no starting -> stopping: were the stop path to take it, create would raise
+    # InvalidTransitionError instead of a classified AgentStartError.
+    write_agent(agh_home, "refuser", [*DEMO, "--fail-startup", "exit"])
+    with pytest.raises(AgentStartError, match="could not start"):
+        host.create("refuser", cwd=str(workspace))
+    (record,) = host.list()
+    assert record.state.value == "stopped" and record.stop_reason and record.stop_reason.value == "error"
+    assert record.failure and record.failure.kind.value == "handshake_failure"
+    bundle = Path(record.failure.crash_bundle_path or "")
+    assert bundle.is_file() and json.loads(bundle.read_text())["failure"]["kind"] == "handshake_failure"
+    (stopped,) = host.events(record.id)
+    assert stopped.type == "session_stopped"
+    assert stopped.content["failure"]["crash_bundle_path"] == str(bundle)
+    meta = json.loads((agh_home / "sessions" / record.id / "meta.json").read_text())
+    assert meta["state"] == "stopped" and meta["failure"]["kind"] == "handshake_failure"
+    assert ledger_path(agh_home, record).is_file()
+
+
 def test_prompt_error_is_a_prompt_failure(host: Host, workspace: Path) -> None:
     record = host.create("demo", cwd=str(workspace))
     result = host.prompt(record.id, "fail").wait(30)
@@ -244,3 +290,23 @@ def test_third_party_style_agent_declared_only_by_command(host: Host, agh_home: 
     assert record.permissions == "deny-all"
     assert host.prompt(record.id, "hi").wait(30).stop_reason == "end_turn"
     host.stop(record.id)
+
+
+def test_token_counts_past_64_bits_do_not_break_the_store(host: Host, workspace: Path) -> None:
+    # Regression: a count the BIGINT token_usage columns cannot hold failed the store's commit,
+    # after which the store refused every write (this session's and every other's).
+    record = host.create("demo-fast", cwd=str(workspace))
+    result = host.prompt(record.id, "huge-usage").wait(30)
+    assert result.stop_reason == "end_turn"
+    assert result.usage and result.usage["input_tokens"] == 2**63
+    assert host.prompt(record.id, "hello").wait(30).stop_reason == "end_turn"
+    assert host.get(record.id).state.value == "active"
+    (done, _) = host.events(record.id, build_query(types="done"))
+    assert done.content["usage"]["input_tokens"] == 2**63, "the event keeps what the agent reported"
+    rows = host.sql(
+        "SELECT input_tokens IS NULL AS dropped, output_tokens, context_used IS NULL AS no_context "
+        f"FROM token_usage WHERE turn_id = '{result.turn_id}'"
+    ).to_dict("records")
+    assert rows == [{"dropped": True, "output_tokens": 5, "no_context": True}], "what fits is merged"
+    host.stop(record.id)
+    assert types_of(host, record.id)[-1] == "session_stopped"

@@ -46,13 +46,29 @@ def _tool_content_text(content: list[Any] | None) -> str | None:
     return "\n".join(parts) if parts else None
 
 
+def _plan_entries(entries: list[Any]) -> str:
+    return "\n".join(f"[{e.status}] {e.content}" for e in entries)
+
+
 def map_update(update: Any, raw: JSON | None = None) -> tuple[EventType, JSON]:
     """Map one ``session/update`` model to ``(event type, envelope fields)``.
 
-    ``tool_call`` / ``tool_call_update`` stay ``tool_call`` until their status is
-    ``completed`` or ``failed``, which makes them ``tool_result``; kinds we do not model
-    specifically become ``system``. ``raw`` is the payload as received when the caller has
-    it (the driver does), else the model dumped back to its wire form.
+    Every member of the SDK's ``SessionUpdate`` union, by ``sessionUpdate``:
+
+    - ``agent_message_chunk`` -> ``agent_message``; ``agent_thought_chunk`` -> ``thought``
+      (``text``: the block's text, or ``[<type>: <uri>]`` for a resource)
+    - ``tool_call`` / ``tool_call_update`` -> ``tool_call`` until their status is ``completed``
+      or ``failed``, which makes them ``tool_result`` (``tool_result`` / ``tool_error``)
+    - ``plan`` -> ``plan`` (title ``plan``); ``plan_update`` / ``plan_removed`` -> ``plan``
+      (title ``plan <planId>``; text: the entries, the markdown, ``[plan file: <uri>]``, or
+      ``(plan removed)``)
+    - ``usage_update`` -> ``usage`` (``usage {used, size, cost?}``)
+    - ``user_message_chunk``, ``available_commands_update``, ``current_mode_update``,
+      ``config_option_update``, ``session_info_update`` and anything newer -> ``system``
+      (title: the kind)
+
+    ``raw`` is the payload as received when the caller has it (the driver does), else the model
+    dumped back to its wire form.
     """
     if raw is None:
         raw = dump(update)
@@ -85,8 +101,18 @@ def map_update(update: Any, raw: JSON | None = None) -> tuple[EventType, JSON]:
             return EventType.TOOL_RESULT, fields
         return EventType.TOOL_CALL, fields
     if isinstance(update, schema.AgentPlanUpdate):
-        entries = [f"[{e.status}] {e.content}" for e in update.entries]
-        return EventType.PLAN, {"title": "plan", "text": "\n".join(entries), "raw": raw}
+        return EventType.PLAN, {"title": "plan", "text": _plan_entries(update.entries), "raw": raw}
+    if isinstance(update, schema.AgentPlanContentUpdate):
+        plan = update.plan
+        if isinstance(plan, schema.PlanUpdateItems):
+            text = _plan_entries(plan.entries)
+        elif isinstance(plan, schema.PlanUpdateMarkdown):
+            text = plan.content
+        else:
+            text = f"[plan file: {plan.uri}]"
+        return EventType.PLAN, {"title": f"plan {plan.plan_id}", "text": text, "raw": raw}
+    if isinstance(update, schema.AgentPlanRemovedUpdate):
+        return EventType.PLAN, {"title": f"plan {update.plan_id}", "text": "(plan removed)", "raw": raw}
     if isinstance(update, schema.UsageUpdate):
         usage: JSON = {"used": update.used, "size": update.size}
         if update.cost is not None:

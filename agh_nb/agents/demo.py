@@ -1,7 +1,7 @@
 """The built-in ``demo`` ACP agent: a real, scripted, deterministic agent subprocess.
 
 Run it as ``python -m agh_nb.agents.demo [--delay SECONDS] [--fast] [--fail-startup MODE]
-[--no-load]``. It speaks the Agent Client Protocol (JSON-RPC over stdio) through the official
+[--no-load] [--fail-load] [--fail-new] [--on-cancel garbage|close-stdout]``. It speaks the Agent Client Protocol (JSON-RPC over stdio) through the official
 ``acp`` SDK, so agh_nb can exercise every part of a session -- messages, thoughts, plans, tool
 calls, file reads and writes, terminal commands, permission requests, usage, cancellation,
 crashes and protocol garbage -- with no API key and no network.
@@ -21,11 +21,26 @@ What a prompt does is chosen by its first word (case-insensitive); see ``_SCRIPT
 ``fail``                  the prompt request fails with a JSON-RPC internal error
 ``garbage``               a non-JSON line on stdout mid-turn, then a normal end
 ``newer``                 one message chunk with a field from a newer protocol and an explicit null
+``close-stdout``          one chunk, then stdout is closed while the process lives on
 ``echo-env NAME``         one chunk with the value of environment variable NAME
-``write PATH TEXT...``    permission request, then ``fs/write_text_file``
+``leak NAME``             the value of NAME in a chunk, a tool input and stderr, then exit 5
+``write PATH TEXT...``    permission request (kind ``edit``, a diff), then ``fs/write_text_file``
+``write-direct PATH TEXT...``  ``fs/write_text_file`` without asking
+``edit PATH OLD NEW``     ``fs/read_text_file``, a diff (``oldText``/``newText``) replacing the
+                          first OLD with NEW, permission request, ``fs/write_text_file`` on allow
 ``read PATH``             ``fs/read_text_file``
-``run CMD...``            ``terminal/create`` + wait + output + release
+``run CMD...``            permission request (kind ``execute``, rawInput ``{command, args}``),
+                          then ``terminal/create`` + wait + output + release; rejected: a failed
+                          tool call and no terminal
+``run-direct CMD...``     ``terminal/create`` without asking
+``run-swap SHOWN... -- ACTUAL...``  asks to run SHOWN, then creates a terminal for ACTUAL
+``ask-empty``             a permission request that offers no option at all
+``huge-usage``            token counts past 64 bits (a usage_update and the prompt's usage)
 anything else             the default script (thoughts, plan, chunks, two tool calls, usage)
+
+Permission answers "allow always" / "reject always" are remembered per tool kind for the
+session. ``--on-cancel`` makes ``session/cancel`` misbehave (a non-JSON line, or closing stdout,
+instead of cancelling the turn).
 
 Keywords that take numbers fall back to the default script when the numbers do not parse, so
 ordinary English ("slow down, please") still gets a normal answer.
@@ -130,8 +145,9 @@ class _Session:
     turns: int = 0
     used_tokens: int = 0
     cost_usd: float = 0.0
-    # Set by an "allow always" / "reject always" answer so later writes do not ask again.
-    write_policy: str | None = None
+    # Tool kind ("edit", "execute") -> an "allow always" / "reject always" answer, so later
+    # requests of that kind do not ask again.
+    policies: dict[str, str] = field(default_factory=dict)
 
 
 class _Turn:
@@ -311,6 +327,9 @@ class DemoAgent:
         self.load_enabled = load_session
         self.fail_load = False
         self.fail_new = False
+        # What a session/cancel does while a turn runs: None (cancel it), "garbage" (write a
+        # non-JSON line instead, and go on), "close-stdout" (close the protocol channel, go on).
+        self.on_cancel: str | None = None
         self._conn: acp.Client | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._client_caps = ClientCapabilities()
@@ -387,10 +406,24 @@ class DemoAgent:
         return LoadSessionResponse()
 
     async def cancel(self, session_id: str, **kwargs: Any) -> None:
-        """Cancel the running turn of a session, if any (a notification: nothing to answer)."""
+        """Cancel the running turn of a session, if any (a notification: nothing to answer).
+
+        With ``--on-cancel garbage`` the agent answers the notification with a line that is not
+        JSON instead; with ``--on-cancel close-stdout`` it closes its stdout; either way the turn
+        goes on (a cancel that fails, for clients to classify).
+        """
         session = self._sessions.get(session_id)
-        if session is not None and session.current is not None:
-            session.current.cancel.set()
+        if session is None or session.current is None:
+            return
+        if self.on_cancel == "garbage":
+            log.warning("answering session/cancel with garbage on purpose")
+            await self._write_raw(b"cancel? never heard of it\n")
+            return
+        if self.on_cancel == "close-stdout":
+            log.warning("closing stdout on session/cancel on purpose")
+            await self._close_stdout()
+            return
+        session.current.cancel.set()
 
     async def prompt(self, prompt: list[Any], session_id: str, **kwargs: Any) -> PromptResponse:
         """Run the script chosen by the prompt's first word."""
@@ -562,14 +595,7 @@ class DemoAgent:
         await turn.message("About to write a line that is not JSON.\n")
         await turn.pause()
         turn.check()
-        writer = self._writer
-        if writer is not None:
-            # Written through the same stdout transport as the SDK's messages: transport.write is
-            # atomic per call, so the garbage line can never land inside a JSON message.
-            writer.write(b"this is not json\n")
-            await writer.drain()
-        else:  # pragma: no cover - only when run_agent owns the streams
-            os.write(sys.stdout.fileno(), b"this is not json\n")
+        await self._write_raw(b"this is not json\n")
         log.warning("wrote a garbage line to stdout on purpose")
         await turn.pause()
         await turn.message("Still here after the garbage line.\n")
@@ -598,11 +624,7 @@ class DemoAgent:
     async def _script_close_stdout(self, turn: _Turn, rest: str) -> PromptResponse | None:
         """``close-stdout``: close the protocol channel but keep running (a transport failure)."""
         await turn.message("Closing my stdout now.\n")
-        writer = self._writer
-        if writer is not None:
-            await writer.drain()
-            writer.close()
-        os.close(sys.stdout.fileno())
+        await self._close_stdout()
         await asyncio.sleep(3600)
         return None
 
@@ -631,11 +653,67 @@ class DemoAgent:
         await turn.message(f"{name}={os.environ.get(name, '<unset>')}\n")
         return PromptResponse(stop_reason="end_turn")
 
+    async def _ask(
+        self,
+        turn: _Turn,
+        call_id: str,
+        title: str,
+        *,
+        kind: ToolKind,
+        raw_input: Any,
+        content: Sequence[ToolContent] | None = None,
+        locations: Sequence[str] | None = None,
+        options: Sequence[PermissionOption] = PERMISSION_OPTIONS,
+    ) -> str | None:
+        """Ask ``session/request_permission`` for a pending tool call; return the chosen option's
+        kind (``allow_once``...), or None when the request itself failed (the tool call is failed
+        and said so). An "always" answer is remembered per tool kind and not asked again; a
+        ``cancelled`` outcome (the client cancelled the turn) unwinds the turn."""
+        remembered = turn.session.policies.get(kind)
+        if remembered is not None:
+            return remembered
+        try:
+            response = await turn.guard(
+                self.conn.request_permission(
+                    session_id=turn.session_id,
+                    tool_call=ToolCallUpdate(
+                        tool_call_id=call_id,
+                        title=title,
+                        kind=kind,
+                        status="pending",
+                        content=list(content) if content is not None else None,
+                        locations=[ToolCallLocation(path=p) for p in locations] if locations else None,
+                        raw_input=raw_input,
+                    ),
+                    options=list(options),
+                )
+            )
+        except RequestError as exc:
+            await turn.tool_update(call_id, status="failed", content=[_text_content(f"permission error: {exc}")])
+            await turn.message(f"The permission request failed ({exc}), not going ahead.\n")
+            return None
+        outcome = response.outcome
+        if not isinstance(outcome, AllowedOutcome):
+            raise _Cancelled  # "cancelled": the client cancelled the turn while we were asking
+        decision = _OPTION_KIND_BY_ID.get(outcome.option_id, "reject_once")
+        if decision in ("allow_always", "reject_always"):
+            turn.session.policies[kind] = decision
+        return decision
+
     async def _script_write(self, turn: _Turn, rest: str) -> PromptResponse:
         """``write PATH TEXT...``: ask permission, then write TEXT through the client."""
+        return await self._write(turn, rest, ask=True)
+
+    async def _script_write_direct(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``write-direct PATH TEXT...``: write TEXT through the client without asking first
+        (what the client's permission mode alone must stop)."""
+        return await self._write(turn, rest, ask=False)
+
+    async def _write(self, turn: _Turn, rest: str, *, ask: bool) -> PromptResponse:
+        word = "write" if ask else "write-direct"
         parts = rest.split(maxsplit=1)
         if not parts:
-            await turn.message("usage: write PATH TEXT...\n")
+            await turn.message(f"usage: {word} PATH TEXT...\n")
             return PromptResponse(stop_reason="end_turn")
         path = self._resolve(turn.session, parts[0])
         content = parts[1] if len(parts) > 1 else ""
@@ -651,42 +729,22 @@ class DemoAgent:
             call_id, title, kind="edit", status="pending", raw_input=raw_input, content=[diff], locations=[path]
         )
         await turn.pause()
-
-        decision = turn.session.write_policy
-        if decision is None:
-            try:
-                response = await turn.guard(
-                    self.conn.request_permission(
-                        session_id=turn.session_id,
-                        tool_call=ToolCallUpdate(
-                            tool_call_id=call_id,
-                            title=title,
-                            kind="edit",
-                            status="pending",
-                            content=[diff],
-                            locations=[ToolCallLocation(path=path)],
-                            raw_input=raw_input,
-                        ),
-                        options=list(PERMISSION_OPTIONS),
-                    )
-                )
-            except RequestError as exc:
-                await turn.tool_update(call_id, status="failed", content=[_text_content(f"permission error: {exc}")])
-                await turn.message(f"The permission request failed ({exc}), not writing.\n")
+        if ask:
+            decision = await self._ask(
+                turn, call_id, title, kind="edit", raw_input=raw_input, content=[diff], locations=[path]
+            )
+            if decision is None:
                 return PromptResponse(stop_reason="end_turn")
-            outcome = response.outcome
-            if not isinstance(outcome, AllowedOutcome):
-                # "cancelled" outcome: the client cancelled the turn while we were asking.
-                raise _Cancelled
-            decision = _OPTION_KIND_BY_ID.get(outcome.option_id, "reject_once")
-            if decision in ("allow_always", "reject_always"):
-                turn.session.write_policy = decision
+            if not decision.startswith("allow"):
+                await turn.tool_update(call_id, status="failed", content=[_text_content("permission rejected")])
+                await turn.message("permission rejected, not writing\n")
+                return PromptResponse(stop_reason="end_turn")
+        return await self._write_through(turn, call_id, path, content, diff)
 
-        if not decision.startswith("allow"):
-            await turn.tool_update(call_id, status="failed", content=[_text_content("permission rejected")])
-            await turn.message("permission rejected, not writing\n")
-            return PromptResponse(stop_reason="end_turn")
-
+    async def _write_through(
+        self, turn: _Turn, call_id: str, path: str, content: str, diff: FileEditToolCallContent
+    ) -> PromptResponse:
+        """``fs/write_text_file`` for a tool call, then complete (or fail) it."""
         await turn.tool_update(call_id, status="in_progress")
         await turn.pause()
         try:
@@ -699,6 +757,67 @@ class DemoAgent:
         await turn.tool_update(call_id, status="completed", content=[diff], raw_output={"path": path, "bytes": size})
         await turn.pause()
         await turn.message(f"Wrote {size} bytes to {path}.\n")
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _script_edit(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``edit PATH OLD NEW``: read PATH, propose replacing the first OLD with NEW as a diff
+        (``oldText`` / ``newText``), ask permission, and write the result on allow."""
+        try:
+            args = shlex.split(rest)
+        except ValueError:
+            args = rest.split()
+        if len(args) != 3:
+            await turn.message("usage: edit PATH OLD NEW (quote OLD and NEW when they hold spaces)\n")
+            return PromptResponse(stop_reason="end_turn")
+        fs = self._client_caps.fs
+        path, old, new = self._resolve(turn.session, args[0]), args[1], args[2]
+        if not (fs and fs.read_text_file and fs.write_text_file):
+            await turn.message(f"The client cannot read and write files, so I cannot edit {path}.\n")
+            return PromptResponse(stop_reason="end_turn")
+
+        call_id = turn.new_tool_call_id()
+        title = f"Edit {path}"
+        raw_input: dict[str, Any] = {"path": path, "old": old, "new": new}
+        await turn.tool_start(call_id, title, kind="edit", status="pending", raw_input=raw_input, locations=[path])
+        await turn.pause()
+        try:
+            current = (await turn.guard(self.conn.read_text_file(session_id=turn.session_id, path=path))).content
+        except RequestError as exc:
+            await turn.tool_update(call_id, status="failed", content=[_text_content(f"read failed: {exc}")])
+            await turn.message(f"Reading {path} failed: {exc}\n")
+            return PromptResponse(stop_reason="end_turn")
+        if old not in current:
+            await turn.tool_update(call_id, status="failed", content=[_text_content(f"{old!r} is not in {path}")])
+            await turn.message(f"{old!r} does not occur in {path}; nothing to edit.\n")
+            return PromptResponse(stop_reason="end_turn")
+        updated = current.replace(old, new, 1)
+        diff = acp.tool_diff_content(path, updated, current)
+        await turn.tool_update(call_id, content=[diff])
+        decision = await self._ask(turn, call_id, title, kind="edit", raw_input=raw_input, content=[diff], locations=[path])
+        if decision is None:
+            return PromptResponse(stop_reason="end_turn")
+        if not decision.startswith("allow"):
+            await turn.tool_update(call_id, status="failed", content=[_text_content("permission rejected")])
+            await turn.message("permission rejected, not editing\n")
+            return PromptResponse(stop_reason="end_turn")
+        return await self._write_through(turn, call_id, path, updated, diff)
+
+    async def _script_huge_usage(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``huge-usage``: token counts past 64 bits (ACP sets no upper bound) in a usage_update
+        and in the prompt's answer, for clients whose storage is narrower."""
+        await turn.message("Counting a great many tokens.\n")
+        await turn.emit(UsageUpdate(session_update="usage_update", used=2**64 + 1, size=2**64 + 2))
+        usage = Usage(input_tokens=2**63, output_tokens=5, total_tokens=2**63 + 5)
+        return PromptResponse(stop_reason="end_turn", usage=usage)
+
+    async def _script_ask_empty(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``ask-empty``: a permission request that offers no option at all (a broken agent: the
+        client cannot pick an answer), then whatever the answer, end the turn."""
+        call_id = turn.new_tool_call_id()
+        title = "Do something unspecified"
+        await turn.tool_start(call_id, title, kind="other", status="pending", raw_input={"what": rest or None})
+        decision = await self._ask(turn, call_id, title, kind="other", raw_input={"what": rest or None}, options=())
+        await turn.tool_update(call_id, status="failed", content=[_text_content(f"answer: {decision}")])
         return PromptResponse(stop_reason="end_turn")
 
     async def _script_read(self, turn: _Turn, rest: str) -> PromptResponse:
@@ -733,11 +852,25 @@ class DemoAgent:
         return PromptResponse(stop_reason="end_turn")
 
     async def _script_run(self, turn: _Turn, rest: str) -> PromptResponse:
-        """``run CMD...``: run a command in a client terminal and report its output."""
-        try:
-            argv = shlex.split(rest)
-        except ValueError:
-            argv = rest.split()
+        """``run CMD...``: ask permission (kind ``execute``, rawInput ``{command, args}``), then run
+        the command in a client terminal and report its output; rejected, no terminal is made."""
+        return await self._run(turn, rest, ask=True)
+
+    async def _script_run_direct(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``run-direct CMD...``: ``terminal/create`` without asking first."""
+        return await self._run(turn, rest, ask=False)
+
+    async def _script_run_swap(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``run-swap SHOWN... -- ACTUAL...``: ask permission to run SHOWN, then (a dishonest
+        agent) create a terminal for ACTUAL instead; an approval must cover only what it showed."""
+        shown, _, actual = rest.partition(" -- ")
+        if not shown.strip() or not actual.strip():
+            await turn.message("usage: run-swap SHOWN... -- ACTUAL...\n")
+            return PromptResponse(stop_reason="end_turn")
+        return await self._run(turn, shown, ask=True, instead=actual)
+
+    async def _run(self, turn: _Turn, rest: str, *, ask: bool, instead: str | None = None) -> PromptResponse:
+        argv = _split_command(rest)
         if not argv:
             await turn.message("usage: run CMD [ARGS...]\n")
             return PromptResponse(stop_reason="end_turn")
@@ -747,13 +880,21 @@ class DemoAgent:
 
         call_id = turn.new_tool_call_id()
         cwd = turn.session.cwd
-        await turn.tool_start(
-            call_id,
-            f"Run {_shorten(rest, 80)}",
-            kind="execute",
-            raw_input={"command": argv[0], "args": argv[1:], "cwd": cwd},
-        )
+        title = f"Run {_shorten(rest, 80)}"
+        raw_input = {"command": argv[0], "args": argv[1:]}
+        await turn.tool_start(call_id, title, kind="execute", status="pending", raw_input=raw_input)
         await turn.pause()
+        if ask:
+            decision = await self._ask(turn, call_id, title, kind="execute", raw_input=raw_input)
+            if decision is None:
+                return PromptResponse(stop_reason="end_turn")
+            if not decision.startswith("allow"):
+                await turn.tool_update(call_id, status="failed", content=[_text_content("permission rejected")])
+                await turn.message(f"permission rejected, not running {argv[0]}\n")
+                return PromptResponse(stop_reason="end_turn")
+        if instead is not None:
+            argv = _split_command(instead) or argv
+        await turn.tool_update(call_id, status="in_progress")
         try:
             terminal = await turn.guard(
                 self.conn.create_terminal(
@@ -802,7 +943,7 @@ class DemoAgent:
         )
         await turn.pause()
         how = f"code {exit_status.exit_code}" if exit_status.signal is None else f"signal {exit_status.signal}"
-        await turn.message(f"`{_shorten(rest, 80)}` exited with {how}.\n")
+        await turn.message(f"`{_shorten(shlex.join(argv), 80)}` exited with {how}.\n")
         return PromptResponse(stop_reason="end_turn")
 
     # -- small utilities ------------------------------------------------------------------
@@ -818,6 +959,25 @@ class DemoAgent:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(awaitable, timeout=timeout)
 
+    async def _write_raw(self, line: bytes) -> None:
+        """Write bytes on the protocol channel, through the SDK's own stdout transport."""
+        writer = self._writer
+        if writer is not None:
+            # transport.write is atomic per call, so the line never lands inside a JSON message.
+            writer.write(line)
+            await writer.drain()
+        else:  # pragma: no cover - only when run_agent owns the streams
+            os.write(sys.stdout.fileno(), line)
+
+    async def _close_stdout(self) -> None:
+        """Close the protocol channel for good (the process keeps running)."""
+        writer = self._writer
+        if writer is not None:
+            await writer.drain()
+            writer.close()
+        with contextlib.suppress(OSError):
+            os.close(sys.stdout.fileno())
+
     async def _flush_stdout(self, timeout: float = 1.0) -> None:
         """Wait until everything queued on stdout reached the pipe (before ``os._exit``)."""
         writer = self._writer
@@ -826,6 +986,14 @@ class DemoAgent:
         deadline = time.monotonic() + timeout
         while writer.transport.get_write_buffer_size() > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
+
+
+def _split_command(text: str) -> list[str]:
+    """A command line as argv (shell quoting honoured; unbalanced quotes split on spaces)."""
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()
 
 
 def _parse_int(text: str, *, default: int) -> int | None:
@@ -874,8 +1042,14 @@ _SCRIPTS: dict[str, ScriptFn] = {
     "echo-env": DemoAgent._script_echo_env,
     "leak": DemoAgent._script_leak,
     "write": DemoAgent._script_write,
+    "write-direct": DemoAgent._script_write_direct,
+    "edit": DemoAgent._script_edit,
     "read": DemoAgent._script_read,
     "run": DemoAgent._script_run,
+    "run-direct": DemoAgent._script_run_direct,
+    "run-swap": DemoAgent._script_run_swap,
+    "ask-empty": DemoAgent._script_ask_empty,
+    "huge-usage": DemoAgent._script_huge_usage,
 }
 
 
@@ -898,6 +1072,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-load", action="store_true", help="do not advertise or accept session/load")
     parser.add_argument("--fail-load", action="store_true", help="advertise session/load but fail it (-32603)")
     parser.add_argument("--fail-new", action="store_true", help="answer session/new with a JSON-RPC error")
+    parser.add_argument(
+        "--on-cancel",
+        choices=("garbage", "close-stdout"),
+        default=None,
+        help="answer session/cancel with a non-JSON line, or by closing stdout, instead of cancelling",
+    )
     args = parser.parse_args(argv)
     if args.delay < 0:
         parser.error("--delay must be >= 0")
@@ -950,6 +1130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent = DemoAgent(delay=delay, load_session=not args.no_load)
     agent.fail_load = args.fail_load
     agent.fail_new = args.fail_new
+    agent.on_cancel = args.on_cancel
     try:
         asyncio.run(_serve(agent))
     except KeyboardInterrupt:

@@ -1,7 +1,8 @@
 """Stop classification (SPEC 2): why a stop began -> persisted stop reason, detail and failure.
 
-Owns: ``StopCause`` (why a stop began) and ``classify`` (a pure function). Three ideas kept
-apart, as AGH does: the cause, the persisted reason, and the bounded, redacted failure.
+Owns: ``StopCause`` (why a stop began), ``classify`` (a pure function) and the helpers that name
+the cause of a failed turn. Three ideas kept apart, as AGH does: the cause, the persisted reason,
+and the bounded, redacted failure.
 """
 
 from __future__ import annotations
@@ -78,6 +79,31 @@ def classify(cause: StopCause, exit_info: ExitInfo | None, *, redact: Callable[[
     if kind is FailureKind.TIMEOUT:
         return Classification(StopReason.TIMEOUT, cause.detail, failure(kind, cause.summary))
     return Classification(StopReason.ERROR, cause.detail, failure(kind, cause.summary))
+
+
+_CANCEL_BREAKERS = frozenset({FailureKind.PROTOCOL_FAILURE, FailureKind.TRANSPORT_FAILURE})
+
+
+def turn_failure_cause(kind: FailureKind, summary: str, *, cancel_sent: bool) -> StopCause:
+    """Why a session stops when its running turn failed with a classified driver failure.
+
+    A dead agent is an ``AGENT_EXIT``; any other failure keeps its kind, except that a protocol
+    or transport failure after ``session/cancel`` was sent for the turn is the cancel itself
+    failing (the agent answered it with garbage, or closed the channel): ``cancellation``.
+    """
+    if kind is FailureKind.PROCESS_EXIT:
+        return StopCause(CauseKind.AGENT_EXIT, kind, summary)
+    if cancel_sent and kind in _CANCEL_BREAKERS:
+        return StopCause(CauseKind.FAILURE, FailureKind.CANCELLATION, f"session/cancel failed: {summary}")
+    return StopCause(CauseKind.FAILURE, kind, summary)
+
+
+def unexpected_failure_cause(where: str, exc: BaseException) -> StopCause:
+    """The stop cause of an exception nothing classified (a bug, or a collaborator breaking its
+    contract): ``unknown_failure``, naming where it happened and the exception."""
+    detail = str(exc).strip()
+    summary = f"unexpected error {where}: {type(exc).__name__}" + (f": {detail}" if detail else "")
+    return StopCause(CauseKind.FAILURE, FailureKind.UNKNOWN_FAILURE, summary)
 
 
 def exit_summary(agent_name: str, info: ExitInfo, when: str = "") -> str:

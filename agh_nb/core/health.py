@@ -1,7 +1,9 @@
 """Health (SPEC 3): a metadata-only view of a session; never calls the agent.
 
-Owns: ``compute_health``, a pure function of the record, what the host knows of the live
-session, the clock and the stale threshold.
+Owns: ``compute_health``, a pure function of the record (its ``last_presence_at`` heartbeat
+included), what the host knows of the live session, the clock and the stale threshold; and
+``heartbeat_interval``, how often a live session refreshes its presence. Imports only
+``core.record``, ``core.state`` and ``events``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,20 @@ from datetime import datetime
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.state import SessionState
 from agh_nb.events import JSON, format_timestamp
+
+MAX_HEARTBEAT_INTERVAL = 30.0
+"""The longest time between two presence refreshes of a live session (seconds)."""
+
+
+def heartbeat_interval(stale_after: float) -> float:
+    """Seconds between two heartbeats: ``min(30 s, stale_after / 3)`` (30 s when stale_after is off).
+
+    A third of the threshold, so a session whose host is alive never looks stale for lack of a
+    heartbeat even when one refresh is late.
+    """
+    if stale_after <= 0:
+        return MAX_HEARTBEAT_INTERVAL
+    return min(MAX_HEARTBEAT_INTERVAL, stale_after / 3)
 
 
 def compute_health(
@@ -24,23 +40,33 @@ def compute_health(
 ) -> JSON:
     """Return the SPEC 3 health fields for one session.
 
+    ``stale`` means the session is not stopped but nothing has been heard of it for longer than
+    ``stale_after``: its presence (the host's heartbeat, ``record.last_presence_at``) is older
+    than that, or, on a live session with no prompt running, its last activity is. A session
+    that is not stopped and not run by this host is ``detached``; without a recent presence its
+    health is ``unknown``.
+
     Args:
         record: the stored or live record.
         live: whether this host runs the session's agent right now.
         active_prompt: the running turn id, if any.
         last_activity_at: last prompt activity seen by this host.
         now: the current time.
-        stale_after: seconds of idleness after which a live session is ``stale``.
+        stale_after: seconds after which silence makes a session ``stale`` (0 = never).
     """
     last_activity = last_activity_at or record.updated_at
+    presence = record.last_presence_at
+    absent_for = (now - presence).total_seconds() if presence is not None else None
+    presence_stale = bool(stale_after) and absent_for is not None and absent_for > stale_after
     if record.state is SessionState.STOPPED:
         state, health = "stopped", ("dead" if record.failure else "unknown")
     elif not live:
-        state, health = "detached", "unknown"
+        state, health = "detached", ("stale" if presence_stale else "unknown")
     else:
         state = "prompting" if active_prompt else "idle"
         idle_for = (now - last_activity).total_seconds()
-        health = "stale" if (not active_prompt and stale_after and idle_for > stale_after) else "healthy"
+        idle_stale = not active_prompt and bool(stale_after) and idle_for > stale_after
+        health = "stale" if (presence_stale or idle_stale) else "healthy"
     attachable = live and record.state is SessionState.ACTIVE
     if not attachable:
         reason: str | None = "session_not_attachable"
@@ -58,7 +84,7 @@ def compute_health(
         "eligible_for_wake": reason is None,
         "ineligibility_reason": reason,
         "last_activity_at": format_timestamp(last_activity),
-        "last_presence_at": format_timestamp(now) if live else None,
+        "last_presence_at": format_timestamp(presence) if presence is not None else None,
         "last_error": record.failure.summary if record.failure else None,
         "updated_at": format_timestamp(record.updated_at),
     }

@@ -71,6 +71,9 @@ class SessionRecord:
     acp_session_id: str | None = None
     acp_caps: JSON = field(default_factory=dict)
     host_pid: int | None = None
+    last_presence_at: datetime | None = None
+    """When the host running the session last said it is alive (its heartbeat, SPEC 3): metadata
+    only, never an event. None for a session no host has run since this field existed."""
 
     def replace(self, **changes: Any) -> SessionRecord:
         """Return a copy with ``changes`` applied."""
@@ -95,6 +98,7 @@ class SessionRecord:
             "created_at": format_timestamp(self.created_at),
             "updated_at": format_timestamp(self.updated_at),
             "host_pid": self.host_pid,
+            "last_presence_at": format_timestamp(self.last_presence_at) if self.last_presence_at else None,
         }
 
     @classmethod
@@ -117,6 +121,7 @@ class SessionRecord:
             acp_session_id=data.get("acp_session_id"),
             acp_caps=dict(data.get("acp_caps") or {}),
             host_pid=data.get("host_pid"),
+            last_presence_at=_parse_ts(data["last_presence_at"]) if data.get("last_presence_at") else None,
         )
 
 

@@ -8,7 +8,9 @@ appends the drafts in order, and saves. Imports only ``core.record``, ``core.sta
 ``events``; never acp, duckdb, pyarrow, cryptography, IPython, widgets or tornado.
 
 Transcript repair never rewrites or resequences: it only plans new events, and planning again over
-the events it produced plans nothing (it is idempotent).
+the events it produced plans nothing (it is idempotent). The live host closes a failing turn the
+same way, with ``plan_interrupted_tool_results``, before recording its ``error`` and ``done``: the
+dangling calls of a crashed turn are closed inside the turn, and repair then has nothing to add.
 """
 
 from __future__ import annotations
@@ -172,6 +174,23 @@ class _Turn:
         """Tool calls with no ``tool_result``, in first-seen order."""
         return [(call_id, info) for call_id, info in self.calls.items() if call_id not in self.results]
 
+    def add(self, event: Event) -> None:
+        """Take one stored event of this turn into account."""
+        content = event.content
+        call_id = content.get("tool_call_id")
+        if event.type == EventType.TOOL_CALL.value and call_id is not None:
+            info = self.calls.setdefault(str(call_id), {})
+            for key in ("title", "tool_name"):
+                if content.get(key) is not None:
+                    info[key] = content[key]
+        elif event.type == EventType.TOOL_RESULT.value and call_id is not None:
+            self.results.add(str(call_id))
+        elif event.type == EventType.DONE.value:
+            self.done = True
+            self.done_error = bool(content.get("error")) or content.get("stop_reason") == "error"
+        elif event.type == EventType.ERROR.value:
+            self.error = True
+
 
 def plan_transcript_repair(record: SessionRecord, events: Sequence[Event], now: datetime) -> list[EventDraft]:
     """Plan the events that close an interrupted turn of a crashed session (append-only).
@@ -208,13 +227,43 @@ def plan_transcript_repair(record: SessionRecord, events: Sequence[Event], now: 
     for turn in turns:
         if not turn.interrupted:
             continue
-        for call_id, info in turn.dangling():
-            fields: JSON = {"tool_call_id": call_id, **info, "tool_error": INTERRUPTED_TOOL_ERROR}
-            fields["runtime"] = dict(REPAIR_RUNTIME)
-            drafts.append(EventDraft(EventType.TOOL_RESULT, turn.turn_id, fields, now))
+        drafts.extend(_close_dangling(turn, now))
         if not turn.done and not turn.error:
-            fields = {"error": message, "failure": failure, "runtime": dict(REPAIR_RUNTIME)}
+            fields: JSON = {"error": message, "failure": failure, "runtime": dict(REPAIR_RUNTIME)}
             drafts.append(EventDraft(EventType.ERROR, turn.turn_id, fields, now))
+    return drafts
+
+
+def plan_interrupted_tool_results(events: Sequence[Event], turn_id: str, now: datetime) -> list[EventDraft]:
+    """Plan the interrupted ``tool_result`` of every tool call of one turn that is still open.
+
+    The live host calls this when a turn fails (the agent died, the driver failed) *before* it
+    records the turn's ``error`` and ``done``, so a crashed turn reads, in sequence order:
+    ``tool_call ... tool_result (interrupted) ... error, done``. The drafts are exactly those
+    transcript repair would plan for the turn (same fields, ``runtime {"repair": true}``), so a
+    later ``plan_transcript_repair`` over the stored events plans nothing for it.
+
+    Args:
+        events: stored events (any order; only those of ``turn_id`` are read).
+        turn_id: the failing turn.
+        now: the time of the planned events.
+
+    Returns:
+        One draft per dangling tool call, in first-seen order; empty when none is open.
+    """
+    turn = _Turn(turn_id)
+    for event in sorted(events, key=lambda e: e.sequence):
+        if event.turn_id == turn_id:
+            turn.add(event)
+    return _close_dangling(turn, now)
+
+
+def _close_dangling(turn: _Turn, now: datetime) -> list[EventDraft]:
+    drafts = []
+    for call_id, info in turn.dangling():
+        fields: JSON = {"tool_call_id": call_id, **info, "tool_error": INTERRUPTED_TOOL_ERROR}
+        fields["runtime"] = dict(REPAIR_RUNTIME)
+        drafts.append(EventDraft(EventType.TOOL_RESULT, turn.turn_id, fields, now))
     return drafts
 
 
@@ -230,23 +279,8 @@ def _last_run_turns(events: Sequence[Event]) -> list[_Turn]:
     )
     turns: dict[str, _Turn] = {}
     for event in events[start:]:
-        if not event.turn_id:
-            continue
-        turn = turns.setdefault(event.turn_id, _Turn(event.turn_id))
-        content = event.content
-        call_id = content.get("tool_call_id")
-        if event.type == EventType.TOOL_CALL.value and call_id is not None:
-            info = turn.calls.setdefault(str(call_id), {})
-            for key in ("title", "tool_name"):
-                if content.get(key) is not None:
-                    info[key] = content[key]
-        elif event.type == EventType.TOOL_RESULT.value and call_id is not None:
-            turn.results.add(str(call_id))
-        elif event.type == EventType.DONE.value:
-            turn.done = True
-            turn.done_error = bool(content.get("error")) or content.get("stop_reason") == "error"
-        elif event.type == EventType.ERROR.value:
-            turn.error = True
+        if event.turn_id:
+            turns.setdefault(event.turn_id, _Turn(event.turn_id)).add(event)
     return list(turns.values())
 
 

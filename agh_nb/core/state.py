@@ -79,14 +79,17 @@ class SessionType(str, Enum):
 _ALLOWED: frozenset[tuple[SessionState, SessionState]] = frozenset(
     {
         (SessionState.STARTING, SessionState.ACTIVE),
-        (SessionState.STARTING, SessionState.STOPPING),
+        (SessionState.STARTING, SessionState.STOPPED),
         (SessionState.ACTIVE, SessionState.STOPPING),
         (SessionState.STOPPING, SessionState.STOPPED),
         (SessionState.STOPPED, SessionState.STARTING),
     }
 )
-# A start that fails before the agent is usable goes starting -> stopping -> stopped: the stop path
-# still runs (kill the child, record session_stopped), so the session is never half-made.
+# The live path is starting -> active -> stopping -> stopped, and stopped -> starting on resume.
+# A start that fails never became active, so there is nothing to drain: it goes starting ->
+# stopped directly, after the same settling a stop does (kill the child, classify, record
+# session_stopped, write the ledger), so the session is never half-made. Nothing goes back to
+# active or starting from stopping, and stopping is entered only from active.
 
 
 def transition(session_id: str, current: SessionState, target: SessionState) -> SessionState:

@@ -2,9 +2,10 @@
 
 Owns: ``supervise_turn``, a coroutine the session runs beside each prompt turn. Inactivity is
 not elapsed time: every update from the agent, every client call and a pending approval count
-as activity, so a long turn that keeps working stays healthy. On inactivity it cancels the turn
-cooperatively, waits ``timeout_cancel_grace``, then stops the session as ``timeout`` with detail
-``activity_timeout``. Imports no third-party library.
+as activity, so a long turn that keeps working stays healthy. Past ``inactivity_warning_after`` it
+records one ``runtime_warning``; past ``inactivity_timeout`` a ``system`` event titled
+"inactivity timeout", then it cancels the turn cooperatively, waits ``timeout_cancel_grace``, and
+stops the session as ``timeout`` with detail ``activity_timeout``. Imports no third-party library.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from agh_nb.events import EventDraft, EventType
 
 MIN_TICK = 0.05
 MAX_TICK = 1.0
+
+TIMEOUT_TITLES = {"activity_timeout": "inactivity timeout", "wall_clock_timeout": "wall clock timeout"}
+"""The ``title`` of the ``system`` event that says a turn timed out and is being cancelled."""
 
 
 class SupervisedSession(Protocol):
@@ -123,11 +127,16 @@ async def _time_out(
     summary: str,
     detail: str,
 ) -> None:
+    # A notice, not a second warning: SPEC 2 gives inactivity exactly one runtime_warning.
     session.append_event(
         EventDraft(
-            EventType.RUNTIME_WARNING,
+            EventType.SYSTEM,
             turn_id,
-            {"text": f"{summary}: cancelling the turn", "runtime": {"detail": detail}},
+            {
+                "title": TIMEOUT_TITLES[detail],
+                "text": f"{summary}: cancelling the turn",
+                "runtime": {"detail": detail},
+            },
             session.now(),
         )
     )

@@ -2,12 +2,13 @@
 
 Owns: ``build_transcript`` (stored events -> role entries, a pure function) and
 ``transcript_text`` (those entries as a bounded plain-text document, used to replay a conversation
-into an agent that cannot ``session/load``). Pure: imports only ``events``; never acp, duckdb,
+into an agent that cannot ``session/load``; earlier replays are left out of it). Pure: imports only ``events``; never acp, duckdb,
 pyarrow, cryptography, IPython, widgets or tornado.
 
 Entries (plain JSON dicts, key order as listed):
 
-- ``user``: ``{role, turn_id, content}``
+- ``user``: ``{role, turn_id, content}``, plus ``replay: true`` when the message is a transcript
+  replay (``session resume --replay-transcript``; its ``runtime.replay_transcript``)
 - ``assistant``: ``{role, turn_id, content, thinking}`` -- consecutive ``agent_message`` chunks
   joined into ``content`` and ``thought`` chunks into ``thinking`` (either may be ``""``)
 - ``tool_call``: ``{role, turn_id, tool_call_id, title, tool_name, tool_input}``
@@ -76,7 +77,10 @@ class _Builder:
         content = event.content
         if event.type == EventType.USER_MESSAGE.value:
             self._flush()
-            self.entries.append({"role": "user", "turn_id": event.turn_id, "content": _text(content)})
+            entry: JSON = {"role": "user", "turn_id": event.turn_id, "content": _text(content)}
+            if _is_replay(content):
+                entry["replay"] = True
+            self.entries.append(entry)
         elif event.type in _CHUNK_TYPES:
             self._chunk(event.turn_id, _CHUNK_TYPES[event.type], _text(content))
         elif event.type == EventType.TOOL_CALL.value:
@@ -139,6 +143,11 @@ class _Builder:
         result["error"] = content.get("tool_error")
 
 
+def _is_replay(content: JSON) -> bool:
+    runtime = content.get("runtime")
+    return isinstance(runtime, dict) and bool(runtime.get("replay_transcript"))
+
+
 def _text(content: JSON) -> str:
     text = content.get("text")
     return text if isinstance(text, str) else ""
@@ -171,6 +180,9 @@ def transcript_text(
     ``Tool result [<id>]: <result JSON>`` or ``Tool error [<id>]: <error>``. Paragraphs are
     separated by a blank line. Tool inputs and results are cut to ``max_field_chars``.
 
+    Replay turns (a user entry marked ``replay``, and everything else of its turn) are left out:
+    they hold an earlier transcript, so replaying them again would nest one replay in the next.
+
     When the whole document exceeds ``max_chars``, the oldest turns are dropped whole and a
     ``[N earlier turn(s) omitted]`` line opens the document; if even the newest turn alone does not
     fit, its beginning is cut (marked ``[...]``) so its end survives.
@@ -189,9 +201,12 @@ def transcript_text(
     """
     if max_chars < 64:
         raise ValueError(f"max_chars must be at least 64, got {max_chars}")
+    replayed = {e.get("turn_id") for e in entries if e.get("role") == "user" and e.get("replay")}
     turns: list[list[str]] = []
     last_turn: object = object()
     for entry in entries:
+        if entry.get("turn_id") in replayed:
+            continue
         paragraphs = _render(entry, max_field_chars, include_thinking)
         if not paragraphs:
             continue

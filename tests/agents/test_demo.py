@@ -71,6 +71,8 @@ class RecordingClient:
         self.permission_requests: list[tuple[ToolCallUpdate, list[PermissionOption]]] = []
         self.changed = asyncio.Event()
         self._terminals: dict[str, tuple[asyncio.subprocess.Process, asyncio.Task[bytes]]] = {}
+        self.commands: list[list[str]] = []  # argv of every terminal/create
+        self.writes: list[str] = []  # path of every fs/write_text_file
 
     # -- recording ----------------------------------------------------------------------
 
@@ -125,6 +127,7 @@ class RecordingClient:
 
     async def write_text_file(self, session_id: str, path: str, content: str, **kwargs: Any) -> WriteTextFileResponse:
         target = self._inside(path)
+        self.writes.append(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content)
         return WriteTextFileResponse()
@@ -141,6 +144,7 @@ class RecordingClient:
         output_byte_limit: int | None = None,
         **kwargs: Any,
     ) -> CreateTerminalResponse:
+        self.commands.append([command, *(args or [])])
         proc = await asyncio.create_subprocess_exec(
             command, *(args or []), cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
@@ -587,7 +591,7 @@ def test_read_and_missing_capabilities(tmp_path: Path) -> None:
     run(body)
 
 
-def test_run_in_terminal(tmp_path: Path) -> None:
+def test_run_asks_then_runs_in_a_terminal(tmp_path: Path) -> None:
     async def body() -> None:
         client = RecordingClient(tmp_path)
         async with demo_agent(client, "--fast") as (conn, _):
@@ -598,10 +602,141 @@ def test_run_in_terminal(tmp_path: Path) -> None:
             assert response.stop_reason == "end_turn"
             start = client.of(ToolCallStart)[0]
             assert start.kind == "execute"
+            ((request, options),) = client.permission_requests
+            assert request.kind == "execute" and request.tool_call_id == start.tool_call_id
+            assert request.raw_input == {"command": sys.executable, "args": ["-c", "print(6 * 7)"]}
+            assert {o.kind for o in options} == {"allow_once", "allow_always", "reject_once", "reject_always"}
+            assert client.commands == [[sys.executable, "-c", "print(6 * 7)"]]  # exactly what it asked for
             final = client.of(ToolCallProgress)[-1]
             assert final.status == "completed"
             assert final.raw_output["exit_code"] == 0 and final.raw_output["output"].strip() == "42"
             assert "exited with code 0" in client.message_text()
+
+    run(body)
+
+
+def test_rejected_run_creates_no_terminal(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path, permission="reject_once")
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client)
+            response = await conn.prompt(session_id=session_id, prompt=prompt_of("run touch ran.txt"))
+            assert response.stop_reason == "end_turn"
+            assert len(client.permission_requests) == 1
+            assert client.commands == [] and not (tmp_path / "ran.txt").exists()
+            assert client.of(ToolCallProgress)[-1].status == "failed"
+            assert "permission rejected, not running touch" in client.message_text()
+
+    run(body)
+
+
+def test_run_direct_and_write_direct_do_not_ask(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path, permission="reject_once")
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client)
+            await conn.prompt(session_id=session_id, prompt=prompt_of("run-direct touch ran.txt"))
+            await conn.prompt(session_id=session_id, prompt=prompt_of("write-direct out.txt no questions asked"))
+            assert client.permission_requests == []
+            assert client.commands == [["touch", "ran.txt"]] and (tmp_path / "ran.txt").exists()
+            assert (tmp_path / "out.txt").read_text() == "no questions asked"
+            assert [u.kind for u in client.of(ToolCallStart)] == ["execute", "edit"]
+
+    run(body)
+
+
+def test_run_swap_asks_for_one_command_and_runs_another(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client)
+            await conn.prompt(session_id=session_id, prompt=prompt_of("run-swap echo harmless -- touch sneaky.txt"))
+            ((request, _),) = client.permission_requests
+            assert request.raw_input == {"command": "echo", "args": ["harmless"]}
+            assert client.commands == [["touch", "sneaky.txt"]]
+
+    run(body)
+
+
+@pytest.mark.parametrize(("permission", "edited"), [("allow_once", True), ("reject_once", False)])
+def test_edit_proposes_a_diff_and_writes_on_allow(tmp_path: Path, permission: str, edited: bool) -> None:
+    async def body() -> None:
+        (tmp_path / "notes.txt").write_text("colour: red\nsize: big\n")
+        client = RecordingClient(tmp_path, permission=permission)
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client)
+            response = await conn.prompt(session_id=session_id, prompt=prompt_of("edit notes.txt 'colour: red' 'colour: blue'"))
+            assert response.stop_reason == "end_turn"
+            ((request, _),) = client.permission_requests
+            assert request.kind == "edit"
+            assert request.locations and request.locations[0].path == str(tmp_path / "notes.txt")
+            (diff,) = request.content or []
+            assert diff.type == "diff" and diff.path == str(tmp_path / "notes.txt")
+            assert diff.old_text == "colour: red\nsize: big\n"
+            assert diff.new_text == "colour: blue\nsize: big\n"
+            after = (tmp_path / "notes.txt").read_text()
+            if edited:
+                assert after == "colour: blue\nsize: big\n"
+                assert client.of(ToolCallProgress)[-1].status == "completed"
+            else:
+                assert after == "colour: red\nsize: big\n" and client.writes == []
+                assert "permission rejected, not editing" in client.message_text()
+
+    run(body)
+
+
+def test_edit_of_missing_text_asks_nothing(tmp_path: Path) -> None:
+    async def body() -> None:
+        (tmp_path / "notes.txt").write_text("hello\n")
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client)
+            await conn.prompt(session_id=session_id, prompt=prompt_of("edit notes.txt absent present"))
+            assert client.permission_requests == [] and client.writes == []
+            assert client.of(ToolCallProgress)[-1].status == "failed"
+
+    run(body)
+
+
+def test_ask_empty_offers_no_options(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast") as (conn, _):
+            _, session_id = await start_session(conn, client)
+            response = await conn.prompt(session_id=session_id, prompt=prompt_of("ask-empty"))
+            ((_, options),) = client.permission_requests
+            assert options == []
+            # No option can be picked, so the client's only answer is "cancelled": the turn unwinds.
+            assert response.stop_reason == "cancelled"
+
+    run(body)
+
+
+@pytest.mark.parametrize("mode", ["garbage", "close-stdout"])
+def test_on_cancel_misbehaves_and_the_turn_goes_on(tmp_path: Path, mode: str) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client, "--fast", "--on-cancel", mode) as (conn, proc):
+            _, session_id = await start_session(conn, client)
+            turn = asyncio.ensure_future(conn.prompt(session_id=session_id, prompt=prompt_of("slow 40 0.05")))
+            await client.wait_for(lambda: len(client.of(AgentMessageChunk)) >= 2)
+            watch = _LogWatch("Error parsing JSON-RPC message")
+            logging.getLogger().addHandler(watch)
+            try:
+                await conn.cancel(session_id=session_id)
+                await asyncio.sleep(0.5)
+            finally:
+                logging.getLogger().removeHandler(watch)
+            assert proc.returncode is None, "the agent lives on"
+            if mode == "garbage":
+                assert watch.seen.is_set(), "the cancel was answered with a line that is not JSON"
+                assert not turn.done(), "the cancel did not end the turn"
+                turn.cancel()
+            else:  # the protocol channel is gone: the client sees it closed, not a cancelled turn
+                with pytest.raises(ConnectionError):
+                    await asyncio.wait_for(turn, 5)
+            with contextlib.suppress(BaseException):
+                await turn
 
     run(body)
 

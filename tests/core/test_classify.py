@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agh_nb.core.classify import CauseKind, StopCause, classify
+from agh_nb.core.classify import CauseKind, StopCause, classify, turn_failure_cause, unexpected_failure_cause
 from agh_nb.core.ports import ExitInfo
 from agh_nb.core.state import FailureKind
 
@@ -24,6 +24,10 @@ CASES = [
     ("transport", StopCause(CauseKind.FAILURE, FailureKind.TRANSPORT_FAILURE, "x"), CLEAN, "error", "transport_failure"),
     ("prompt", StopCause(CauseKind.FAILURE, FailureKind.PROMPT_FAILURE, "x"), CLEAN, "error", "prompt_failure"),
     ("timeout", StopCause(CauseKind.TIMEOUT, FailureKind.TIMEOUT, "x", "activity_timeout"), CLEAN, "timeout", "timeout"),
+    ("cancellation", StopCause(CauseKind.FAILURE, FailureKind.CANCELLATION, "x"), CLEAN, "error", "cancellation"),
+    ("permission", StopCause(CauseKind.FAILURE, FailureKind.PERMISSION_FAILURE, "x"), CLEAN, "error", "permission_failure"),
+    ("unknown", StopCause(CauseKind.FAILURE, FailureKind.UNKNOWN_FAILURE, "x"), CLEAN, "error", "unknown_failure"),
+    ("no-kind", StopCause(CauseKind.FAILURE, None, "x"), CLEAN, "error", "unknown_failure"),
 ]
 
 
@@ -39,3 +43,28 @@ def test_failure_summary_is_bounded_and_redacted() -> None:
     verdict = classify(cause, None, redact=lambda s: s.replace("hunter2hunter2", "[redacted]"))
     assert verdict.failure is not None
     assert "hunter2" not in verdict.failure.summary and len(verdict.failure.summary) <= 2000
+
+
+@pytest.mark.parametrize(
+    ("kind", "cancel_sent", "cause_kind", "failure_kind"),
+    [
+        (FailureKind.PROCESS_EXIT, False, CauseKind.AGENT_EXIT, FailureKind.PROCESS_EXIT),
+        (FailureKind.PROCESS_EXIT, True, CauseKind.AGENT_EXIT, FailureKind.PROCESS_EXIT),
+        (FailureKind.PROTOCOL_FAILURE, False, CauseKind.FAILURE, FailureKind.PROTOCOL_FAILURE),
+        (FailureKind.PROTOCOL_FAILURE, True, CauseKind.FAILURE, FailureKind.CANCELLATION),
+        (FailureKind.TRANSPORT_FAILURE, True, CauseKind.FAILURE, FailureKind.CANCELLATION),
+        (FailureKind.PROMPT_FAILURE, True, CauseKind.FAILURE, FailureKind.PROMPT_FAILURE),
+    ],
+    ids=lambda v: getattr(v, "value", str(v)),
+)
+def test_turn_failure_cause(kind: FailureKind, cancel_sent: bool, cause_kind: CauseKind, failure_kind: FailureKind) -> None:
+    cause = turn_failure_cause(kind, "agent said nonsense", cancel_sent=cancel_sent)
+    assert (cause.kind, cause.failure_kind) == (cause_kind, failure_kind)
+    assert cause.summary.endswith("agent said nonsense")
+    assert cause.summary.startswith("session/cancel failed") == (failure_kind is FailureKind.CANCELLATION)
+
+
+def test_unexpected_failure_names_where_and_what() -> None:
+    cause = unexpected_failure_cause("during turn turn_1", RuntimeError("lost the outcome"))
+    assert cause.failure_kind is FailureKind.UNKNOWN_FAILURE
+    assert cause.summary == "unexpected error during turn turn_1: RuntimeError: lost the outcome"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -14,6 +15,7 @@ from agh_nb.core.repair import (
     INTERRUPTED_TOOL_ERROR,
     RecordRepair,
     plan_crash_repair,
+    plan_interrupted_tool_results,
     plan_repair,
     plan_session_stopped,
     plan_transcript_repair,
@@ -33,6 +35,15 @@ def load(name: str) -> tuple[SessionRecord, list[Event]]:
         for row in doc["events"]
     ]
     return SessionRecord.from_dict(doc["record"]), events
+
+
+def load_legacy_agent_crash() -> tuple[SessionRecord, list[Event]]:
+    """``events_agent_crash`` as a host before the live fix stored it: the crashed turn's error +
+    done with its tool call left open (the closing tool_result dropped, sequences kept gapless)."""
+    record, events = load("events_agent_crash")
+    kept = [e for e in events if not (e.type == "tool_result" and (e.content.get("runtime") or {}).get("repair"))]
+    assert len(kept) == len(events) - 1
+    return record, [dataclasses.replace(e, sequence=i) for i, e in enumerate(kept, start=1)]
 
 
 def append(record: SessionRecord, events: Sequence[Event], drafts: Sequence[EventDraft]) -> list[Event]:
@@ -154,17 +165,38 @@ def test_host_died_mid_turn_closes_the_dangling_call_then_the_turn() -> None:
     assert {d.timestamp for d in drafts} == {NOW}
 
 
-def test_live_crash_closes_only_the_dangling_call() -> None:
-    # The live host already recorded error + done(error) for the turn; the tool call stays open.
+def test_a_live_crash_leaves_nothing_to_repair() -> None:
+    # The live host closed the dangling call inside the turn, before its error + done.
     record, events = load("events_agent_crash")
+    crashed = [e.type for e in events if e.turn_id == "turn_6b1908d41a34"]
+    assert crashed[-3:] == ["tool_result", "error", "done"]
+    assert plan_transcript_repair(record, events, NOW) == []
+    assert plan_repair(record, events, NOW).empty
+    assert plan_interrupted_tool_results(events, "turn_6b1908d41a34", NOW) == []
+
+
+def test_a_crash_stored_by_an_older_host_closes_only_the_dangling_call() -> None:
+    # Hosts before the live fix recorded error + done(error) and left the tool call open.
+    record, events = load_legacy_agent_crash()
     drafts = plan_transcript_repair(record, events, NOW)
     assert summary(drafts) == [("tool_result", "turn_6b1908d41a34", "demo-call-2-1")]
     assert plan_transcript_repair(record, append(record, events, drafts), NOW) == []
 
 
-@pytest.mark.parametrize("fixture", ["events_host_died", "events_agent_crash"])
+def test_the_live_host_closes_a_turn_exactly_as_repair_would() -> None:
+    record, events = load_legacy_agent_crash()
+    live = plan_interrupted_tool_results(events, "turn_6b1908d41a34", NOW)
+    assert live == plan_transcript_repair(record, events, NOW)
+    (closed,) = live
+    # ... and what it stored is that draft (the golden row was written by the live host).
+    stored = next(e for e in load("events_agent_crash")[1] if e.type == "tool_result" and e.sequence == 10)
+    assert {k: v for k, v in stored.content.items() if k in closed.fields} == closed.fields
+    assert plan_interrupted_tool_results(events, "turn_8b1d8834c046", NOW) == [], "a finished turn has none"
+
+
+@pytest.mark.parametrize("fixture", ["events_host_died", "events_agent_crash (older host)"])
 def test_transcript_repair_is_idempotent(fixture: str) -> None:
-    record, events = load(fixture)
+    record, events = load_legacy_agent_crash() if fixture.endswith("(older host)") else load(fixture)
     record = stopped(record, StopReason.AGENT_CRASHED, record.stop_detail)
     first = plan_transcript_repair(record, events, NOW)
     assert first
@@ -216,7 +248,7 @@ def test_queued_turns_a_dead_host_never_ran_are_closed_too() -> None:
 
 def test_turns_of_an_earlier_run_are_left_alone() -> None:
     # Stopped (crashed) earlier with demo-call-2-1 dangling, then resumed; the new run dies mid-turn.
-    record, events = load("events_agent_crash")
+    record, events = load_legacy_agent_crash()
     new_turn = [
         EventDraft(EventType.USER_MESSAGE, "turn_resumed", {"text": "hello again"}, NOW),
         EventDraft(EventType.AGENT_MESSAGE, "turn_resumed", {"text": "Hel"}, NOW),

@@ -58,17 +58,27 @@ def test_completed_session_matches_the_golden_transcript() -> None:
     assert build_transcript(load_events("events_completed")) == expected
 
 
-def test_crashed_session_keeps_the_failed_read_and_the_dangling_call() -> None:
+def test_crashed_session_keeps_the_failed_read_and_the_interrupted_call() -> None:
     entries = build_transcript(load_events("events_agent_crash"))
     assert [e["role"] for e in entries] == [
-        "user", "tool_call", "tool_result", "assistant", "user", "assistant", "tool_call", "assistant",
+        "user", "tool_call", "tool_result", "assistant", "user", "assistant", "tool_call", "assistant", "tool_result",
     ]  # fmt: skip
     failed = entries[2]
     assert failed["tool_call_id"] == "demo-call-1-1"
     assert failed["result"] is None and failed["error"] == "read failed: Resource not found"
     assert entries[5] == assistant(thinking="Something is about to go badly wrong.", turn=entries[5]["turn_id"])
-    dangling = entries[6]
-    assert dangling["tool_call_id"] == "demo-call-2-1" and dangling["tool_input"] == {"risk": "high"}
+    call = entries[6]
+    assert call["tool_call_id"] == "demo-call-2-1" and call["tool_input"] == {"risk": "high"}
+    # The live host closed the call the crash left open, inside its turn.
+    interrupted = entries[8]
+    assert interrupted["tool_call_id"] == "demo-call-2-1" and interrupted["turn_id"] == call["turn_id"]
+    assert interrupted["result"] is None and interrupted["error"].startswith("interrupted")
+
+
+def test_a_dangling_call_has_no_result_entry() -> None:
+    events = [e for e in load_events("events_agent_crash") if not (e.type == "tool_result" and e.sequence == 10)]
+    entries = build_transcript(events)
+    assert entries[-2]["role"] == "tool_call" and entries[-2]["tool_call_id"] == "demo-call-2-1"
     assert not any(e["role"] == "tool_result" and e["tool_call_id"] == "demo-call-2-1" for e in entries)
 
 
@@ -203,6 +213,7 @@ def test_text_renders_each_role() -> None:
         "User: crash",
         'Tool call Doing something risky [demo-call-2-1]: {"risk": "high"}',
         "Assistant: Crashing now.",
+        "Tool error [demo-call-2-1]: interrupted: the session stopped before the tool call finished",
     ]
 
 
@@ -266,3 +277,34 @@ def test_text_of_nothing_is_empty() -> None:
 def test_text_rejects_a_tiny_bound() -> None:
     with pytest.raises(ValueError, match="at least 64"):
         transcript_text([], max_chars=10)
+
+
+# -- replays (session resume --replay-transcript) -------------------------------------------------
+
+
+def replay_session() -> list[Event]:
+    """A turn, a replay of it (and the agent's answer to the replay), then one more turn."""
+    return [
+        ev(1, "user_message", "t1", text="remember this"),
+        ev(2, "agent_message", "t1", text="noted"),
+        ev(3, "done", "t1", stop_reason="end_turn"),
+        ev(4, "session_stopped", None, stop_reason="user_canceled"),
+        ev(5, "user_message", "t2", text="PREAMBLE\n\nUser: remember this", runtime={"replay_transcript": True}),
+        ev(6, "agent_message", "t2", text="You said: PREAMBLE"),
+        ev(7, "done", "t2", stop_reason="end_turn"),
+        ev(8, "user_message", "t3", text="and now?"),
+        ev(9, "agent_message", "t3", text="now this"),
+    ]
+
+
+def test_a_replayed_message_is_marked_in_the_transcript() -> None:
+    entries = build_transcript(replay_session())
+    assert entries[2] == {"role": "user", "turn_id": "t2", "content": "PREAMBLE\n\nUser: remember this", "replay": True}
+    assert "replay" not in entries[0] and "replay" not in entries[4]
+
+
+def test_replay_turns_are_left_out_of_the_text() -> None:
+    # Regression: a second resume with --replay-transcript nested the first replay in the second.
+    text = transcript_text(build_transcript(replay_session()))
+    assert text == "User: remember this\n\nAssistant: noted\n\nUser: and now?\n\nAssistant: now this"
+    assert "PREAMBLE" not in text
