@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -52,9 +53,12 @@ DDL: tuple[str, ...] = (
         acp_caps JSON,
         created_at TIMESTAMPTZ NOT NULL,
         updated_at TIMESTAMPTZ NOT NULL,
-        host_pid BIGINT
+        host_pid BIGINT,
+        last_presence_at TIMESTAMPTZ
     )
     """,
+    # Stores created before the heartbeat existed get its column.
+    "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS last_presence_at TIMESTAMPTZ",
     """
     CREATE TABLE IF NOT EXISTS events (
         id VARCHAR NOT NULL,
@@ -143,13 +147,15 @@ SESSION_COLUMNS: tuple[str, ...] = (
     "created_at",
     "updated_at",
     "host_pid",
+    "last_presence_at",
 )
+_SESSION_TIMES = ("created_at", "updated_at", "last_presence_at")
 UPSERT_SESSION = (
     f"INSERT OR REPLACE INTO sessions ({', '.join(SESSION_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in SESSION_COLUMNS)})"
 )
 _SESSION_SELECT = ", ".join(
-    f"epoch_us({c})" if c in ("created_at", "updated_at") else c for c in SESSION_COLUMNS
+    f"epoch_us({c})" if c in _SESSION_TIMES else c for c in SESSION_COLUMNS
 )
 SELECT_SESSION = f"SELECT {_SESSION_SELECT} FROM sessions WHERE id = ?"
 SELECT_SESSIONS = f"SELECT {_SESSION_SELECT} FROM sessions ORDER BY created_at, id"
@@ -223,15 +229,40 @@ def usage_values(usage: Mapping[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = dict.fromkeys(USAGE_COLUMNS)
     for key, value in usage.items():
         column = _USAGE_ALIASES.get(key)
-        if column is not None and value is not None:
-            values[column] = value
+        if column == "cost_amount":
+            values[column] = _amount(value)
+        elif column == "cost_currency":
+            values[column] = str(value)[:64] if value is not None else None
+        elif column is not None:
+            values[column] = _bigint(value)
     cost = usage.get("cost")
     if isinstance(cost, Mapping):
         if cost.get("amount") is not None:
-            values["cost_amount"] = float(cost["amount"])
+            values["cost_amount"] = _amount(cost["amount"])
         if cost.get("currency") is not None:
-            values["cost_currency"] = str(cost["currency"])
+            values["cost_currency"] = str(cost["currency"])[:64]
     return values
+
+
+def _amount(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+_BIGINT_MAX = 2**63 - 1
+
+
+def _bigint(value: Any) -> int | None:
+    # What an agent reports is only stored when a BIGINT column can hold it: a count past 2^63,
+    # a float or a string would fail the commit, and with it every session's writes.
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and -_BIGINT_MAX - 1 <= value <= _BIGINT_MAX:
+        return value
+    return None
 
 
 def session_params(record: SessionRecord) -> list[Any]:
@@ -254,6 +285,7 @@ def session_params(record: SessionRecord) -> list[Any]:
         _aware(record.created_at),
         _aware(record.updated_at),
         record.host_pid,
+        _aware(record.last_presence_at) if record.last_presence_at else None,
     ]
 
 
@@ -262,8 +294,9 @@ def session_from_row(row: Sequence[Any]) -> SessionRecord:
     data = dict(zip(SESSION_COLUMNS, row, strict=True))
     data["failure"] = json.loads(data["failure"]) if data["failure"] else None
     data["acp_caps"] = json.loads(data["acp_caps"]) if data["acp_caps"] else {}
-    data["created_at"] = from_epoch_us(data["created_at"])
-    data["updated_at"] = from_epoch_us(data["updated_at"])
+    for column in _SESSION_TIMES:
+        if data[column] is not None:
+            data[column] = from_epoch_us(data[column])
     del data["failure_kind"]
     return SessionRecord.from_dict(data)
 

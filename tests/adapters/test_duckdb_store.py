@@ -576,6 +576,45 @@ def test_merge_usage_merges_partial_reports_into_one_row(store: DuckDBStore) -> 
     assert (rows[1]["input_tokens"], rows[1]["cached_read_tokens"]) == (3, 2)
 
 
+def test_usage_no_column_can_hold_is_dropped_and_the_writer_goes_on(store: DuckDBStore) -> None:
+    # An agent's counts are its own: 2^64, a float, a string or a bool must not fail the commit
+    # (a failed commit stops every session's writes).
+    record = make_record()
+    save(store, record)
+
+    async def go() -> None:
+        await store.merge_usage(
+            record.id,
+            "turn_1",
+            {"input_tokens": 2**64, "output_tokens": 7.0, "total_tokens": "lots", "thought_tokens": True,
+             "used": -(2**70), "size": 1.5, "cost": {"amount": float("nan"), "currency": "USD" * 40}},
+        )
+        store.append(record, draft(1))
+        await store.flush()
+
+    asyncio.run(go())
+    (row,) = store.sql("SELECT * FROM token_usage").to_dict("records")
+    assert row["output_tokens"] == 7 and row["cost_currency"] == ("USD" * 40)[:64]
+    for column in ("input_tokens", "total_tokens", "thought_tokens", "context_used", "context_size", "cost_amount"):
+        assert pandas.isna(row[column]), column
+    assert sequences(store.query_events(record.id, EventQuery())) == [1]
+
+
+def test_presence_is_stored_and_an_older_store_gains_its_column(db_path: Path) -> None:
+    import duckdb
+
+    db_path.parent.mkdir(parents=True)
+    with duckdb.connect(str(db_path)) as con:  # a store made before the heartbeat existed
+        con.execute(schema.DDL[0].replace(",\n        last_presence_at TIMESTAMPTZ", ""))
+        assert "last_presence_at" not in [r[1] for r in con.execute("PRAGMA table_info('sessions')").fetchall()]
+    seen = T0 + timedelta(seconds=5)
+    with DuckDBStore.open(db_path) as store:
+        record = make_record()
+        save(store, record, record.replace(last_presence_at=seen))
+        stored = store.get_session(record.id)
+    assert stored is not None and stored.last_presence_at == seen
+
+
 def test_sql_returns_a_dataframe(populated: DuckDBStore) -> None:
     frame = populated.sql(
         "SELECT type, count(*) AS n FROM events WHERE session_id = 'sess_a' "
