@@ -300,8 +300,8 @@ class _Client:
                 env={e.name: e.value for e in env or []},
                 output_byte_limit=output_byte_limit,
             )
-        except (FileNotFoundError, PermissionError, ValueError) as exc:
-            raise acp.RequestError.invalid_params({"details": str(exc)}) from None
+        except (OSError, ValueError) as exc:  # missing or not executable, cwd not a directory...
+            raise acp.RequestError.invalid_params({"details": self._driver._redact(str(exc))}) from None
         return schema.CreateTerminalResponse(terminal_id=terminal_id)
 
     async def terminal_output(
@@ -531,11 +531,25 @@ class AcpDriver:
         )
 
     async def cancel(self, acp_session_id: str) -> None:
-        """Send ``session/cancel``; harmless when the agent is already gone."""
+        """Send ``session/cancel``; harmless when the agent is already gone.
+
+        Raises:
+            DriverFailure: ``cancellation`` when the agent still runs but the cancel cannot be
+                written to it (its stdin is broken): the turn cannot be stopped cooperatively.
+        """
         if self._conn is None:
             return
-        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+        try:
             await self._conn.cancel(session_id=acp_session_id)
+        except (ConnectionError, OSError, RuntimeError) as exc:
+            proc = self._proc
+            if self._closing or proc is None or proc.returncode is not None or (self._exit is not None and self._exit.done()):
+                return  # the agent is gone: there is nothing left to cancel
+            raise DriverFailure(
+                FailureKind.CANCELLATION,
+                f"session/cancel could not be sent to agent {self._agent_name!r} (pid {proc.pid}): "
+                f"{self._redact(str(exc) or type(exc).__name__)}",
+            ) from exc
 
     async def close(self, grace: float) -> ExitInfo:
         """Close stdin, wait ``grace`` seconds, terminate, wait, kill; idempotent."""
