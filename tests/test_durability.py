@@ -172,6 +172,27 @@ def test_third_party_agent_answering_32002_keeps_the_aghid(
     host.stop(record.id)
 
 
+def test_an_agent_that_forgot_its_session_starts_fresh_under_the_same_aghid(
+    host: Host, agh_home: Path, workspace: Path
+) -> None:
+    # A restarted agent that advertises loadSession but no longer knows the id: -32002.
+    write_agent(agh_home, "forgetful", [*DEMO, "--fast", "--forget"])
+    record = host.create("forgetful", cwd=str(workspace))
+    host.prompt(record.id, "remember this").wait(30)
+    host.stop(record.id)
+    before = [e.id for e in host.events(record.id)]
+    resumed = host.resume(record.id)
+    assert resumed.id == record.id and resumed.state.value == "active"
+    assert resumed.acp_session_id and resumed.acp_session_id != record.acp_session_id
+    assert host.store.get_session(record.id).acp_session_id == resumed.acp_session_id  # type: ignore[union-attr]
+    after = host.events(record.id)
+    assert [e.id for e in after][: len(before)] == before, "every old event is kept, in place"
+    (note,) = [e for e in after[len(before):] if e.type == "system"]
+    assert "-32002" in note.content["text"] and record.acp_session_id in note.content["text"]
+    assert host.prompt(record.id, "and now?").wait(30).stop_reason == "end_turn"
+    host.stop(record.id)
+
+
 def test_agent_closing_stdout_is_a_transport_failure(host: Host, workspace: Path) -> None:
     record = host.create("demo-fast", cwd=str(workspace))
     result = host.prompt(record.id, "close-stdout").wait(30)

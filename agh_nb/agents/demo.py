@@ -1,7 +1,7 @@
 """The built-in ``demo`` ACP agent: a real, scripted, deterministic agent subprocess.
 
 Run it as ``python -m agh_nb.agents.demo [--delay SECONDS] [--fast] [--fail-startup MODE]
-[--no-load] [--fail-load] [--fail-new] [--on-cancel garbage|close-stdout]``. It speaks the Agent Client Protocol (JSON-RPC over stdio) through the official
+[--no-load] [--fail-load] [--forget] [--fail-new] [--on-cancel garbage|close-stdout]``. It speaks the Agent Client Protocol (JSON-RPC over stdio) through the official
 ``acp`` SDK, so agh_nb can exercise every part of a session -- messages, thoughts, plans, tool
 calls, file reads and writes, terminal commands, permission requests, usage, cancellation,
 crashes and protocol garbage -- with no API key and no network.
@@ -326,6 +326,7 @@ class DemoAgent:
         self.delay = delay
         self.load_enabled = load_session
         self.fail_load = False
+        self.forget = False
         self.fail_new = False
         # What a session/cancel does while a turn runs: None (cancel it), "garbage" (write a
         # non-JSON line instead, and go on), "close-stdout" (close the protocol channel, go on).
@@ -396,7 +397,7 @@ class DemoAgent:
             raise RequestError.method_not_found(acp.AGENT_METHODS["session_load"])
         if self.fail_load:
             raise RequestError(-32603, "demo agent cannot load sessions today", {"details": "--fail-load"})
-        if not session_id.startswith(SESSION_PREFIX):
+        if self.forget or not session_id.startswith(SESSION_PREFIX):
             raise RequestError.resource_not_found(session_id)
         session = self._sessions.get(session_id)
         if session is None:
@@ -1071,6 +1072,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-load", action="store_true", help="do not advertise or accept session/load")
     parser.add_argument("--fail-load", action="store_true", help="advertise session/load but fail it (-32603)")
+    parser.add_argument(
+        "--forget", action="store_true",
+        help="advertise session/load but know no session (-32002 resource not found), like a restarted agent",
+    )
     parser.add_argument("--fail-new", action="store_true", help="answer session/new with a JSON-RPC error")
     parser.add_argument(
         "--on-cancel",
@@ -1129,6 +1134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("starting pid=%d delay=%gs load_session=%s", os.getpid(), delay, not args.no_load)
     agent = DemoAgent(delay=delay, load_session=not args.no_load)
     agent.fail_load = args.fail_load
+    agent.forget = args.forget
     agent.fail_new = args.fail_new
     agent.on_cancel = args.on_cancel
     try:
