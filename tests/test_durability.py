@@ -10,7 +10,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -292,12 +291,15 @@ def test_heartbeat_advances_presence_and_adds_no_event(agh_home: Path, workspace
         assert json.loads(on_disk.read_text())["state"] == "active"
         health = host.status(record.id)["health"]
         assert health["last_presence_at"] is not None and health["last_presence_at"] >= format_ts(later)
+        live = host.runtime.manager.live(record.id)
+        assert live is not None and live._heartbeat is not None and not live._heartbeat.done()
         stopped = host.stop(record.id)
         assert json.loads(meta.read_text())["state"] == "stopped"
         settled = json.loads(meta.read_text())["last_presence_at"]
         assert settled == format_ts(stopped.last_presence_at)
-        time.sleep(0.5)  # two heartbeat periods
-        assert json.loads(meta.read_text())["last_presence_at"] == settled, "a stopped session has no heartbeat"
+        # No waiting for a heartbeat that should not come: the stop path has ended the task itself.
+        assert live._heartbeat.done() and not live._heartbeat.cancelled(), "a stopped session has no heartbeat"
+        assert json.loads(meta.read_text())["last_presence_at"] == settled
     finally:
         host.close()
 
