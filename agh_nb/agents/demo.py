@@ -289,6 +289,18 @@ def _text(text: str) -> TextContentBlock:
     return TextContentBlock(type="text", text=text)
 
 
+
+async def _unless_allowed(turn: _Turn, call_id: str, decision: str | None, refusal: str) -> PromptResponse | None:
+    """End the turn unless the permission was granted: cancelled (None) ends it quietly, a
+    rejection fails the tool call and says ``refusal``. None means: go ahead."""
+    if decision is None:
+        return PromptResponse(stop_reason="end_turn")
+    if decision.startswith("allow"):
+        return None
+    await turn.tool_update(call_id, status="failed", content=[_text_content("permission rejected")])
+    await turn.message(refusal)
+    return PromptResponse(stop_reason="end_turn")
+
 def _text_content(text: str) -> ContentToolCallContent:
     """Tool call content holding plain text."""
     return acp.tool_content(_text(text))
@@ -734,12 +746,9 @@ class DemoAgent:
             decision = await self._ask(
                 turn, call_id, title, kind="edit", raw_input=raw_input, content=[diff], locations=[path]
             )
-            if decision is None:
-                return PromptResponse(stop_reason="end_turn")
-            if not decision.startswith("allow"):
-                await turn.tool_update(call_id, status="failed", content=[_text_content("permission rejected")])
-                await turn.message("permission rejected, not writing\n")
-                return PromptResponse(stop_reason="end_turn")
+            refused = await _unless_allowed(turn, call_id, decision, "permission rejected, not writing\n")
+            if refused is not None:
+                return refused
         return await self._write_through(turn, call_id, path, content, diff)
 
     async def _write_through(
@@ -795,12 +804,9 @@ class DemoAgent:
         diff = acp.tool_diff_content(path, updated, current)
         await turn.tool_update(call_id, content=[diff])
         decision = await self._ask(turn, call_id, title, kind="edit", raw_input=raw_input, content=[diff], locations=[path])
-        if decision is None:
-            return PromptResponse(stop_reason="end_turn")
-        if not decision.startswith("allow"):
-            await turn.tool_update(call_id, status="failed", content=[_text_content("permission rejected")])
-            await turn.message("permission rejected, not editing\n")
-            return PromptResponse(stop_reason="end_turn")
+        refused = await _unless_allowed(turn, call_id, decision, "permission rejected, not editing\n")
+        if refused is not None:
+            return refused
         return await self._write_through(turn, call_id, path, updated, diff)
 
     async def _script_huge_usage(self, turn: _Turn, rest: str) -> PromptResponse:
@@ -887,12 +893,9 @@ class DemoAgent:
         await turn.pause()
         if ask:
             decision = await self._ask(turn, call_id, title, kind="execute", raw_input=raw_input)
-            if decision is None:
-                return PromptResponse(stop_reason="end_turn")
-            if not decision.startswith("allow"):
-                await turn.tool_update(call_id, status="failed", content=[_text_content("permission rejected")])
-                await turn.message(f"permission rejected, not running {argv[0]}\n")
-                return PromptResponse(stop_reason="end_turn")
+            refused = await _unless_allowed(turn, call_id, decision, f"permission rejected, not running {argv[0]}\n")
+            if refused is not None:
+                return refused
         if instead is not None:
             argv = _split_command(instead) or argv
         await turn.tool_update(call_id, status="in_progress")
