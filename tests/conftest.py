@@ -18,6 +18,46 @@ DEMO = [sys.executable, "-m", "agh_nb.agents.demo"]
 # Tests run their own hosts: never talk to a Jupyter server that happens to run this pytest.
 os.environ.pop("AGH_NB_SERVER", None)
 
+TESTS = Path(__file__).resolve().parent
+
+# Lanes (pytest markers) by where a test lives; ``scripts/test.sh --fast`` runs FAST_LANES only.
+LANE_OF_PATH = {
+    "core": "core",
+    "adapters": "adapters",
+    "adapters/test_duckdb_store.py": "store",
+    "vault": "vault",
+    "agents": "agents",
+    "test_config.py": "config",
+    "server": "server",
+    "kernel": "kernel",
+    "browser": "browser",
+    "test_notebooks.py": "notebooks",
+    "test_third_party.py": "third_party",
+    "test_architecture.py": "architecture",
+}
+FAST_LANES = ("core", "adapters", "vault", "config", "store", "agents")
+"""Every test not in a more specific lane runs real sessions end to end: lane ``sessions``."""
+
+
+def lane_of(path: Path) -> str:
+    """The lane of a test file: the most specific entry of ``LANE_OF_PATH`` that contains it."""
+    rel = path.resolve().relative_to(TESTS).as_posix()
+    best = ""
+    for prefix in LANE_OF_PATH:
+        if (rel == prefix or rel.startswith(prefix + "/")) and len(prefix) > len(best):
+            best = prefix
+    return LANE_OF_PATH.get(best, "sessions")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for lane in {*LANE_OF_PATH.values(), "sessions"}:
+        config.addinivalue_line("markers", f"{lane}: tests of the {lane} lane (tests/conftest.py LANE_OF_PATH)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(getattr(pytest.mark, lane_of(Path(str(item.path)))))
+
 
 def write_agent(home: Path, name: str, command: list[str], extra: str = "") -> Path:
     """Write ``$AGH_HOME/agents/<name>/AGENT.md`` with the given argv."""
