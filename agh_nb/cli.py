@@ -90,6 +90,7 @@ def _open_host(args: Any) -> Any:
         AghError: there is no store yet.
     """
     from agh_nb.api import Reader
+    from agh_nb.commands import LIVE_COMMANDS
     from agh_nb.config import agh_home
     from agh_nb.holder import read_holder
     from agh_nb.remote import find_server
@@ -102,6 +103,10 @@ def _open_host(args: Any) -> Any:
             return remote
     if args.group == "vault":
         return Reader.open_vault_only()  # the vault is a file of its own, readable beside a kernel
+    if args.group == "session" and args.command in LIVE_COMMANDS:
+        if holder is not None and holder.kind != "server":
+            raise _held_by(home, holder)
+        return _NoHost()  # no server holds this store: the grammar says what a live word needs
     try:
         return Reader.open(home)
     except StoreLockedError as exc:
@@ -114,13 +119,27 @@ def _open_host(args: Any) -> Any:
                 return remote
         if holder is None:
             raise
-        there = " (in that notebook, as %agh)" if holder.kind == "kernel" else ""
-        raise StoreLockedError(
-            f"the agh_nb store {home / 'agh.duckdb'} is in use by {holder.describe()}: run the command "
-            f"there{there}, stop it, or set AGH_HOME to another directory",
-            pid=holder.pid,
-            path=str(home / "agh.duckdb"),
-        ) from None
+        raise _held_by(home, holder) from None
+
+
+def _held_by(home: Any, holder: Any) -> StoreLockedError:
+    """The one line naming the kernel (notebook) or process that holds the store."""
+    there = " (in that notebook, as %agh)" if holder.kind == "kernel" else ""
+    return StoreLockedError(
+        f"the agh_nb store {home / 'agh.duckdb'} is in use by {holder.describe()}: run the command "
+        f"there{there}, stop it, or set AGH_HOME to another directory",
+        pid=holder.pid,
+        path=str(home / "agh.duckdb"),
+    )
+
+
+class _NoHost:
+    """Stands for "no live host" so the grammar reports live words uniformly."""
+
+    live = False
+
+    def close(self) -> None:
+        """Nothing to close."""
 
 
 def _getpass(label: str) -> str:
