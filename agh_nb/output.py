@@ -279,7 +279,7 @@ def _when(value: Any) -> str:
 
 def event_rows(events: Iterable[Event]) -> list[JSON]:
     """The events as a person reads them: ``sequence``, ``time`` (UTC), ``type``, ``summary``
-    (one line), ``turn_id``."""
+    (one line), ``turn_id`` ('' for session-level events)."""
     titles: dict[str, str] = {}
     return [
         {
@@ -287,7 +287,7 @@ def event_rows(events: Iterable[Event]) -> list[JSON]:
             "time": _when(e.to_dict()["timestamp"]),
             "type": e.type,
             "summary": one_line(summary(e, titles)),
-            "turn_id": e.turn_id,
+            "turn_id": e.turn_id or "",  # shown empty, not as NaN
         }
         for e in events
     ]
