@@ -124,8 +124,9 @@ class DriverListener(Protocol):
     def on_update(self, event_type: EventType, fields: JSON) -> None:
         """One mapped ``session/update`` (fields include ``raw``, the payload as received)."""
 
-    def on_protocol_error(self, summary: str) -> None:
-        """The agent wrote something that is not ACP (garbage on stdout, bad frame)."""
+    def on_protocol_error(self, kind: FailureKind, summary: str) -> None:
+        """The agent broke the protocol (garbage on stdout: ``protocol_failure``) or its channel
+        (closed stdout and lives on: ``transport_failure``); ``kind`` says which."""
 
     def on_exit(self, info: ExitInfo) -> None:
         """The agent process ended (for any reason)."""
