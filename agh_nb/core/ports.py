@@ -65,7 +65,8 @@ class EventStore(Protocol):
         """Deliver committed events with sequence > ``after_sequence`` (backlog, then live).
 
         ``session_id=None`` subscribes to every session (then ``after_sequence`` must be 0 and
-        only live events are delivered). Callbacks run on the writer thread; keep them short.
+        only live events are delivered). Live callbacks run on a delivery thread of the
+        subscription's own, never on the thread that commits: a slow one delays only itself.
         """
 
 

@@ -1,6 +1,6 @@
 """``session events --follow`` in a cell: print committed events as they arrive.
 
-Owns: ``follow_events``. Events come from the store's writer thread through a queue; the cell
+Owns: ``follow_events``. Events come from the subscription's delivery thread through a queue; the cell
 thread prints them, and stops when the session is idle with nothing queued, stopped, or the user
 interrupts the cell.
 """
