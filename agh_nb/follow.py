@@ -3,7 +3,7 @@
 Owns: ``follow_events`` and ``describe`` (one line per event). Every filter of ``session events``
 holds while following: ``--type``, ``--turn`` and ``--since`` choose both the backlog and the live
 events, ``--after-sequence`` starts after that sequence, and ``--last N`` shows the newest N
-matching events first. Events come from the host's subscription (the store's writer thread, or
+matching events first. Events come from the host's subscription (the subscription's delivery thread, or
 an SSE reader in client mode) through a queue; the calling thread prints them, and stops when
 the session is idle with nothing queued, stopped, the followed ``--turn`` ended, or the user
 interrupts. Imports no IPython; must not import ``agh_nb.server``.

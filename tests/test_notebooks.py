@@ -1,11 +1,12 @@
 """The tutorial notebooks (``notebooks/*.ipynb``) run top to bottom in a real kernel, against the demo agent.
 
-Each test executes one notebook with nbclient (kernel ``python3``) in a fresh ``AGH_HOME`` and a
+Each test executes one notebook (kernel ``python3``) in a fresh ``AGH_HOME`` and a
 private ``TMPDIR`` (the notebooks make their workspaces with ``tempfile``), with ``AGH_NB_SERVER``
 removed from the kernel's environment so the embedded host is used. The executed copy stays in
-memory: the tests never write into the repository. Each notebook is also run by nbval
-(``pytest --nbval-lax``, in a subprocess with the same environment): every cell must run, and the
-cells marked ``# NBVAL_CHECK_OUTPUT`` must print what the saved notebook shows.
+memory: the tests never write into the repository. Each notebook runs once, by nbval
+(``pytest --nbval-lax``, in a subprocess with that environment): every cell must run, the cells
+marked ``# NBVAL_CHECK_OUTPUT`` must print what the saved notebook shows, and the outputs of every
+cell (kept by the ``tests/nbval_capture.py`` plugin) must pass the notebook's own checks.
 
 To refresh the outputs saved in the repository (run on purpose, not by pytest)::
 
@@ -211,47 +212,44 @@ def test_every_notebook_has_its_checks() -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path) -> None:
-    from nbclient.exceptions import CellExecutionError
-
-    home, tmp = tmp_path / "agh_home", tmp_path / "tmp"
-    started = time.monotonic()
-    try:
-        nb = execute_notebook(path, home, tmp)
-    except CellExecutionError as exc:
-        pytest.fail(f"{path.name}: a cell raised:\n{exc}")
-    elapsed = time.monotonic() - started
-    assert not cell_errors(nb)
-    agh_errors = [line for line in stderr_lines(nb) if line.startswith(AGH_ERROR)]
-    assert not agh_errors, f"{path.name} printed errors: {agh_errors}"
-    CHECKS[path.stem](nb, home, tmp)
-    print(f"{path.name}: {elapsed:.1f}s")
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_passes_nbval(path: Path, tmp_path: Path) -> None:
-    """nbval, as a user would run it: every cell runs without error, and the cells marked
-    ``# NBVAL_CHECK_OUTPUT`` print exactly what the saved notebook shows."""
+def test_notebook_runs_and_passes_nbval(path: Path, tmp_path: Path) -> None:
+    """One run per notebook, by nbval as a user would run it: every cell runs without error, the
+    cells marked ``# NBVAL_CHECK_OUTPUT`` print exactly what the saved notebook shows, and what
+    every cell printed (kept by ``tests/nbval_capture.py``) passes the notebook's own checks."""
     import nbformat
 
     home, tmp = tmp_path / "agh_home", tmp_path / "tmp"
     home.mkdir()
     tmp.mkdir()
-    cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code"]
     # nbval honours a marker only as a comment line of its own, exactly so.
     checked = [c for c in cells if "# NBVAL_CHECK_OUTPUT" in (line.strip() for line in c.source.splitlines())]
     assert checked, f"{path.name}: mark at least one cell with deterministic output '# NBVAL_CHECK_OUTPUT'"
     assert all(c.outputs for c in checked), f"{path.name}: a checked cell has no saved output to compare with"
+    capture = tmp_path / "outputs.json"
+    env = kernel_env(home, tmp) | {"AGH_NBVAL_CAPTURE": str(capture)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent), env.get("PYTHONPATH")]))
     argv = [
         sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", f"--nbval-cell-timeout={CELL_TIMEOUT}",
-        "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp_path), str(path),
+        "-p", "no:cacheprovider", "-p", "nbval_capture", "-q", "--rootdir", str(tmp_path), str(path),
     ]
-    proc = subprocess.run(
-        argv, env=kernel_env(home, tmp), cwd=tmp_path, capture_output=True, text=True, timeout=540, check=False
-    )
+    started = time.monotonic()
+    proc = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=540, check=False)
     report = proc.stdout[-6000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, f"nbval failed on {path.name}:\n{report}"
     assert re.search(rf"\b{len(cells)} passed\b", proc.stdout), f"nbval ran a different number of cells:\n{report}"
+    import json
+
+    executed = json.loads(capture.read_text(encoding="utf-8"))
+    assert len(executed) == len(cells), f"captured {len(executed)} of {len(cells)} cells"
+    for number, cell in enumerate(cells):
+        cell.outputs = [nbformat.from_dict(out) for out in executed[str(number)]]
+    assert not cell_errors(nb)
+    agh_errors = [line for line in stderr_lines(nb) if line.startswith(AGH_ERROR)]
+    assert not agh_errors, f"{path.name} printed errors: {agh_errors}"
+    CHECKS[path.stem](nb, home, tmp)
+    print(f"{path.name}: {time.monotonic() - started:.1f}s")
 
 
 # -- saving executed notebooks into the repository (not a test) --------------------------------

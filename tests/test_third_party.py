@@ -40,6 +40,13 @@ def test_zed_example_agent_runs_a_turn_and_stops(host: Host, agh_home: Path, wor
         assert expected in kinds, expected
     decisions = [e.content.get("decision") for e in host.events(record.id) if e.type == "permission"]
     assert "reject-once" in decisions  # an edit under approve-reads is not allowed without a user
+    # Refused, the example agent drops the call without a word: the turn's end closes it (issue 12).
+    events = host.events(record.id)
+    calls = {e.content["tool_call_id"] for e in events if e.type == "tool_call"}
+    results = {e.content["tool_call_id"]: e for e in events if e.type == "tool_result"}
+    assert calls and calls <= set(results), calls - set(results)
+    refused = [e for e in results.values() if "refused" in (e.content.get("tool_error") or "")]
+    assert refused and refused[0].sequence < [e for e in events if e.type == "done"][0].sequence
     stopped = host.stop(record.id)
     assert stopped.stop_reason is not None and stopped.stop_reason.value == "user_canceled"
     assert [e.type for e in host.events(record.id)][-1] == "session_stopped"

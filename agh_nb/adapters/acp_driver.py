@@ -1,10 +1,10 @@
 """The ACP driver: one agent subprocess spoken to through the official ``acp`` SDK.
 
-Owns: spawning the child (environment from an allowlist), the stdout tap that tells ACP frames
-from garbage, stderr capture (bounded tail), the exit watcher, ``initialize`` / ``session/new``
-/ ``session/load`` / ``session/prompt`` / ``session/cancel``, and turning every way those fail
-into a classified ``DriverFailure``. The only module (with ``acp_mapping``) that imports acp.
-Must not import core.session, runtime, kernel or server.
+Owns: ``AcpDriver`` — the agent-facing calls (``initialize`` / ``session/new`` /
+``session/load`` / ``session/prompt`` / ``session/cancel``), stderr capture (bounded tail), the
+exit watcher, the escalating close, and turning every way those fail into a classified
+``DriverFailure``. Spawning and framing live in ``acp_transport``, the methods an agent calls on
+us in ``acp_client``. Imports acp; must not import core.session, runtime, kernel or server.
 """
 
 from __future__ import annotations
@@ -12,22 +12,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from importlib import metadata
-from pathlib import Path
-from typing import Any, SupportsIndex, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import acp
 from acp import schema
-from acp._transport import NdjsonTransport  # the SDK's framing; we only change bad-line handling
-from acp.task import MessageSender, TaskSupervisor
 
-from agh_nb.adapters import fs_ops
-from agh_nb.adapters.acp_mapping import dump, map_update, usage_from_prompt
-from agh_nb.adapters.terminals import TerminalManager, UnknownTerminalError
+from agh_nb.adapters.acp_client import Client
+from agh_nb.adapters.acp_mapping import dump, usage_from_prompt
+from agh_nb.adapters.acp_transport import CheckedTransport, build_environment, spawn_agent
+from agh_nb.adapters.terminals import TerminalManager
 from agh_nb.core.classify import exit_summary
 from agh_nb.core.ports import (
     DriverFailure,
@@ -39,31 +36,16 @@ from agh_nb.core.ports import (
 )
 from agh_nb.core.redaction import redact_strings
 from agh_nb.core.state import FailureKind
-from agh_nb.errors import PathOutsideWorkspaceError, PermissionDeniedError
-from agh_nb.events import loads
+from agh_nb.core.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# The SDK's default; multimodal payloads can be large.
-STREAM_LIMIT = 50 * 1024 * 1024
 STDERR_TAIL_BYTES = 8192
 SECRET_MARGIN = 4096
 """Text kept beyond a cut (stderr tail, garbage preview) until it is redacted: a secret that
 straddles the cut is then replaced whole instead of leaving its end (or start) in the text."""
-ENV_ALLOWLIST = (
-    "HOME",
-    "LOGNAME",
-    "PATH",
-    "SHELL",
-    "TERM",
-    "USER",
-    "LANG",
-    "LC_ALL",
-    "TMPDIR",
-    "TZ",
-)
 
 Redactor = Callable[[str], str]
 
@@ -77,303 +59,6 @@ def _client_version() -> str:
         return metadata.version("agh-nb")
     except metadata.PackageNotFoundError:
         return "0"
-
-
-def build_environment(extra: dict[str, str], base: dict[str, str] | None = None) -> dict[str, str]:
-    """Return the child's environment: allowlisted variables of ``base`` plus ``extra``."""
-    base = dict(os.environ) if base is None else base
-    env = {k: v for k in ENV_ALLOWLIST if (v := base.get(k)) is not None and not v.startswith("()")}
-    env.update(extra)
-    return env
-
-
-YIELD_EVERY = 32
-"""Frames read before the transport lets the loop run the tasks they started."""
-SESSION_UPDATE = "session/update"
-RAW_UPDATE_KEY = "agh_nb.raw_update"
-"""Where the transport leaves a ``session/update``'s payload as received, for ``_Client``."""
-
-
-def _carry_raw_update(message: dict[str, Any]) -> None:
-    # The SDK validates a notification into a model and calls session_update with the model,
-    # plus the notification's ``_meta`` entries as keyword arguments. Putting the update's own
-    # dict there hands it to _Client as received: that is the SPEC's ``raw`` (a dump of the
-    # model would drop unknown fields and explicit nulls) and saves re-serialising it.
-    params = message.get("params")
-    if not isinstance(params, dict) or "id" in message:
-        return
-    update = params.get("update")
-    meta = params.get("_meta")
-    if not isinstance(update, dict) or not (meta is None or isinstance(meta, dict)):
-        return
-    params["_meta"] = {**(meta or {}), RAW_UPDATE_KEY: update}
-
-
-READ_AHEAD = 128 * 1024
-"""Bytes of agent output read ahead of the parser before reading pauses (backpressure)."""
-
-
-class _BoundedReader(asyncio.StreamReader):
-    """asyncio's StreamReader with a read-ahead bound of its own.
-
-    The stock reader pauses the pipe only past twice its line limit (100 MiB here, since one ACP
-    frame may be that big): an agent writing faster than we store would fill our memory and
-    every event would wait behind that backlog. This one pauses past ``READ_AHEAD`` bytes, so
-    the agent blocks on its own writes instead. (Uses the reader's documented-by-source private
-    state: ``_buffer``, ``_paused``, ``_transport``, stable since Python 3.4.)
-    """
-
-    # The base class's own state, declared for the type checker.
-    _buffer: bytearray
-    _paused: bool
-    _transport: asyncio.ReadTransport | None
-
-    def __init__(self, *, limit: int, read_ahead: int, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(limit=limit, loop=loop)
-        self._read_ahead = read_ahead
-
-    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
-        super().feed_data(data)
-        transport = self._transport
-        if transport is not None and not self._paused and len(self._buffer) > self._read_ahead:
-            transport.pause_reading()
-            self._paused = True
-
-    def _maybe_resume_transport(self) -> None:
-        if self._paused and len(self._buffer) <= self._read_ahead and self._transport is not None:
-            self._paused = False
-            self._transport.resume_reading()
-
-
-class _AgentProtocol(asyncio.subprocess.SubprocessStreamProtocol):
-    """The subprocess protocol of ``create_subprocess_exec``, reading stdout with ``_BoundedReader``."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        pipe = cast(asyncio.SubprocessTransport, transport).get_pipe_transport(1)
-        if pipe is not None:
-            reader = _BoundedReader(limit=STREAM_LIMIT, read_ahead=READ_AHEAD, loop=self._loop)  # type: ignore[attr-defined]
-            reader.set_transport(pipe)
-            self.stdout = reader
-
-
-async def _spawn_agent(argv: list[str], *, env: dict[str, str], cwd: str) -> asyncio.subprocess.Process:
-    """``asyncio.create_subprocess_exec`` with piped stdio and the bounded stdout reader."""
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.subprocess_exec(
-        lambda: _AgentProtocol(limit=STREAM_LIMIT, loop=loop),
-        *argv,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=cwd,
-        start_new_session=True,
-    )
-    return asyncio.subprocess.Process(transport, protocol, loop)
-
-
-class _CheckedTransport(NdjsonTransport):
-    """The SDK's own NDJSON framing, except that a line which is not a JSON object is reported
-    (a protocol failure) instead of being logged and skipped; each frame is parsed once."""
-
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        *,
-        on_garbage: Callable[[bytes], None],
-        on_eof: Callable[[], None],
-    ) -> None:
-        self._supervisor = TaskSupervisor(source="agh_nb.acp_driver")
-        super().__init__(reader, MessageSender(writer, self._supervisor))
-        self._on_garbage = on_garbage
-        self._on_eof = on_eof
-        self._unyielded = 0
-
-    async def receive(self) -> dict[str, Any] | None:
-        self._unyielded += 1
-        if self._unyielded >= YIELD_EVERY:
-            # Reading a buffered line does not yield to the loop, and the SDK starts one task per
-            # notification: without this, a fast agent fills the loop with thousands of pending
-            # tasks (latency, and garbage-collector work on everything they hold).
-            self._unyielded = 0
-            await asyncio.sleep(0)
-        while True:
-            try:
-                line = await self._read_line()
-            except (ValueError, asyncio.LimitOverrunError):
-                self._on_garbage(b"<a line longer than the 50 MiB limit>")
-                continue
-            if not line:
-                self._on_eof()
-                return None
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                message = loads(line)
-            except ValueError:
-                message = None
-            if isinstance(message, dict):
-                if message.get("method") == SESSION_UPDATE:
-                    _carry_raw_update(message)
-                return message
-            self._on_garbage(line)
-
-    async def close(self) -> None:
-        try:
-            await super().close()
-        finally:
-            await self._supervisor.shutdown()
-
-
-class _Client:
-    """The ACP ``Client`` side we implement: updates, permission requests, files and terminals.
-
-    Every file or terminal call is authorised by the session first (permission mode, then the
-    workspace boundary); a refusal reaches the agent as a JSON-RPC error naming the reason.
-    """
-
-    def __init__(self, driver: AcpDriver) -> None:
-        self._driver = driver
-
-    async def _authorize(self, operation: str, path: str | None, command: list[str] | None = None) -> Path:
-        try:
-            return await self._driver.listener.authorize(operation, path, command)
-        except PathOutsideWorkspaceError as exc:
-            raise acp.RequestError(
-                -32602, f"path-outside-workspace: {exc}", {"reason": "path_outside_workspace"}
-            ) from None
-        except PermissionDeniedError as exc:
-            raise acp.RequestError(
-                -32602, f"permission-denied: {exc}", {"reason": "permission_denied"}
-            ) from None
-
-    async def read_text_file(
-        self,
-        session_id: str,
-        path: str,
-        line: int | None = None,
-        limit: int | None = None,
-        **kwargs: Any,
-    ) -> schema.ReadTextFileResponse:
-        resolved = await self._authorize("fs/read_text_file", path)
-        try:
-            content = await asyncio.to_thread(
-                fs_ops.read_text_file, resolved, line=line, limit=limit
-            )
-        except FileNotFoundError:
-            raise acp.RequestError.resource_not_found(path) from None
-        except (ValueError, OSError) as exc:
-            raise acp.RequestError.invalid_params({"details": str(exc)}) from None
-        return schema.ReadTextFileResponse(content=content)
-
-    async def write_text_file(
-        self, session_id: str, path: str, content: str, **kwargs: Any
-    ) -> schema.WriteTextFileResponse:
-        resolved = await self._authorize("fs/write_text_file", path)
-        try:
-            await asyncio.to_thread(fs_ops.write_text_file, resolved, content)
-        except OSError as exc:
-            raise acp.RequestError.internal_error(
-                {"details": f"cannot write {path}: {exc.strerror or exc}"}
-            ) from None
-        return schema.WriteTextFileResponse()
-
-    async def create_terminal(
-        self,
-        session_id: str,
-        command: str,
-        args: list[str] | None = None,
-        env: list[Any] | None = None,
-        cwd: str | None = None,
-        output_byte_limit: int | None = None,
-        **kwargs: Any,
-    ) -> schema.CreateTerminalResponse:
-        resolved = await self._authorize("terminal/create", cwd, [command, *(args or [])])
-        try:
-            terminal_id = await self._driver.terminals.create(
-                command,
-                list(args or []),
-                cwd=resolved,
-                env={e.name: e.value for e in env or []},
-                output_byte_limit=output_byte_limit,
-            )
-        except (OSError, ValueError) as exc:  # missing or not executable, cwd not a directory...
-            raise acp.RequestError.invalid_params({"details": self._driver._redact(str(exc))}) from None
-        return schema.CreateTerminalResponse(terminal_id=terminal_id)
-
-    async def terminal_output(
-        self, session_id: str, terminal_id: str, **kwargs: Any
-    ) -> schema.TerminalOutputResponse:
-        output, truncated, status = self._terminal_call(
-            lambda: self._driver.terminals.output(terminal_id)
-        )
-        exit_status = schema.TerminalExitStatus(**status) if status else None
-        return schema.TerminalOutputResponse(
-            output=output, truncated=truncated, exit_status=exit_status
-        )
-
-    async def wait_for_terminal_exit(
-        self, session_id: str, terminal_id: str, **kwargs: Any
-    ) -> schema.WaitForTerminalExitResponse:
-        status = await self._terminal_await(self._driver.terminals.wait_for_exit(terminal_id))
-        return schema.WaitForTerminalExitResponse(**status)
-
-    async def kill_terminal(
-        self, session_id: str, terminal_id: str, **kwargs: Any
-    ) -> schema.KillTerminalResponse:
-        await self._terminal_await(self._driver.terminals.kill(terminal_id))
-        return schema.KillTerminalResponse()
-
-    async def release_terminal(
-        self, session_id: str, terminal_id: str, **kwargs: Any
-    ) -> schema.ReleaseTerminalResponse:
-        await self._terminal_await(self._driver.terminals.release(terminal_id))
-        return schema.ReleaseTerminalResponse()
-
-    @staticmethod
-    def _terminal_call(call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except UnknownTerminalError as exc:
-            raise acp.RequestError.invalid_params({"details": str(exc)}) from None
-
-    @staticmethod
-    async def _terminal_await(call: Awaitable[T]) -> T:
-        try:
-            return await call
-        except UnknownTerminalError as exc:
-            raise acp.RequestError.invalid_params({"details": str(exc)}) from None
-
-    async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
-        raw = kwargs.get(RAW_UPDATE_KEY)
-        event_type, fields = map_update(update, raw if isinstance(raw, dict) else None)
-        self._driver.listener.on_update(event_type, fields)
-
-    async def request_permission(
-        self, session_id: str, tool_call: Any, options: list[Any], **kwargs: Any
-    ) -> schema.RequestPermissionResponse:
-        choice = await self._driver.listener.on_permission_request(
-            dump(tool_call), [dump(o) for o in options]
-        )
-        if choice is None:
-            return schema.RequestPermissionResponse(
-                outcome=schema.DeniedOutcome(outcome="cancelled")
-            )
-        return schema.RequestPermissionResponse(
-            outcome=schema.AllowedOutcome(outcome="selected", option_id=choice)
-        )
-
-    async def ext_method(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        raise acp.RequestError.method_not_found(method)
-
-    async def ext_notification(self, method: str, params: dict[str, Any]) -> None:
-        return None
-
-    def on_connect(self, conn: Any) -> None:
-        return None
 
 
 class AcpDriver:
@@ -399,7 +84,7 @@ class AcpDriver:
         self._conn: Any = None
         self._listener: DriverListener | None = None
         self._agent_name = "agent"
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskOwner("agent", logger=log)
         self._stderr: collections.deque[bytes] = collections.deque()
         self._stderr_size = 0
         self._fatal: asyncio.Future[DriverFailure] | None = None
@@ -423,6 +108,10 @@ class AcpDriver:
         assert self._listener is not None
         return self._listener
 
+    def redact(self, text: str) -> str:
+        """Scrub the secrets this driver knows from ``text``."""
+        return self._redact(text)
+
     def stderr_tail(self) -> str:
         """Return the last few KiB the agent wrote to stderr, redacted."""
         return self._redact(b"".join(self._stderr).decode("utf-8", "replace"))[-STDERR_TAIL_BYTES:]
@@ -437,11 +126,12 @@ class AcpDriver:
         loop = asyncio.get_running_loop()
         self._listener = listener
         self._agent_name = spec.agent_name
+        self._tasks.rename(spec.agent_name)
         self._fatal = loop.create_future()
         self._exit = loop.create_future()
         argv = list(spec.argv)
         try:
-            self._proc = await _spawn_agent(
+            self._proc = await spawn_agent(
                 argv, env=build_environment(dict(spec.env), self._base_env), cwd=spec.cwd
             )
         except FileNotFoundError as exc:
@@ -461,13 +151,13 @@ class AcpDriver:
                 f"cannot start agent {spec.agent_name!r}: {exc.strerror or exc}",
             ) from exc
         assert self._proc.stdin is not None and self._proc.stdout is not None
-        transport = _CheckedTransport(
+        transport = CheckedTransport(
             self._proc.stdout, self._proc.stdin, on_garbage=self._garbage, on_eof=self._stdout_closed
         )
-        self._spawn(self._drain_stderr(), "acp.stderr")
-        self._spawn(self._watch_exit(), "acp.exit-watch")
+        self._tasks.spawn(self._drain_stderr(), "acp.stderr")
+        self._tasks.spawn(self._watch_exit(), "acp.exit-watch")
         # _Client implements the part of acp.Client we support; the SDK answers the rest.
-        self._conn = acp.connect_to_agent(cast(acp.Client, _Client(self)), transport)
+        self._conn = acp.connect_to_agent(cast(acp.Client, Client(listener, self.terminals, self._redact)), transport)
         self._phase = "initialize"
         response = await self._guard(
             self._conn.initialize(
@@ -579,11 +269,7 @@ class AcpDriver:
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._conn.close(), timeout=grace)
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        await self._tasks.aclose()
         self._closed_info = info
         return info
 
@@ -600,18 +286,6 @@ class AcpDriver:
     def _exit_future(self) -> asyncio.Future[ExitInfo]:
         assert self._exit is not None
         return self._exit
-
-    def _spawn(self, coro: Awaitable[None], name: str) -> None:
-        task = asyncio.ensure_future(coro)
-        task.set_name(f"{name}[{self._agent_name}]")
-        self._tasks.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("driver task %s failed: %r", t.get_name(), t.exception())
-
-        task.add_done_callback(done)
 
     def _set_fatal(self, failure: DriverFailure) -> None:
         if self._fatal is not None and not self._fatal.done():
@@ -688,7 +362,7 @@ class AcpDriver:
 
     def _stdout_closed(self) -> None:
         if not self._closing:
-            self._spawn(self._check_stdout_close(), "acp.stdout-closed")
+            self._tasks.spawn(self._check_stdout_close(), "acp.stdout-closed")
 
     async def _check_stdout_close(self) -> None:
         """stdout closed: either the process is exiting, or it closed stdout and lives on."""
@@ -701,12 +375,12 @@ class AcpDriver:
                 f"agent {self._agent_name!r} closed its stdout but is still running (pid {pid})",
             )
             self._set_fatal(failure)
-            self.listener.on_protocol_error(failure.summary)
+            self.listener.on_protocol_error(failure.kind, failure.summary)
 
     def _protocol_error(self, summary: str) -> None:
         log.warning("%s", summary)
         self._set_fatal(DriverFailure(FailureKind.PROTOCOL_FAILURE, summary))
-        self.listener.on_protocol_error(summary)
+        self.listener.on_protocol_error(FailureKind.PROTOCOL_FAILURE, summary)
 
     async def _drain_stderr(self) -> None:
         proc = self._proc

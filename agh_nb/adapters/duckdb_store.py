@@ -7,7 +7,8 @@ Must not import core.session, runtime or kernel.
 
 Threads: ``append`` runs on the runtime loop and never touches DuckDB; one writer thread owns the
 only write cursor; reads open a short-lived cursor on the calling thread and see committed rows
-only. Subscriber callbacks run on the writer thread after the commit they report.
+only. Subscriber callbacks run after the commit they report, on each subscription's own
+delivery thread (``duckdb_subscriptions``), never on the writer's.
 """
 
 from __future__ import annotations

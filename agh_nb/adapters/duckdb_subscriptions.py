@@ -6,15 +6,22 @@ import core.session, runtime or kernel.
 
 The hand-over from backlog to live: a subscription is registered first, so every batch committed
 from then on is buffered; then the backlog (committed rows after ``after_sequence``) is read and
-delivered; then the buffer; then live batches directly. Delivery keeps the last sequence handed
-over and drops anything at or below it, so a row that is both in the backlog and in a buffered
-batch is delivered once.
+delivered on the subscribing thread; then the buffer; then live batches. Delivery keeps the last
+sequence handed over and drops anything at or below it, so a row that is both in the backlog and
+in a buffered batch is delivered once.
+
+No subscriber runs on the writer thread: ``publish`` only drops a committed batch into each
+interested subscription's mailbox, and each live subscription has a delivery thread of its own
+that hands the callback everything waiting, joined into one batch. A slow subscriber (a widget
+re-rendering, a slow SSE client) therefore delays only itself and catches up in bigger batches;
+commits never wait for it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 
 from agh_nb.core.ports import EventCallback
@@ -37,29 +44,54 @@ class Subscription:
         self._hub = hub
         self._callback = callback
         self._last = after_sequence
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._catching_up = True
         self._buffer: list[Event] = []
+        self._mailbox: deque[Sequence[Event]] = deque()
+        self._thread: threading.Thread | None = None
         self._closed = False
 
     def close(self) -> None:
-        """Stop delivering events; idempotent."""
+        """Stop delivering events; idempotent (a batch being delivered finishes first)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._buffer = []
+            self._mailbox.clear()
+            self._lock.notify_all()
         self._hub._remove(self)
 
     def offer(self, events: Sequence[Event]) -> None:
-        """Take a committed batch (writer thread): buffer it while catching up, else deliver."""
+        """Take a committed batch (writer thread): buffer it while catching up, else post it to
+        this subscription's delivery thread. Never calls the subscriber; never waits for it."""
         with self._lock:
             if self._closed:
                 return
             if self._catching_up:
                 self._buffer.extend(events)
                 return
-        self._deliver(events)
+            self._mailbox.append(events)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._deliver_live, name=f"agh-nb-subscriber[{self.session_id or '*'}]", daemon=True
+                )
+                self._thread.start()
+            else:
+                self._lock.notify()
+
+    def _deliver_live(self) -> None:
+        # The delivery thread: everything waiting goes to the subscriber as one batch, in order.
+        while True:
+            with self._lock:
+                while not self._mailbox and not self._closed:
+                    self._lock.wait()
+                if self._closed:
+                    return
+                batches = list(self._mailbox)
+                self._mailbox.clear()
+            events: Sequence[Event] = batches[0] if len(batches) == 1 else [e for b in batches for e in b]
+            self._deliver(events)
 
     def go_live(self, backlog: Iterable[Sequence[Event]]) -> None:
         """Deliver the backlog pages, then what was buffered meanwhile, then go live."""

@@ -10,8 +10,8 @@ its content already JSON text) rather than as dicts: rows pending a commit cost 
 collector nothing. The writer swaps the whole list out, cuts it into chunks of at most
 ``max_batch`` events, and runs each chunk as ONE transaction (events go in through one Arrow table
 per run). Only after ``COMMIT`` returns does it hand the chunk's rows to ``publish`` (store first,
-then notify) and then resolve the chunk's waiters, so a returned ``flush()`` also means every
-subscriber was handed the rows. A failed commit fails every waiter
+then notify: ``publish`` only posts them to each subscription's mailbox, it never runs a
+subscriber) and then resolve the chunk's waiters. A failed commit fails every waiter
 of that chunk and everything queued after it, and the writer refuses further writes: later
 sequences would otherwise leave a gap or be acknowledged out of order.
 
@@ -384,8 +384,8 @@ class GroupCommitWriter:
                 rows.extend(step)
         if rows:
             self._publish(rows)
-        # Waiters resolve after subscribers were handed the chunk: when ``flush()`` returns,
-        # every subscriber has seen everything committed before it.
+        # Waiters resolve after the chunk was posted to the subscriptions: nothing is shown
+        # before it is durable, and nothing durable is left unposted when ``flush()`` returns.
         for step in steps:
             if type(step) is not list:
                 step.waiter.resolve()  # type: ignore[union-attr]

@@ -65,7 +65,8 @@ class EventStore(Protocol):
         """Deliver committed events with sequence > ``after_sequence`` (backlog, then live).
 
         ``session_id=None`` subscribes to every session (then ``after_sequence`` must be 0 and
-        only live events are delivered). Callbacks run on the writer thread; keep them short.
+        only live events are delivered). Live callbacks run on a delivery thread of the
+        subscription's own, never on the thread that commits: a slow one delays only itself.
         """
 
 
@@ -124,8 +125,9 @@ class DriverListener(Protocol):
     def on_update(self, event_type: EventType, fields: JSON) -> None:
         """One mapped ``session/update`` (fields include ``raw``, the payload as received)."""
 
-    def on_protocol_error(self, summary: str) -> None:
-        """The agent wrote something that is not ACP (garbage on stdout, bad frame)."""
+    def on_protocol_error(self, kind: FailureKind, summary: str) -> None:
+        """The agent broke the protocol (garbage on stdout: ``protocol_failure``) or its channel
+        (closed stdout and lives on: ``transport_failure``); ``kind`` says which."""
 
     def on_exit(self, info: ExitInfo) -> None:
         """The agent process ended (for any reason)."""

@@ -160,6 +160,8 @@ class _Turn:
 
     turn_id: str
     calls: dict[str, JSON] = field(default_factory=dict)  # id -> latest title/tool_name, first-seen order
+    statuses: dict[str, str] = field(default_factory=dict)  # id -> the last ACP status the agent sent
+    refusals: dict[str, str] = field(default_factory=dict)  # id -> the refusing permission decision
     results: set[str] = field(default_factory=set)
     done: bool = False
     done_error: bool = False
@@ -183,6 +185,14 @@ class _Turn:
             for key in ("title", "tool_name"):
                 if content.get(key) is not None:
                     info[key] = content[key]
+            raw = content.get("raw")
+            status = raw.get("status") if isinstance(raw, dict) else None
+            if isinstance(status, str):
+                self.statuses[str(call_id)] = status
+        elif event.type == EventType.PERMISSION.value and call_id is not None:
+            decision = content.get("decision")
+            if isinstance(decision, str) and decision.startswith(("reject", "cancelled")):
+                self.refusals[str(call_id)] = decision
         elif event.type == EventType.TOOL_RESULT.value and call_id is not None:
             self.results.add(str(call_id))
         elif event.type == EventType.DONE.value:
@@ -256,6 +266,41 @@ def plan_interrupted_tool_results(events: Sequence[Event], turn_id: str, now: da
         if event.turn_id == turn_id:
             turn.add(event)
     return _close_dangling(turn, now)
+
+
+def plan_turn_end_tool_results(
+    events: Sequence[Event], turn_id: str, stop_reason: str, now: datetime
+) -> list[EventDraft]:
+    """Plan the ``tool_result`` that closes each tool call a turn leaves open when it ends.
+
+    A turn that ends normally (``end_turn``, ``cancelled``...) can still leave calls the agent
+    never finished: one whose permission was refused and that it then dropped without a word, or
+    one a cancel cut short. Each gets a ``tool_result`` carrying its last ACP status
+    (``runtime.last_status``) and a ``tool_error`` saying why it did not complete, so no call of a
+    finished turn stays open. Marked ``runtime.turn_end`` (not ``repair``: nothing crashed).
+
+    Args:
+        events: stored events (any order; only those of ``turn_id`` are read).
+        turn_id: the turn that is ending.
+        stop_reason: how it ends (quoted in the error).
+        now: the time of the planned events.
+    """
+    turn = _Turn(turn_id)
+    for event in sorted(events, key=lambda e: e.sequence):
+        if event.turn_id == turn_id:
+            turn.add(event)
+    drafts = []
+    for call_id, info in turn.dangling():
+        refused = turn.refusals.get(call_id)
+        error = (
+            f"not run: its permission request was refused ({refused})"
+            if refused
+            else f"the turn ended ({stop_reason}) before the tool call completed"
+        )
+        runtime: JSON = {"turn_end": stop_reason, "last_status": turn.statuses.get(call_id, "pending")}
+        fields: JSON = {"tool_call_id": call_id, **info, "tool_error": error, "runtime": runtime}
+        drafts.append(EventDraft(EventType.TOOL_RESULT, turn_id, fields, now))
+    return drafts
 
 
 def _close_dangling(turn: _Turn, now: datetime) -> list[EventDraft]:

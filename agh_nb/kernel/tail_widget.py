@@ -7,7 +7,7 @@ consecutive message (or thought) chunks of one turn grow one row, joined with th
 reader expects; a turn's plan is one row, updated as the agent revises it and marked final when
 the turn ends (steps left open read "not finished", not "in progress" forever).
 Every row reads ``#<sequence> <type> <summary>``, the sequence and type being those of the row's
-newest event. Events arrive from the store's writer thread after they are committed (store first,
+newest event. Events arrive on the subscription's delivery thread after they are committed (store first,
 then show); rendering is throttled and the scrollback bounded. Every agent-provided string is
 HTML-escaped: nothing an agent says becomes markup. Must not import ``agh_nb.server``.
 """
@@ -302,7 +302,7 @@ class EventTail(widgets.VBox):  # type: ignore[misc]
                 self._timer.start()
 
     def _render(self) -> None:
-        with self._lock:  # the writer thread folds new events into the rows meanwhile
+        with self._lock:  # the delivery thread folds new events into the rows meanwhile
             page = self._folded.render()
             self._timer = None
         self._last_render = time.monotonic()

@@ -9,8 +9,9 @@ from the store's threads to the server's loop.
 
 Threads: the store delivers a subscription's backlog on the thread that subscribes (here a
 dedicated catch-up thread per subscription, which may wait for the client: flow control) and
-live batches on its writer thread (which must never wait: a client too slow for the live rate
-overflows its feed, and the stream re-subscribes from the last sequence it sent). Frames are
+live batches on the subscription's own delivery thread (never the store's writer). The feed is
+bounded all the same: a client too slow for the live rate overflows it, and the stream
+re-subscribes from the last sequence it sent, so memory stays bounded whatever the client does. Frames are
 written and flushed once per drained group of batches, not per event.
 Must not import agh_nb.kernel.
 """

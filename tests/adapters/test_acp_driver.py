@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from agh_nb.adapters.acp_driver import READ_AHEAD, AcpDriver, _BoundedReader
+from agh_nb.adapters.acp_driver import AcpDriver
+from agh_nb.adapters.acp_transport import READ_AHEAD, BoundedReader
 from agh_nb.core.ports import LaunchSpec
 from agh_nb.events import EventType
 
@@ -36,14 +37,14 @@ class SlowListener:
         if event_type is not EventType.AGENT_MESSAGE:
             return
         reader = self.driver._proc.stdout  # type: ignore[union-attr]
-        assert isinstance(reader, _BoundedReader)
+        assert isinstance(reader, BoundedReader)
         self.max_buffered = max(self.max_buffered, len(reader._buffer))
         self.indexes.append(fields["raw"]["_meta"]["agh_demo_index"])
         time.sleep(self.seconds)  # a consumer slower than the agent, on the loop as the store's would be
         if len(self.indexes) == self.n:
             self.done.set()
 
-    def on_protocol_error(self, summary: str) -> None:
+    def on_protocol_error(self, kind: Any, summary: str) -> None:
         raise AssertionError(summary)
 
     def on_exit(self, info: Any) -> None:

@@ -23,6 +23,7 @@ from agh_nb.core.record import Failure, SessionRecord
 from agh_nb.core.state import FailureKind, SessionState, StopReason
 from agh_nb.errors import QueryError, StoreError, StoreLockedError
 from agh_nb.events import Event, EventDraft, EventQuery, EventType, format_timestamp
+from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)
@@ -426,6 +427,8 @@ def test_subscribe_mid_stream_during_concurrent_appends_sees_each_event_once(
     producer.join()
     flush(store)
     assert done.wait(10)
+    # Each subscription delivers on its own thread: wait for the other two to reach the end too.
+    wait_until(lambda: all(r and r[-1] == total for r in received.values()), timeout=10)
     mid.close()
     mid.close()
     zero.close()
@@ -448,9 +451,11 @@ def test_subscribe_after_the_end_gets_only_new_events(store: DuckDBStore) -> Non
     assert got == []
     store.append(record, draft())
     flush(store)
+    wait_until(lambda: got == [4], timeout=10)
     sub.close()
     store.append(record, draft())
     flush(store)
+    time.sleep(0.2)  # a delivery after close would land now; none may
     assert got == [4]
 
 
@@ -471,8 +476,35 @@ def test_failing_callback_is_logged_and_does_not_stop_the_writer(
         flush(store)
         store.append(record, draft())
         flush(store)
-    assert good == [1, 2]
-    assert "subscriber callback failed" in caplog.text
+        wait_until(lambda: good == [1, 2] and "subscriber callback failed" in caplog.text, timeout=10)
+
+
+def test_a_blocked_subscriber_never_holds_up_commits(store: DuckDBStore) -> None:
+    # Issue 14: subscribers run off the writer thread. One stuck in its callback (a widget that
+    # re-renders slowly, an SSE client that stopped reading) must not stop commits for anyone.
+    record, other = make_record("sess_a"), make_record("sess_b")
+    save(store, record, other)
+    release = threading.Event()
+    stuck_batches: list[list[int]] = []
+    fast: list[int] = []
+
+    def stuck(events: Sequence[Event]) -> None:
+        stuck_batches.append(sequences(events))
+        release.wait(30)
+
+    store.subscribe(record.id, 0, stuck)
+    store.subscribe(record.id, 0, lambda evs: fast.extend(sequences(evs)))
+    for batch in range(5):
+        for i in range(10):
+            store.append(record, draft(i))
+        flush(store)  # would hang here if the stuck callback ran on the writer thread
+    asyncio.run(store.append_durable(other, draft()))
+    wait_until(lambda: fast == list(range(1, 51)), timeout=10)
+    assert stuck_batches and stuck_batches[0][0] == 1 and len(stuck_batches) == 1  # still inside the first
+    release.set()
+    wait_until(lambda: [s for b in stuck_batches for s in b] == list(range(1, 51)), timeout=10)
+    # What piled up while it was stuck arrived joined, not one call per commit.
+    assert len(stuck_batches) < 5, stuck_batches
 
 
 def test_subscribe_to_every_session_is_live_only(store: DuckDBStore) -> None:

@@ -19,6 +19,7 @@ from agh_nb.core.repair import (
     plan_repair,
     plan_session_stopped,
     plan_transcript_repair,
+    plan_turn_end_tool_results,
 )
 from agh_nb.core.state import FailureKind, SessionState, StopReason
 from agh_nb.events import Event, EventDraft, EventType, build_content
@@ -305,3 +306,26 @@ def test_plan_for_a_settled_session_is_empty() -> None:
     plan = plan_repair(record, events, NOW)
     assert plan.empty
     assert plan.to_dict() == {"session_id": record.id, "empty": True, "record": None, "events": []}
+
+
+def test_a_turn_that_ends_closes_its_open_calls_with_their_last_status() -> None:
+    # Issue 12: a refused call the agent then dropped, and one left in progress, both close at done.
+    record, events = load("events_host_died")
+    turn = "turn_refused"
+    drafts = [
+        EventDraft(EventType.USER_MESSAGE, turn, {"text": "edit config"}, NOW),
+        EventDraft(EventType.TOOL_CALL, turn, {"tool_call_id": "c1", "title": "Edit", "tool_name": "edit", "raw": {"status": "pending"}}, NOW),
+        EventDraft(EventType.PERMISSION, turn, {"request_id": "req_1", "tool_call_id": "c1", "decision": "reject-once"}, NOW),
+        EventDraft(EventType.TOOL_CALL, turn, {"tool_call_id": "c2", "title": "Search", "tool_name": "search", "raw": {"status": "in_progress"}}, NOW),
+        EventDraft(EventType.TOOL_CALL, turn, {"tool_call_id": "c3", "title": "Read", "raw": {"status": "pending"}}, NOW),
+        EventDraft(EventType.TOOL_RESULT, turn, {"tool_call_id": "c3", "tool_result": "ok"}, NOW),
+    ]
+    events = append(record, events, drafts)
+    closing = plan_turn_end_tool_results(events, turn, "end_turn", NOW)
+    assert [(d.type.value, d.fields["tool_call_id"]) for d in closing] == [("tool_result", "c1"), ("tool_result", "c2")]
+    refused, cut = closing
+    assert refused.fields["tool_error"] == "not run: its permission request was refused (reject-once)"
+    assert refused.fields["title"] == "Edit" and refused.fields["runtime"] == {"turn_end": "end_turn", "last_status": "pending"}
+    assert cut.fields["tool_error"] == "the turn ended (end_turn) before the tool call completed"
+    assert cut.fields["runtime"]["last_status"] == "in_progress"
+    assert plan_turn_end_tool_results(append(record, events, closing), turn, "end_turn", NOW) == []

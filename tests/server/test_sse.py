@@ -76,10 +76,12 @@ def test_a_client_slower_than_the_live_rate_catches_up_without_gap(server: Serve
     sid = server.create()["id"]
     with SSE(server, f"/sessions/{sid}/stream", rcvbuf=4096, timeout=60) as stream:
         messages = iter(stream)
-        server.ok("POST", f"/sessions/{sid}/prompt", {"text": "firehose 3000"}, status=202)
+        server.ok("POST", f"/sessions/{sid}/prompt", {"text": "firehose 15000"}, status=202)
         first = next(messages)
         # Stop reading while the firehose runs: the socket backs up, more than the stream may
         # hold piles up (HIGH_WATER), and the stream must fall back to the store, then go live.
+        # 15,000 rows (~8 MB) outgrow the most Linux lets a socket buffer (tcp_wmem max 4 MiB
+        # here): with 3,000 the kernel could absorb the whole turn and nothing ever backed up.
         turn = server.events(sid, "?type=user_message")[0]["turn_id"]
         assert server.wait_turn(sid, turn)["stop_reason"] == "end_turn"
         server.ok("POST", f"/sessions/{sid}/stop")

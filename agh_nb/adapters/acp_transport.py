@@ -1,0 +1,185 @@
+"""The byte-level side of an ACP agent: spawning it, and the framing of what it writes.
+
+Owns: the child's environment (an allowlist), spawning the agent in its own process group with
+a stdout reader that has a read-ahead bound (backpressure on a fast agent), and the NDJSON
+transport that tells ACP frames from garbage (reported, never skipped) and hands each
+``session/update`` payload on as received. Imports acp's transport classes; must not import
+core.session, runtime, kernel or server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, SupportsIndex, cast
+
+from acp._transport import NdjsonTransport  # the SDK's framing; we only change bad-line handling
+from acp.task import MessageSender, TaskSupervisor
+
+from agh_nb.events import loads
+
+# The SDK's default; multimodal payloads can be large.
+STREAM_LIMIT = 50 * 1024 * 1024
+
+ENV_ALLOWLIST = (
+    "HOME",
+    "LOGNAME",
+    "PATH",
+    "SHELL",
+    "TERM",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "TZ",
+)
+
+
+def build_environment(extra: dict[str, str], base: dict[str, str] | None = None) -> dict[str, str]:
+    """Return the child's environment: allowlisted variables of ``base`` plus ``extra``."""
+    base = dict(os.environ) if base is None else base
+    env = {k: v for k in ENV_ALLOWLIST if (v := base.get(k)) is not None and not v.startswith("()")}
+    env.update(extra)
+    return env
+
+
+YIELD_EVERY = 32
+"""Frames read before the transport lets the loop run the tasks they started."""
+SESSION_UPDATE = "session/update"
+RAW_UPDATE_KEY = "agh_nb.raw_update"
+"""Where the transport leaves a ``session/update``'s payload as received, for ``acp_client.Client``."""
+
+
+def carry_raw_update(message: dict[str, Any]) -> None:
+    # The SDK validates a notification into a model and calls session_update with the model,
+    # plus the notification's ``_meta`` entries as keyword arguments. Putting the update's own
+    # dict there hands it to the client as received: that is the SPEC's ``raw`` (a dump of the
+    # model would drop unknown fields and explicit nulls) and saves re-serialising it.
+    params = message.get("params")
+    if not isinstance(params, dict) or "id" in message:
+        return
+    update = params.get("update")
+    meta = params.get("_meta")
+    if not isinstance(update, dict) or not (meta is None or isinstance(meta, dict)):
+        return
+    params["_meta"] = {**(meta or {}), RAW_UPDATE_KEY: update}
+
+
+READ_AHEAD = 128 * 1024
+"""Bytes of agent output read ahead of the parser before reading pauses (backpressure)."""
+
+
+class BoundedReader(asyncio.StreamReader):
+    """asyncio's StreamReader with a read-ahead bound of its own.
+
+    The stock reader pauses the pipe only past twice its line limit (100 MiB here, since one ACP
+    frame may be that big): an agent writing faster than we store would fill our memory and
+    every event would wait behind that backlog. This one pauses past ``READ_AHEAD`` bytes, so
+    the agent blocks on its own writes instead. (Uses the reader's documented-by-source private
+    state: ``_buffer``, ``_paused``, ``_transport``, stable since Python 3.4.)
+    """
+
+    # The base class's own state, declared for the type checker.
+    _buffer: bytearray
+    _paused: bool
+    _transport: asyncio.ReadTransport | None
+
+    def __init__(self, *, limit: int, read_ahead: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self._read_ahead = read_ahead
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        super().feed_data(data)
+        transport = self._transport
+        if transport is not None and not self._paused and len(self._buffer) > self._read_ahead:
+            transport.pause_reading()
+            self._paused = True
+
+    def _maybe_resume_transport(self) -> None:
+        if self._paused and len(self._buffer) <= self._read_ahead and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+
+
+class AgentProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """The subprocess protocol of ``create_subprocess_exec``, reading stdout with ``BoundedReader``."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        pipe = cast(asyncio.SubprocessTransport, transport).get_pipe_transport(1)
+        if pipe is not None:
+            reader = BoundedReader(limit=STREAM_LIMIT, read_ahead=READ_AHEAD, loop=self._loop)  # type: ignore[attr-defined]
+            reader.set_transport(pipe)
+            self.stdout = reader
+
+
+async def spawn_agent(argv: list[str], *, env: dict[str, str], cwd: str) -> asyncio.subprocess.Process:
+    """``asyncio.create_subprocess_exec`` with piped stdio and the bounded stdout reader."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.subprocess_exec(
+        lambda: AgentProtocol(limit=STREAM_LIMIT, loop=loop),
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+    )
+    return asyncio.subprocess.Process(transport, protocol, loop)
+
+
+class CheckedTransport(NdjsonTransport):
+    """The SDK's own NDJSON framing, except that a line which is not a JSON object is reported
+    (a protocol failure) instead of being logged and skipped; each frame is parsed once."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        on_garbage: Callable[[bytes], None],
+        on_eof: Callable[[], None],
+    ) -> None:
+        self._supervisor = TaskSupervisor(source="agh_nb.acp_driver")
+        super().__init__(reader, MessageSender(writer, self._supervisor))
+        self._on_garbage = on_garbage
+        self._on_eof = on_eof
+        self._unyielded = 0
+
+    async def receive(self) -> dict[str, Any] | None:
+        self._unyielded += 1
+        if self._unyielded >= YIELD_EVERY:
+            # Reading a buffered line does not yield to the loop, and the SDK starts one task per
+            # notification: without this, a fast agent fills the loop with thousands of pending
+            # tasks (latency, and garbage-collector work on everything they hold).
+            self._unyielded = 0
+            await asyncio.sleep(0)
+        while True:
+            try:
+                line = await self._read_line()
+            except (ValueError, asyncio.LimitOverrunError):
+                self._on_garbage(b"<a line longer than the 50 MiB limit>")
+                continue
+            if not line:
+                self._on_eof()
+                return None
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                message = loads(line)
+            except ValueError:
+                message = None
+            if isinstance(message, dict):
+                if message.get("method") == SESSION_UPDATE:
+                    carry_raw_update(message)
+                return message
+            self._on_garbage(line)
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            await self._supervisor.shutdown()

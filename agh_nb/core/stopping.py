@@ -1,0 +1,215 @@
+"""The stop path of one live session (SPEC 2): run once, first cause wins.
+
+Owns: ``StopPath`` — ``active -> stopping`` (or ``starting -> stopped`` for a failed start),
+ending the heartbeat, dropping the queue, cancelling the running turn and waiting a grace,
+closing the agent (escalating), classifying the stop, the crash bundle, closing the transcript
+of a failed session, the durable ``session_stopped`` event, ``stopped``, and the ledger.
+Runs on the runtime loop. Imports no third-party library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from agh_nb.core.approvals import ApprovalBroker
+from agh_nb.core.classify import CauseKind, StopCause, classify, exit_summary
+from agh_nb.core.crash_bundle import write_crash_bundle
+from agh_nb.core.ports import AgentDriver, EventStore, ExitInfo
+from agh_nb.core.record import Failure, SessionRecord
+from agh_nb.core.repair import plan_transcript_repair
+from agh_nb.core.session_dir import write_session_ledger
+from agh_nb.core.state import SessionState, StopReason
+from agh_nb.core.turns import TurnRunner
+from agh_nb.events import EventDraft, EventQuery, EventType
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE = 5.0
+"""Seconds the running turn gets to end after ``session/cancel``; the agent then gets half of it
+to exit after its stdin closes, and again after SIGTERM."""
+
+_REPAIRABLE = frozenset({StopReason.AGENT_CRASHED, StopReason.ERROR})
+"""Stop reasons after which the transcript is closed (dangling tool calls, unfinished turns)."""
+
+
+class StoppingHost(Protocol):
+    """What the stop path needs from its session."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def record(self) -> SessionRecord: ...
+
+    def now(self) -> datetime: ...
+
+    def move(self, target: SessionState) -> None: ...
+
+    def update(self, **changes: Any) -> None: ...
+
+    async def save(self) -> None: ...
+
+    async def end_heartbeat(self) -> None: ...
+
+    def append_event(self, draft: EventDraft) -> None: ...
+
+    async def append_event_durable(self, draft: EventDraft) -> None: ...
+
+    async def end_background(self) -> None: ...
+
+    def stopped(self) -> None: ...
+
+
+class StopPath:
+    """Stops one session, once.
+
+    Args:
+        host: the session being stopped.
+        turns: its turn runner.
+        store: the event store.
+        driver: its agent driver.
+        approvals: the host's broker (the session's pending requests are cancelled).
+        home: ``$AGH_HOME`` (crash bundles, the ledger).
+        redact: scrubs secrets from failure text.
+        grace: seconds for the running turn, then for the agent's exit (see ``STOP_GRACE``).
+    """
+
+    def __init__(
+        self,
+        host: StoppingHost,
+        *,
+        turns: TurnRunner,
+        store: EventStore,
+        driver: AgentDriver,
+        approvals: ApprovalBroker,
+        home: Path,
+        redact: Callable[[str], str],
+        grace: float = STOP_GRACE,
+    ) -> None:
+        self._host = host
+        self._turns = turns
+        self._store = store
+        self._driver = driver
+        self._approvals = approvals
+        self._home = home
+        self._redact = redact
+        self._grace = grace
+        self._task: asyncio.Task[SessionRecord] | None = None
+
+    @property
+    def started(self) -> bool:
+        """True once the stop path began."""
+        return self._task is not None
+
+    @property
+    def running(self) -> bool:
+        """True while the stop path runs (begun, not finished)."""
+        return self._task is not None and not self._task.done()
+
+    def begin(self, cause: StopCause) -> None:
+        """Start the stop path in the background if it has not started yet."""
+        if self._task is None and self._host.record.state is not SessionState.STOPPED:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(cause), name=f"stop[{self._host.session_id}]"
+            )
+
+    async def wait(self) -> SessionRecord:
+        """Wait for the stop path (begun) to finish; return the final record."""
+        if self._task is None:
+            return self._host.record
+        return await asyncio.shield(self._task)
+
+    async def _run(self, cause: StopCause) -> SessionRecord:
+        try:
+            return await self._settle(cause)
+        finally:
+            # A turn whose failure stopped the session ends for its waiters only now, so whoever
+            # waited on it sees the session stopped, its failure classified and recorded.
+            self._turns.resolve_deferred()
+
+    async def _settle(self, cause: StopCause) -> SessionRecord:
+        host = self._host
+        # A session that never became active has nothing to drain: starting -> stopped at the end.
+        if host.record.state is not SessionState.STARTING:
+            host.move(SessionState.STOPPING)
+        await host.end_heartbeat()
+        if host.record.state is SessionState.STOPPING:
+            await host.save()
+        await self._turns.drop_queue("session stopped before the turn ran")
+        await self._approvals.cancel_session(host.session_id)
+        running = await self._turns.wind_down(self._grace)
+        exit_info = await self._driver.close(grace=self._grace / 2)
+        await self._turns.stop_worker()
+        if cause.kind is CauseKind.USER and self._turns.cancel_failure is not None:
+            cause = self._turns.cancel_failure  # the stop's own session/cancel failed: a failed stop
+        if cause.kind is CauseKind.AGENT_EXIT and not cause.summary:
+            cause = StopCause(
+                cause.kind, cause.failure_kind, exit_summary(host.record.agent_name, exit_info), cause.detail
+            )
+        verdict = classify(cause, exit_info, redact=self._redact)
+        if running is not None:
+            await self._turns.settle(running, interrupted=verdict.stop_reason in _REPAIRABLE)
+        failure = verdict.failure
+        if failure is not None:
+            bundle = await asyncio.to_thread(self._write_crash_bundle, failure, exit_info, cause.summary)
+            failure = dataclasses.replace(failure, crash_bundle_path=str(bundle)) if bundle else failure
+        host.update(
+            stop_reason=verdict.stop_reason,
+            stop_detail=verdict.stop_detail,
+            failure=failure,
+            last_presence_at=host.now(),
+        )
+        if verdict.stop_reason in _REPAIRABLE:
+            # A backstop: the failing turn closed its own tool calls, but an update that arrived
+            # after that (or a turn no one finished) may still be open. Append-only.
+            await self._store.flush()
+            events = await asyncio.to_thread(self._store.query_events, host.session_id, EventQuery())
+            settled = host.record.replace(state=SessionState.STOPPED)  # what the record is about to be
+            for draft in plan_transcript_repair(settled, events, host.now()):
+                host.append_event(draft)
+        exit_json = {"pid": exit_info.pid, "returncode": exit_info.returncode, "signal": exit_info.signal}
+        await host.append_event_durable(
+            EventDraft(
+                EventType.SESSION_STOPPED,
+                None,
+                {
+                    "stop_reason": verdict.stop_reason.value,
+                    "failure": failure.to_dict() if failure else None,
+                    "runtime": {"stop_detail": verdict.stop_detail, "exit": exit_json},
+                },
+                host.now(),
+            ),
+        )
+        host.move(SessionState.STOPPED)
+        await host.save()
+        await host.end_background()
+        try:
+            await asyncio.to_thread(write_session_ledger, self._home, host.record, self._store)
+        except OSError as exc:  # the session is stopped either way; the ledger can be rebuilt
+            log.error("writing the ledger of %s failed: %s", host.session_id, exc)
+        host.stopped()
+        return host.record
+
+    def _write_crash_bundle(self, failure: Failure, exit_info: ExitInfo, error_text: str) -> Path | None:
+        host = self._host
+        try:
+            return write_crash_bundle(
+                self._home / "logs" / "crash-bundles",
+                record=host.record,
+                failure_kind=failure.kind.value,
+                summary=failure.summary,
+                exit_info=exit_info if exit_info.pid is not None else None,
+                stderr_tail=exit_info.stderr_tail,
+                error_text=error_text or None,
+                redact=self._redact,
+                now=host.now(),
+            )
+        except OSError as exc:
+            log.error("writing the crash bundle of %s failed: %s", host.session_id, exc)
+            return None
