@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from agh_nb.errors import AghError, StoreLockedError, UsageError
+from agh_nb.errors import AghError, HostError, StoreLockedError, UsageError
 
 PROG = "agh-nb"
 _MAGIC_WORDS = re.compile(r"%%?agh (?=session |vault |sql\b)")
@@ -106,6 +106,12 @@ def _open_host(args: Any) -> Any:
     if args.group == "session" and args.command in LIVE_COMMANDS:
         if holder is not None and holder.kind != "server":
             raise _held_by(home, holder)
+        if holder is not None:  # a server holds the store, but not one agh-nb could reach
+            raise HostError(
+                f"the agh_nb store {home / 'agh.duckdb'} is held by {holder.describe()}, which did not answer "
+                "GET /agh/api/host from Jupyter's runtime directory (still starting, or another JUPYTER_RUNTIME_DIR?): "
+                "try again, or use it from JupyterLab"
+            )
         return _NoHost()  # no server holds this store: the grammar says what a live word needs
     try:
         return Reader.open(home)

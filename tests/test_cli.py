@@ -115,3 +115,19 @@ def test_a_stale_holder_file_is_ignored(agh_home: Path, populated: str) -> None:
     (agh_home / "holder.json").write_text(json.dumps({"pid": int(dead.stdout), "kind": "server", "started_at": ""}))
     out = cli(agh_home, "session", "list", "-o", "json")
     assert out.returncode == 0 and [r["id"] for r in json.loads(out.stdout)] == [populated], out.stderr
+
+
+def test_a_server_holder_that_does_not_answer_is_named(
+    agh_home: Path, populated: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The holder file names a live process as the server host, but no Jupyter runtime file
+    # leads to it: live words say so in one line; reads still work on the unlocked store.
+    (agh_home / "holder.json").write_text(json.dumps({"pid": os.getpid(), "kind": "server", "started_at": ""}))
+    env_dir = tmp_path / "empty-runtime"
+    env_dir.mkdir()
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(env_dir))
+    out = cli(agh_home, "session", "prompt", populated, "hi")
+    reads = cli(agh_home, "session", "list", "-o", "json")
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert f"is held by the Jupyter server host (pid {os.getpid()}" in out.stderr and "did not answer" in out.stderr
+    assert reads.returncode == 0 and json.loads(reads.stdout)[0]["id"] == populated
