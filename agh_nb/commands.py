@@ -13,12 +13,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from agh_nb import output
 from agh_nb.api import Host, Reader, Session, build_query
 from agh_nb.core.session import TurnResult
 from agh_nb.errors import UsageError
 from agh_nb.events import JSON
+from agh_nb.output import Record
 
 LIVE_COMMANDS = {"new", "create", "prompt", "stop", "approve", "resume"}
+FULL_HELP = "every column of the stored rows (the default shows what a person reads first)"
 SecretPrompt = Callable[[str], str]
 
 
@@ -26,7 +29,10 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser that raises ``UsageError`` with one line instead of exiting."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message} (try: {self.prog} --help)")
+        # The surface prints its own prefix ("agh-nb: error: "): name only the words after the
+        # program, so the line never reads "agh-nb: error: agh-nb: ...".
+        where = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        raise UsageError(f"{where + ': ' if where else ''}{message} (try: {self.prog} --help)")
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         # argparse has already printed the help (or version) text to stdout when it calls exit.
@@ -71,6 +77,7 @@ def build_parser(prog: str = "%agh") -> argparse.ArgumentParser:
 
     listing = cmd("list", "list sessions")
     listing.add_argument("--include-health", action="store_true")
+    listing.add_argument("--full", action="store_true", help=FULL_HELP)
 
     for name in ("status", "health", "inspect"):
         p = cmd(name, f"show a session's {name}")
@@ -83,10 +90,12 @@ def build_parser(prog: str = "%agh") -> argparse.ArgumentParser:
     events.add_argument("--turn", help="keep only this turn id")
     events.add_argument("--since", help="RFC3339 time or a duration like 5m")
     events.add_argument("--after-sequence", type=int)
-    events.add_argument("--follow", action="store_true", help="keep printing new events (magic only)")
+    events.add_argument("--follow", action="store_true", help="keep printing new events (needs a live host)")
+    events.add_argument("--full", action="store_true", help=FULL_HELP)
 
     history = cmd("history", "a session's events grouped by turn")
     history.add_argument("id")
+    history.add_argument("--full", action="store_true", help=FULL_HELP)
 
     resume = cmd("resume", "resume a stopped session under the same id")
     resume.add_argument("id")
@@ -179,9 +188,14 @@ def execute(
     secret_prompt: SecretPrompt | None = None,
     widgets: Callable[[Host, argparse.Namespace], Any] | None = None,
     waiter: Callable[[Any, float | None], TurnResult] | None = None,
+    prog: str = "%agh",
 ) -> Result:
     """Run a parsed command against ``reader``: a ``Reader`` (read-only words), or a live host
     (the embedded ``Host`` or a ``RemoteHost``; both offer the same methods).
+
+    The value is what a person reads first (compact rows; dicts that show as small tables); the
+    document (``-o json``) is the full JSON, unchanged by that. ``prog`` is the surface's own
+    spelling (``%agh`` or ``agh-nb``), used in hints.
 
     Raises:
         UsageError: when a live command is run without a live host, or arguments conflict.
@@ -191,7 +205,7 @@ def execute(
         frame = reader.sql(cell if cell is not None else " ".join(args.query))
         return Result(frame, _frame_records(frame))
     if args.group == "vault":
-        return _vault(args, reader, secret_prompt)
+        return _vault(args, reader, secret_prompt, prog)
     if args.group in ("tail", "approvals", "timeline"):
         if not reader.live or widgets is None:
             raise UsageError(f"'{args.group}' is a notebook widget: run %agh {args.group} in a notebook")
@@ -201,9 +215,7 @@ def execute(
         return Result(value, reader.pending_approvals(args.id) if args.group == "approvals" else None)
     command = args.command
     if command in LIVE_COMMANDS and not reader.live:
-        raise UsageError(
-            f"'session {command}' needs a live host: run it in a notebook with %agh session {command} ..."
-        )
+        raise UsageError(_needs_live_host(f"session {command}", prog))
     if command in ("new", "create"):
         record = reader.create(
             args.agent, cwd=args.cwd, name=args.name, permissions=args.permissions, session_type=args.session_type
@@ -212,15 +224,16 @@ def execute(
     if command == "prompt":
         text = cell if cell is not None and cell.strip() else " ".join(args.text)
         if not text.strip():
-            raise UsageError("session prompt: give the prompt text (or use %%agh session prompt ID with a cell body)")
+            body = " (or use %%agh session prompt ID with a cell body)" if prog == "%agh" else ""
+            raise UsageError(f"session prompt: give the prompt text{body}")
         handle = reader.prompt(args.id, text, interrupt=args.interrupt)
         if args.wait:
             result: TurnResult = waiter(handle, args.timeout) if waiter else handle.wait(args.timeout)
             return Result(result, result.to_dict())
         return Result(handle, handle.to_dict())
     if command == "stop":
-        record = reader.stop(args.id)
-        return Result(record.to_dict(), record.to_dict())
+        doc = record_doc = reader.stop(args.id).to_dict()
+        return Result(Record(doc, f"session {args.id} stopped"), record_doc)
     if command == "list":
         rows = []
         for record in reader.list():
@@ -228,14 +241,14 @@ def execute(
             if args.include_health:
                 row["health"] = reader.status(record.id)["health"]
             rows.append(row)
-        return Result(_frame(rows), rows)
+        return Result(_frame(rows if args.full else output.session_rows(rows)), rows)
     if command in ("status", "health"):
         status = reader.status(args.id)
         doc = status["health"] if command == "health" else status
-        return Result(doc, doc)
+        return Result(Record(doc, f"{command} of {args.id}"), doc)
     if command == "inspect":
         doc = reader.inspect(args.id)
-        return Result(doc, doc)
+        return Result(Record(doc, f"session {args.id}"), doc)
     if command == "resume":
         record = reader.resume(args.id, replay_transcript=args.replay_transcript)
         return Result(Session(reader, record.id), record.to_dict())
@@ -244,10 +257,10 @@ def execute(
         return Result(entries, entries)
     if command == "repair":
         plan = reader.repair(args.id, dry_run=args.dry_run)
-        return Result(plan, plan)
+        return Result(Record(plan, f"repair of {args.id}"), plan)
     if command == "approve":
         resolved = reader.approve(args.id, args.request, args.decision)
-        return Result(resolved, resolved)
+        return Result(Record(resolved, f"request {args.request}"), resolved)
     if command == "events":
         filters = build_query(
             last=args.last,
@@ -257,18 +270,34 @@ def execute(
             after_sequence=args.after_sequence,
         )
         if args.follow:
+            if getattr(args, "output", None) == "json" or args.full:
+                flag = "-o json" if getattr(args, "output", None) == "json" else "--full"
+                raise UsageError(
+                    f"session events: --follow prints one line per event as it arrives, so it does not "
+                    f"take {flag}; drop --follow for {flag}, or {flag} to follow"
+                )
             if not reader.live or follow is None:
-                raise UsageError("--follow needs a live host: run it in a notebook")
+                raise UsageError(_needs_live_host("--follow", prog))
             return Result(follow(reader, args.id, args), None)
-        rows = [e.to_dict() for e in reader.events(args.id, filters)]
-        return Result(_frame(rows), rows)
+        events = reader.events(args.id, filters)
+        rows = [e.to_dict() for e in events]
+        return Result(_frame(rows if args.full else output.event_rows(events)), rows)
     if command == "history":
         turns = reader.history(args.id)
-        return Result(_frame(turns), turns)
+        return Result(_frame(turns if args.full else output.history_rows(turns)), turns)
     raise UsageError(f"unknown command session {command}")
 
 
-def _vault(args: argparse.Namespace, reader: Reader, secret_prompt: SecretPrompt | None) -> Result:
+def _needs_live_host(what: str, prog: str) -> str:
+    if prog == "%agh":
+        return f"'{what}' needs a live host: run it in a notebook with %agh"
+    return (
+        f"'{what}' needs a live host, and none holds this AGH_HOME's store: start Jupyter with it "
+        f"(.venv/bin/jupyter lab) and {prog} sends every word there, or use %agh in a notebook"
+    )
+
+
+def _vault(args: argparse.Namespace, reader: Reader, secret_prompt: SecretPrompt | None, prog: str) -> Result:
     if args.command == "list":
         rows = reader.vault_list(namespace=args.namespace, prefix=args.prefix)
         return Result(_frame(rows), rows)
@@ -281,12 +310,12 @@ def _vault(args: argparse.Namespace, reader: Reader, secret_prompt: SecretPrompt
         if secret_prompt is None:
             raise UsageError("vault put needs an interactive password prompt; use host.vault_put(ref, value) in Python")
         entry = reader.vault_put(args.ref, secret_prompt(f"value for {args.ref}: "), kind=args.kind)
-        return Result(entry, entry)
+        return Result(Record(entry, f"stored {args.ref}"), entry)
     if args.command == "get":
         entry = reader.vault_get(args.ref)
-        return Result(entry, entry)
+        return Result(Record(entry, args.ref), entry)
     entry = reader.vault_delete(args.ref)
-    return Result(entry, entry)
+    return Result(Record(entry, f"deleted {args.ref}"), entry)
 
 
 def _frame(rows: list[JSON]) -> Any:

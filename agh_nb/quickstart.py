@@ -54,8 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"quickstart: done. Executed notebook: {target}")
     print(f"quickstart: sessions and events are in {home / 'agh.duckdb'} (query with: .venv/bin/agh-nb sql \"SELECT * FROM sessions\")")
-    print(f"quickstart: open it in JupyterLab with: .venv/bin/jupyter lab {source}")
+    # The executed copy, not the repository's notebook: that one holds outputs saved on another machine.
+    print(f"quickstart: open the executed notebook in JupyterLab with: {_jupyter()} lab {target}")
     return 0
+
+
+def _jupyter() -> str:
+    """The ``jupyter`` beside this interpreter (the venv's), else plain ``jupyter``."""
+    candidate = Path(sys.executable).parent / "jupyter"
+    return str(candidate) if candidate.exists() else "jupyter"
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agh_nb import errors as _errors
@@ -109,6 +110,53 @@ def discover(environ: dict[str, str] | None = None) -> ServerInfo | None:
     return info
 
 
+def running_servers(runtime_dir: str | None = None) -> builtins.list[ServerInfo]:
+    """The Jupyter servers running on this machine, found as Jupyter finds them: the
+    ``jpserver-<pid>.json`` files of its runtime directory (``jupyter --runtime-dir``, or
+    ``JUPYTER_RUNTIME_DIR``) whose process is alive. Unlike jupyter_server's
+    ``list_running_servers`` this deletes nothing and does not import the server."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    directory = Path(runtime_dir or jupyter_runtime_dir())
+    found = []
+    for path in sorted(directory.glob("jpserver-*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            info = ServerInfo(url=str(data["url"]).rstrip("/") + "/", token=str(data.get("token") or ""), pid=int(data["pid"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # being written, or not a server's file
+        if info.pid and _alive(info.pid):
+            found.append(info)
+    return found
+
+
+def find_server(home: Path, *, pids: Sequence[int] | None = None, timeout: float = 3.0) -> RemoteHost | None:
+    """The running Jupyter server whose agh_nb host holds ``home``'s store (``GET /agh/api/host``
+    names the same directory), or None. ``pids`` limits the candidates (the holder file's pid)."""
+    wanted = home.resolve()
+    for info in running_servers():
+        if pids is not None and info.pid not in pids:
+            continue
+        remote = RemoteHost(info)
+        try:
+            described = remote.describe_host(timeout=timeout)
+        except AghError:  # not an agh_nb server, another user's, or not answering
+            continue
+        if Path(str(described.get("home") or "")) == wanted and described.get("state") != "disabled":
+            return remote
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class RemoteHost:
     """The host surface over HTTP: sessions live in the Jupyter server and outlive this kernel."""
 
@@ -157,6 +205,13 @@ class RemoteHost:
     def ping(self) -> None:
         """Raise ``HostError`` unless the server's agh_nb API answers."""
         self._request("GET", "sessions", timeout=5)
+
+    def describe_host(self, *, timeout: float = 5.0) -> JSON:
+        """Which store the server holds: ``{"home", "store", "pid", "state"}``."""
+        doc: JSON = self._request("GET", "host", timeout=timeout)
+        if not isinstance(doc, dict):
+            raise HostError(f"the server at {self.info.url} did not describe an agh_nb host")
+        return doc
 
     # -- sessions -------------------------------------------------------------------------------
 

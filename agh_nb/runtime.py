@@ -24,6 +24,7 @@ from agh_nb.config import Settings, agh_home, load_settings
 from agh_nb.core.manager import SessionManager
 from agh_nb.core.redaction import Redactor, install_log_redaction
 from agh_nb.errors import HostError
+from agh_nb.holder import remove_holder, this_process, write_holder
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class Runtime:
         self._uninstall_log_redaction = install_log_redaction(self.redactor)
         # Embedded in a kernel: our own loop in a thread. Inside the Jupyter server: its loop.
         self._attached = loop is not None
+        # Says who holds the store (agh-nb names the notebook, or finds the server, from it).
+        write_holder(self.home, this_process("server" if self._attached else None))
         self._loop = loop or asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run_loop, name="agh-runtime", daemon=True)
@@ -119,6 +122,7 @@ class Runtime:
         except Exception as exc:
             log.warning("stopping sessions at shutdown failed: %r", exc)
         await asyncio.to_thread(self.store.close)
+        remove_holder(self.home)
         self._uninstall_log_redaction()
 
     def _run_loop(self) -> None:
@@ -173,6 +177,7 @@ class Runtime:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(SHUTDOWN_TIMEOUT)
             self.store.close()
+            remove_holder(self.home)
             self._uninstall_log_redaction()
 
 

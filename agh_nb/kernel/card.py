@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 STATE_COLOURS = {"active": "#1a7f37", "starting": "#bf8700", "stopping": "#bf8700", "stopped": "#57606a"}
 HEALTH_COLOURS = {"healthy": "#1a7f37", "degraded": "#bf8700", "stale": "#bc4c00", "dead": "#cf222e", "unknown": "#57606a"}
+STOP_COLOURS = {"completed": "#1a7f37", "user_canceled": "#57606a", "budget_exceeded": "#bc4c00", "timeout": "#bc4c00"}
+FAILED_COLOUR = "#cf222e"  # error, agent_crashed, and any stop that carries a failure
 PENDING_SHOWN = 5  # pending requests listed by title on the card
 
 
@@ -76,13 +78,18 @@ def render_card(status: dict[str, Any], record: dict[str, Any], pending: list[JS
         if v not in (None, "")
     )
     state = str(record.get("state"))
-    health_word = str(health.get("health") or "unknown")
+    if state == "stopped":
+        # A stopped session has no health to speak of ("unknown"): its final state is how it ended.
+        final = str(record.get("stop_reason") or "stopped")
+        second = _badge(final, STOP_COLOURS.get(final, FAILED_COLOUR if record.get("failure") else "#57606a"))
+    else:
+        health_word = str(health.get("health") or "unknown")
+        second = _badge(health_word, HEALTH_COLOURS.get(health_word, "#57606a"))
     title = html.escape(str(record.get("name") or record.get("id")))
     return (
         "<div style='border:1px solid #d0d7de;border-radius:6px;padding:8px;max-width:760px'>"
         f"<b>{title}</b> <span style='color:#57606a'>{html.escape(str(record.get('id')))}</span> "
-        f"{_badge(state, STATE_COLOURS.get(state, '#57606a'))} "
-        f"{_badge(health_word, HEALTH_COLOURS.get(health_word, '#57606a'))}"
+        f"{_badge(state, STATE_COLOURS.get(state, '#57606a'))} {second}"
         f"<table style='margin-top:6px'>{body}</table></div>"
     )
 
@@ -115,5 +122,5 @@ class NotebookSession(Session):
         """
         from agh_nb.kernel.timeline import timeline_chart
 
-        return timeline_chart(self.id, self._host.events(self.id))
+        return timeline_chart(self.id, self._host.events(self.id), name=self.record.name)
 

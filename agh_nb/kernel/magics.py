@@ -38,20 +38,23 @@ def _waiter(host: Any, json_output: bool) -> Callable[[Any, float | None], Any]:
     on the turn's permission requests when the front end can take an answer on stdin."""
 
     def wait(handle: Any, timeout: float | None) -> Any:
-        from agh_nb.kernel.wait import TurnWaiter, stdin_allowed
+        from agh_nb.kernel.wait import progress_line, stdin_allowed
+        from agh_nb.waiting import TurnWaiter
 
         def say(text: str) -> None:
             print(text, file=sys.stderr if json_output else sys.stdout, flush=True)
 
         # ``input`` is looked up now: inside a cell, ipykernel routes it to the front end.
-        waiter = TurnWaiter(host, progress=not json_output, ask=input if stdin_allowed() else None, say=say)
+        line = None if json_output else progress_line()
+        waiter = TurnWaiter(host, line=line, ask=input if stdin_allowed() else None, say=say)
         return waiter.wait(handle, timeout)
 
     return wait
 
 
 def register_formatters(ipython: Any) -> None:
-    """Show every ``agh_nb.api.Session`` as its card (``kernel.card``) in rich displays.
+    """Show every ``agh_nb.api.Session`` as its card (``kernel.card``) and every finished turn
+    (``TurnResult``, from ``--wait`` or ``.wait()``) as a small table with a one-line plain text.
 
     Registered by module and class name, so loading the extension does not import the API.
     """
@@ -61,14 +64,27 @@ def register_formatters(ipython: Any) -> None:
 
         return session_card_html(session)
 
-    ipython.display_formatter.formatters["text/html"].for_type_by_name("agh_nb.api", "Session", card)
+    def turn_html(result: Any) -> str:
+        from agh_nb.output import turn_result_html
+
+        return turn_result_html(result)
+
+    def turn_text(result: Any, printer: Any, cycle: bool) -> None:
+        from agh_nb.output import turn_result_text
+
+        printer.text(turn_result_text(result))
+
+    formatters = ipython.display_formatter.formatters
+    formatters["text/html"].for_type_by_name("agh_nb.api", "Session", card)
+    formatters["text/html"].for_type_by_name("agh_nb.core.turn", "TurnResult", turn_html)
+    formatters["text/plain"].for_type_by_name("agh_nb.core.turn", "TurnResult", turn_text)
 
 
 def _widget(host: Any, args: Any) -> Any:
     if args.group == "timeline":
         from agh_nb.kernel.timeline import timeline_chart
 
-        return timeline_chart(args.id, host.events(args.id))
+        return timeline_chart(args.id, host.events(args.id), name=host.get(args.id).name)
     if args.group == "approvals":
         from agh_nb.kernel.approvals_widget import ApprovalPanel
 
@@ -96,7 +112,7 @@ class AghMagics(Magics):
         """Run an agh_nb command; see ``%agh --help``."""
         from agh_nb.hosts import get_host
         from agh_nb.commands import execute, parse
-        from agh_nb.kernel.follow import follow_events
+        from agh_nb.follow import follow_events
 
         try:
             args, help_text = parse(line)

@@ -1,8 +1,11 @@
 """``%agh tail ID``: a live event tail: newest rows first, coloured by type.
 
 Owns: ``EventTail`` and the folding of events into rows (``TailRows``). A tool call and its
-updates and result share one row (an HTML ``<details>`` whose summary is the call and whose body
-is the result or error); consecutive message (or thought) chunks of one turn grow one row.
+updates and result share one row (an HTML ``<details>`` whose summary is the call and its key
+result fields, and whose body, folded, is the whole result or error as ``key: value`` lines);
+consecutive message (or thought) chunks of one turn grow one row, joined with the spacing a
+reader expects; a turn's plan is one row, updated as the agent revises it and marked final when
+the turn ends (steps left open read "not finished", not "in progress" forever).
 Every row reads ``#<sequence> <type> <summary>``, the sequence and type being those of the row's
 newest event. Events arrive on the subscription's delivery thread after they are committed (store first,
 then show); rendering is throttled and the scrollback bounded. Every agent-provided string is
@@ -23,8 +26,9 @@ from typing import Any
 import ipywidgets as widgets
 
 from agh_nb.events import Event, EventQuery
-from agh_nb.kernel.describe import as_text as _as_text
-from agh_nb.kernel.describe import summary as _summary
+from agh_nb.output import as_text as _as_text
+from agh_nb.output import join_chunks, plan_entries, plan_line, preview_is_whole, result_body, result_preview
+from agh_nb.output import summary as _summary
 
 COLOURS = {
     "user_message": "#1f6feb",
@@ -73,8 +77,13 @@ class TailRow:
         text: the summary (the joined text of a chunk run).
         events: how many events the row folds.
         title, kind, status: a tool call's title, ACP kind and last status.
-        result, error: a tool call's result text and error text, once it finished.
+        result, error: a tool call's result (as ``key: value`` lines) and error text, once it
+            finished.
+        preview: the result's key fields in one line.
+        whole: True when the preview shows the whole result (nothing to unfold).
         finished: True once the tool call's ``tool_result`` arrived.
+        plan: a plan row's entries, ``(status, text)``.
+        ended: a plan row's turn stop reason, once the turn ended.
     """
 
     type: str
@@ -87,7 +96,11 @@ class TailRow:
     status: str = ""
     result: str = ""
     error: str = ""
+    preview: str = ""
+    whole: bool = True
     finished: bool = False
+    plan: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    ended: str | None = None
 
     @property
     def is_tool(self) -> bool:
@@ -99,6 +112,8 @@ class TailRow:
         if self.type in CHUNK_TYPES:
             # A growing message shows its newest text; its line breaks are kept.
             return _keep_newest(self.text.strip(), SUMMARY_CHARS)
+        if self.type == "plan" and self.plan:
+            return plan_line(self.plan, ended=self.ended)
         if not self.is_tool:
             return " ".join(self.text.split())
         bits = [self.title or "(untitled tool call)"]
@@ -107,8 +122,7 @@ class TailRow:
         if self.error:
             bits.append(f"✗ error: {_clip(' '.join(self.error.split()), PREVIEW_CHARS)}")
         elif self.finished:
-            preview = _clip(" ".join(self.result.split()), PREVIEW_CHARS)
-            bits.append(f"→ {preview}" if preview else "✓")
+            bits.append(f"→ {self.preview}" if self.preview else "✓")
         elif self.status:
             bits.append(f"({self.status})")
         return " ".join(bits)
@@ -118,12 +132,12 @@ class TailRow:
         headline already shows all of it."""
         if not self.is_tool:
             return ""
-        shown = self.error or self.result
         if self.error and self.result:
             return f"{self.error}\n{self.result}"
-        if "\n" in shown.strip() or len(" ".join(shown.split())) > PREVIEW_CHARS:
-            return shown
-        return ""
+        if self.error:
+            long = "\n" in self.error.strip() or len(" ".join(self.error.split())) > PREVIEW_CHARS
+            return self.error if long else ""
+        return "" if self.whole else self.result
 
 
 class TailRows:
@@ -149,7 +163,7 @@ class TailRows:
             text = str(c.get("text") or "")
             previous = self._rows.get(self._last_key) if self._last_key is not None else None
             if previous is not None and previous.type == event.type and previous.turn_id == event.turn_id:
-                previous.text = _keep_newest(previous.text + text, TEXT_CHARS)
+                previous.text = _keep_newest(join_chunks(previous.text, text), TEXT_CHARS)
                 previous.sequence = event.sequence
                 previous.events += 1
                 return
@@ -171,12 +185,30 @@ class TailRows:
             if event.type == "tool_result":
                 row.finished = True
                 row.error = _keep_newest(_as_text(c.get("tool_error")), TEXT_CHARS)
-                row.result = _keep_newest(_as_text(c.get("tool_result")), TEXT_CHARS)
+                row.result = _keep_newest(result_body(c.get("tool_result")), TEXT_CHARS)
+                row.preview = result_preview(c.get("tool_result"))
+                row.whole = preview_is_whole(c.get("tool_result"))
+            self._put(key, row)
+        elif event.type == "plan":
+            key = ("plan", event.turn_id, str(c.get("title") or "plan"))
+            row = self._rows.get(key) or TailRow(event.type, event.sequence, event.turn_id, events=0)
+            row.sequence = event.sequence
+            row.events += 1
+            row.text = _summary(event)
+            row.plan = plan_entries(c)
             self._put(key, row)
         else:
+            if event.type == "done":
+                self._end_plans(event.turn_id, str(c.get("stop_reason") or "ended"))
             key = ("event", event.sequence)
             self._put(key, TailRow(event.type, event.sequence, event.turn_id, text=_summary(event)))
         self._last_key = key
+
+    def _end_plans(self, turn_id: str | None, stop_reason: str) -> None:
+        # The turn is over: its plan shows its final state (in place: the row does not move).
+        for key, row in self._rows.items():
+            if key[0] == "plan" and row.turn_id == turn_id:
+                row.ended = stop_reason
 
     def _put(self, key: tuple[Any, ...], row: TailRow) -> None:
         # An updated row moves to the newest end: rows stay ordered by their newest sequence.
@@ -235,7 +267,9 @@ class EventTail(widgets.VBox):  # type: ignore[misc]
         self._last_render = 0.0
         self._timer: threading.Timer | None = None
         self._html = widgets.HTML(layout=widgets.Layout(max_height="24em", overflow="auto"))
-        self._title = widgets.HTML(f"<b>Events</b> — {html.escape(session_id)}")
+        name = host.get(session_id).name
+        label = f"{html.escape(name)} <span style='color:#57606a'>{html.escape(session_id)}</span>" if name else html.escape(session_id)
+        self._title = widgets.HTML(f"<b>Events</b> — {label}")
         super().__init__([self._title, self._html])
         # The backlog is shown at once (and in the plain-text form); the subscription picks up
         # right after it, with no gap and no duplicate.

@@ -72,8 +72,9 @@ class TimelineChart:
         return f"<TimelineChart {self.figure.axes[0].get_title() if self.figure.axes else ''}>"
 
 
-def timeline_chart(session_id: str, events: Sequence[Event]) -> TimelineChart:
-    """Return the session's timeline as a displayable chart (``.figure`` is the matplotlib Figure).
+def timeline_chart(session_id: str, events: Sequence[Event], *, name: str | None = None) -> TimelineChart:
+    """Return the session's timeline as a displayable chart (``.figure`` is the matplotlib Figure),
+    titled by the session's ``name`` when it has one (its id otherwise).
 
     Raises:
         AghError: when the chart cannot be drawn (one line naming the session and the cause).
@@ -81,7 +82,7 @@ def timeline_chart(session_id: str, events: Sequence[Event]) -> TimelineChart:
     import io
 
     try:
-        figure = timeline_figure(session_id, events)
+        figure = timeline_figure(session_id, events, name=name)
         buffer = io.BytesIO()
         with _drawing():
             figure.savefig(buffer, format="png", dpi=100)
@@ -107,8 +108,9 @@ def _drawing() -> Any:
     return stack
 
 
-def timeline_figure(session_id: str, events: Sequence[Event]) -> Any:
-    """Return a matplotlib Figure: turns (grey) and their tool calls (green, red if failed).
+def timeline_figure(session_id: str, events: Sequence[Event], *, name: str | None = None) -> Any:
+    """Return a matplotlib Figure: turns (grey) and their tool calls (green, red if failed), titled
+    ``<name> (<id>)`` or ``<id>``.
 
     Every label is plain text (agent text is never parsed as mathtext or TeX).
     """
@@ -132,7 +134,8 @@ def timeline_figure(session_id: str, events: Sequence[Event]) -> Any:
         ax.set_yticks(range(len(rows)), labels=[r[0] for r in rows], fontsize=8, parse_math=False, usetex=False)
         ax.invert_yaxis()
         ax.set_xlabel("seconds since the session's first event")
-        title = f"{session_id}: turns and tool calls" + (f" (the newest {len(rows)} rows)" if hidden else "")
+        who = f"{_label(name)} ({session_id})" if name else session_id
+        title = f"{who}: turns and tool calls" + (f" (the newest {len(rows)} rows)" if hidden else "")
         ax.set_title(title, parse_math=False, usetex=False)
         fig.tight_layout()
     return fig

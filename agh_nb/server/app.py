@@ -31,12 +31,13 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Int, Unicode
 
 from agh_nb.api import Reader
+from agh_nb.config import agh_home
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.session import LiveSession, Turn, TurnResult
 from agh_nb.core.state import SessionState
 from agh_nb.errors import AghError, HostError
 from agh_nb.events import JSON, EventQuery, EventType
-from agh_nb.runtime import Runtime
+from agh_nb.runtime import STORE_FILE, Runtime
 from agh_nb.server.errors import ApiError, not_found, one_line
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,12 @@ class ServerHost:
         """Remove stored secret values from ``text`` (an error message on its way out)."""
         runtime = self._runtime
         return runtime.redactor.redact(text) if runtime is not None else text
+
+    def describe(self) -> JSON:
+        """Which store this host holds, for ``GET /agh/api/host``: ``agh-nb`` checks it found the
+        server of its own ``AGH_HOME`` before sending it any word (docs/http-api.md)."""
+        home = (self._runtime.home if self._runtime is not None else self.home or agh_home()).resolve()
+        return {"home": str(home), "store": str(home / STORE_FILE), "pid": os.getpid(), "state": self.state.value}
 
     def add_stream(self, close: Callable[[], Awaitable[None]]) -> Callable[[], None]:
         """Track an open stream; ``await close()`` ends it at shutdown. Returns the untrack function."""

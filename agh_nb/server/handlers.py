@@ -445,6 +445,15 @@ class VaultEntryHandler(AghHandler):
         self.reply(await asyncio.to_thread(reader.vault_delete, ref))
 
 
+class HostHandler(AghHandler):
+    """``GET`` which store this server host holds (``home``, ``store``, ``pid``, ``state``);
+    answers even while the runtime is disabled. Read-only."""
+
+    @endpoint
+    async def get(self) -> None:
+        self.reply(self.host.describe())
+
+
 class NotFoundHandler(AghHandler):
     """Any other path under the prefix: a JSON 404 (after authentication, like every route)."""
 
@@ -526,6 +535,7 @@ def routes(prefix: str) -> list[tuple[str, type[AghHandler]]]:
         (rf"{p}/approvals/?", ApprovalsHandler),
         (rf"{p}/approvals/stream", ApprovalStreamHandler),
         (rf"{p}/sql", SqlHandler),
+        (rf"{p}/host", HostHandler),
         (rf"{p}/vault/?", VaultListHandler),
         (rf"{p}/vault/(?P<ref>.+)", VaultEntryHandler),
         (rf"{p}(?:/.*)?", NotFoundHandler),

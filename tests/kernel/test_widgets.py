@@ -99,6 +99,8 @@ def expected_rows(events: list[dict[str, Any]]) -> list[tuple[int, str]]:
             key: Any = ("chunks", e["type"], e["turn_id"], e["sequence"])
         elif e["type"] in ("tool_call", "tool_result") and c.get("tool_call_id"):
             key = ("tool", e["turn_id"], c["tool_call_id"])
+        elif e["type"] == "plan":  # one row per plan of a turn, updated in place
+            key = ("plan", e["turn_id"], c.get("title") or "plan")
         else:
             key = ("event", e["sequence"])
         rows.pop(key, None)
@@ -153,6 +155,10 @@ def test_tail_folds_tool_calls_and_message_chunks_live(kernel: KernelSession) ->
     assert "&lt;b&gt;bold&lt;/b&gt;" in page and "&lt;img src=x" in page, page[:2000]
     assert "<b>bold</b>" not in page and "<img" not in page, page[:2000]
     assert sum(1 for r in rows if r["type"] == "user_message") == 1
+    # The plan is one row, and once the turn is done it shows its final state, not "in progress".
+    (plan,) = [r for r in rows if r["type"] == "plan"]
+    assert plan["ended"] == "end_turn" and "1/3 done when the turn ended (end_turn)" in page, page[:3000]
+    assert "[in progress]" not in page
 
 
 def test_tail_shows_tool_errors_and_keeps_bounded_scrollback(kernel: KernelSession) -> None:
@@ -181,7 +187,7 @@ def test_tail_shows_tool_errors_and_keeps_bounded_scrollback(kernel: KernelSessi
     assert f"#{failed_run['sequence']}</span>" in summary and "tool_result" in summary, summary
     assert "Run ls missing-&lt;b&gt;dir&lt;/b&gt; [execute] ✗ error: ls: " in summary, summary
     assert html.escape(failed_run["content"]["tool_error"]) in body, body
-    assert "&quot;exit_code&quot;: 2" in body, body
+    assert "\nexit_code: 2\n" in body and "&quot;" not in body, body  # key fields, not raw JSON
 
     kernel.ok(
         "import agh_nb, agh_nb.kernel.tail_widget\n"
@@ -303,7 +309,7 @@ def test_wait_shows_cheap_progress_updates(kernel: KernelSession) -> None:
     assert len(set(seen)) >= 3 and seen == sorted(seen), texts
     assert re.search(r": end_turn after \d+\.\ds'?$", texts[-1]), texts
     (result,) = got.of("execute_result")
-    assert "stop_reason='end_turn'" in result["data"]["text/plain"]
+    assert ": end_turn" in result["data"]["text/plain"]
     # The count shown is right: "N events so far" at "last #S" is S - (the user_message's sequence) + 1.
     events = kernel.events(sid)
     start = next(e["sequence"] for e in events if e["type"] == "user_message")
@@ -347,7 +353,7 @@ def test_wait_asks_for_a_pending_decision_on_stdin(kernel: KernelSession, output
     else:
         assert f"{request_id}: allow-once" in got.stream("stdout")
         (result,) = got.of("execute_result")
-        assert "stop_reason='end_turn'" in result["data"]["text/plain"]
+        assert ": end_turn" in result["data"]["text/plain"]
 
 
 @pytest.mark.parametrize("kernel", [TIMEOUT_2S], ids=["approval_timeout=2s"], indirect=True)
@@ -366,7 +372,7 @@ def test_wait_without_stdin_names_the_request_once_and_keeps_waiting(kernel: Ker
     assert decided["content"]["runtime"]["source"] == "timeout", decided
     assert not (kernel.workspace / "y.txt").exists()
     (result,) = got.of("execute_result")
-    assert "stop_reason='end_turn'" in result["data"]["text/plain"]
+    assert ": end_turn" in result["data"]["text/plain"]
 
 
 def test_interrupting_a_wait_is_one_line_and_the_turn_goes_on(kernel: KernelSession) -> None:
