@@ -62,7 +62,7 @@ CREATE OR REPLACE VIEW tool_calls AS
 SELECT session_id, turn_id, tool_call_id,
        min(sequence) AS sequence,
        arg_max(tool_name, sequence) FILTER (WHERE tool_name IS NOT NULL) AS kind,
-       arg_max(content->>'title', sequence) FILTER (WHERE content->>'title' IS NOT NULL) AS title,
+       arg_max(json_extract_string(content, '$.title'), sequence) FILTER (WHERE json_extract_string(content, '$.title') IS NOT NULL) AS title,
        coalesce(arg_min(status, sequence) FILTER (WHERE type = 'tool_result'),
                 arg_max(status, sequence) FILTER (WHERE status IS NOT NULL),
                 'pending') AS status,
@@ -70,9 +70,9 @@ SELECT session_id, turn_id, tool_call_id,
        min(timestamp) FILTER (WHERE type = 'tool_result') AS ended_at,
        (epoch_us(min(timestamp) FILTER (WHERE type = 'tool_result')) - epoch_us(min(timestamp))) / 1000.0
            AS duration_ms,
-       list_distinct(flatten(list(json_extract_string(content, '$.raw.locations[*].path'))
-                             FILTER (WHERE json_type(content, '$.raw.locations') = 'ARRAY'))) AS paths,
-       arg_min(content->>'tool_error', sequence) FILTER (WHERE type = 'tool_result') AS error,
+       list_sort(list_distinct(flatten(list(json_extract_string(content, '$.raw.locations[*].path'))
+                             FILTER (WHERE json_type(content, '$.raw.locations') = 'ARRAY')))) AS paths,
+       arg_min(json_extract_string(content, '$.tool_error'), sequence) FILTER (WHERE type = 'tool_result') AS error,
        any_value(agent_name) AS agent_name
 FROM events
 WHERE type IN ('tool_call', 'tool_result') AND tool_call_id IS NOT NULL
@@ -118,21 +118,21 @@ WITH prompts AS (
 ), ends AS (
     SELECT session_id, turn_id,
            max(timestamp) AS ended_at,
-           arg_max(content->>'stop_reason', sequence) AS stop_reason,
-           arg_max(content->>'error', sequence) AS error
+           arg_max(json_extract_string(content, '$.stop_reason'), sequence) AS stop_reason,
+           arg_max(json_extract_string(content, '$.error'), sequence) AS error
     FROM events
     WHERE type = 'done'
     GROUP BY session_id, turn_id
 ), errors AS (
-    SELECT session_id, turn_id, arg_max(content->>'error', sequence) AS error
+    SELECT session_id, turn_id, arg_max(json_extract_string(content, '$.error'), sequence) AS error
     FROM events
     WHERE type = 'error' AND turn_id IS NOT NULL
     GROUP BY session_id, turn_id
 ), reports AS (
     SELECT session_id, turn_id, sequence,
-           content->>'session_id' AS acp_session_id,
-           TRY_CAST(content->'usage'->'cost'->>'amount' AS DOUBLE) AS amount,
-           content->'usage'->'cost'->>'currency' AS currency
+           json_extract_string(content, '$.session_id') AS acp_session_id,
+           TRY_CAST(json_extract_string(content, '$.usage.cost.amount') AS DOUBLE) AS amount,
+           json_extract_string(content, '$.usage.cost.currency') AS currency
     FROM events
     WHERE type = 'usage'
 ), stops AS (
@@ -220,15 +220,15 @@ _ADD_DERIVED = (
 # The same values as ``duckdb_schema.derived_fields`` gives a row when it is queued.
 _FILL_FIELDS = """
 UPDATE events SET
-    text = CASE WHEN json_type(content, '$.text') = 'VARCHAR' THEN content->>'text' END,
+    text = CASE WHEN json_type(content, '$.text') = 'VARCHAR' THEN json_extract_string(content, '$.text') END,
     tool_call_id = CASE WHEN json_type(content, '$.tool_call_id') IN ('VARCHAR', 'BIGINT', 'UBIGINT')
-                        THEN content->>'tool_call_id' END,
-    tool_name = CASE WHEN json_type(content, '$.tool_name') = 'VARCHAR' THEN content->>'tool_name' END,
+                        THEN json_extract_string(content, '$.tool_call_id') END,
+    tool_name = CASE WHEN json_type(content, '$.tool_name') = 'VARCHAR' THEN json_extract_string(content, '$.tool_name') END,
     status = CASE WHEN type NOT IN ('tool_call', 'tool_result') THEN NULL
-                  WHEN json_type(content, '$.raw.status') = 'VARCHAR' THEN content->'raw'->>'status'
+                  WHEN json_type(content, '$.raw.status') = 'VARCHAR' THEN json_extract_string(content, '$.raw.status')
                   WHEN type = 'tool_call' THEN NULL
-                  WHEN content->'runtime'->>'repair' = 'true' THEN 'interrupted'
-                  WHEN content->'tool_error' IS NOT NULL AND json_type(content, '$.tool_error') <> 'NULL'
+                  WHEN json_extract_string(content, '$.runtime.repair') = 'true' THEN 'interrupted'
+                  WHEN coalesce(json_type(content, '$.tool_error'), 'NULL') <> 'NULL'
                        THEN 'failed'
                   ELSE 'completed' END
 """

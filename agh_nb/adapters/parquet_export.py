@@ -249,7 +249,7 @@ def _write_events(
         sql += " WHERE e.timestamp >= ?"
         params.append(since)
     sql += " ORDER BY day, e.session_id, e.sequence"
-    reader = con.sql(sql, params=params).fetch_record_batch(batch_rows)
+    reader = _arrow_reader(con.sql(sql, params=params), batch_rows)
     count = 0
     writer: pq.ParquetWriter | None = None
     current: int | None = None
@@ -294,7 +294,7 @@ def _write_token_usage(
         f"JOIN ({done}) d ON d.session_id = u.session_id AND d.turn_id = u.turn_id {turns_join} "
         "ORDER BY u.session_id, u.updated_at, u.turn_id"
     )
-    table = con.sql(sql, params=params).fetch_arrow_table()
+    table = con.sql(sql, params=params).to_arrow_table()
     if table.num_rows == 0:
         return 0
     path = target.stage(f"token_usage/part-{export_id}.parquet")
@@ -322,7 +322,7 @@ def _write_sessions(
     elif since is not None:
         sql += " WHERE updated_at >= ?"
         params.append(since)
-    rows = con.sql(sql + " ORDER BY created_at, id", params=params).fetch_arrow_table()
+    rows = con.sql(sql + " ORDER BY created_at, id", params=params).to_arrow_table()
     ids, stamps = rows.column("id").to_pylist(), rows.column("updated_us").to_pylist()
     changed = [manifest.sessions.get(i, {}).get("updated_us") != u for i, u in zip(ids, stamps, strict=True)]
     fresh = _conform(rows.filter(pa.array(changed, pa.bool_())), SESSIONS_SCHEMA)
@@ -349,6 +349,13 @@ def _conform(data: pa.Table | pa.RecordBatch, schema: pa.Schema) -> Any:
     if isinstance(data, pa.RecordBatch):
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _arrow_reader(relation: duckdb.DuckDBPyRelation, rows: int) -> pa.RecordBatchReader:
+    # DuckDB 1.4 names it to_arrow_reader; older releases only fetch_record_batch.
+    method = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch
+    reader: pa.RecordBatchReader = method(rows)
+    return reader
 
 
 def _first_line(exc: BaseException) -> str:
