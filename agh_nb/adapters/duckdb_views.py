@@ -15,7 +15,8 @@ Why they are fast enough (figures: ``benchmarks/analytics.py``, 10 million event
   ``permission``, ``error``) or for columns a query asks for (a call's ``title``, ``paths``,
   ``error``): DuckDB drops a view's unused columns, so an unused JSON field costs nothing.
 * ``messages`` needs no window: ``message_seq`` already says which message a chunk belongs to.
-* Days are cut with epoch arithmetic, never a TIMESTAMPTZ cast (ICU: ten times slower).
+* Days are cut with epoch arithmetic (the ``utc_day`` macro), never a TIMESTAMPTZ cast (ICU:
+  eight times slower).
 
 Cost (``turns.cost``): ACP reports cost as the running total of one agent session, and an agent
 resumed after a stop starts counting again. A turn's own cost is its last report minus the last
@@ -43,8 +44,8 @@ SELECT session_id,
             -- Thought chunks often are whole sentences with no space between them ("...briefly."
             -- then "Plan: ..."): a space goes between a sentence end and a capital letter.
             THEN list_reduce(list(text ORDER BY sequence) FILTER (WHERE type = 'thought'),
-                             lambda a, b: a || CASE WHEN regexp_matches(a, '[.!?:;]$')
-                                                         AND regexp_matches(b, '^[A-Z]')
+                             lambda a, b: a || CASE WHEN right(a, 1) IN ('.', '!', '?', ':', ';')
+                                                         AND left(b, 1) BETWEEN 'A' AND 'Z'
                                                     THEN ' ' ELSE '' END || b)
             ELSE string_agg(text, '' ORDER BY sequence) FILTER (WHERE type <> 'thought')
        END AS text,
@@ -116,12 +117,11 @@ WITH prompts AS (
     FROM events
     WHERE type = 'user_message'
 ), ends AS (
-    SELECT session_id, turn_id,
-           max(timestamp) AS ended_at,
-           arg_max(json_extract_string(content, '$.stop_reason'), sequence) AS stop_reason,
-           arg_max(json_extract_string(content, '$.error'), sequence) AS error
-    FROM events
-    WHERE type = 'done'
+    SELECT session_id, turn_id, max(timestamp) AS ended_at,
+           arg_max(f[1], sequence) AS stop_reason, arg_max(f[2], sequence) AS error
+    FROM (SELECT session_id, turn_id, sequence, timestamp,
+                 json_extract_string(content, ['$.stop_reason', '$.error']) AS f  -- one parse per row
+          FROM events WHERE type = 'done')
     GROUP BY session_id, turn_id
 ), errors AS (
     SELECT session_id, turn_id, arg_max(json_extract_string(content, '$.error'), sequence) AS error
@@ -129,12 +129,10 @@ WITH prompts AS (
     WHERE type = 'error' AND turn_id IS NOT NULL
     GROUP BY session_id, turn_id
 ), reports AS (
-    SELECT session_id, turn_id, sequence,
-           json_extract_string(content, '$.session_id') AS acp_session_id,
-           TRY_CAST(json_extract_string(content, '$.usage.cost.amount') AS DOUBLE) AS amount,
-           json_extract_string(content, '$.usage.cost.currency') AS currency
-    FROM events
-    WHERE type = 'usage'
+    SELECT session_id, turn_id, sequence, f[1] AS acp_session_id, TRY_CAST(f[2] AS DOUBLE) AS amount, f[3] AS currency
+    FROM (SELECT session_id, turn_id, sequence,
+                 json_extract_string(content, ['$.session_id', '$.usage.cost.amount', '$.usage.cost.currency']) AS f
+          FROM events WHERE type = 'usage')
 ), stops AS (
     SELECT session_id, sequence FROM events WHERE type = 'session_stopped'
 ), totals AS (
@@ -197,6 +195,12 @@ LEFT JOIN ev ON ev.session_id = s.id
 LEFT JOIN calls ON calls.session_id = s.id
 LEFT JOIN tu ON tu.session_id = s.id
 """
+
+UTC_DAY = """
+CREATE OR REPLACE MACRO utc_day(ts) AS DATE '1970-01-01' + CAST(epoch_us(ts) // 86400000000 AS INTEGER)
+"""
+"""``utc_day(timestamp)``: the UTC date of a timestamp, for per-day questions. The same as
+``timestamp::DATE`` in the store's UTC zone, without ICU's zone arithmetic (8x faster)."""
 
 VIEWS: tuple[tuple[str, str], ...] = (
     ("messages", MESSAGES),
@@ -291,5 +295,6 @@ def prepare_analytics(con: duckdb.DuckDBPyConnection) -> None:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+    con.execute(UTC_DAY)
     for _, ddl in VIEWS:
         con.execute(ddl)
