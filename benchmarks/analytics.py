@@ -207,16 +207,16 @@ def build(path: Path, events: int) -> float:
     return time.perf_counter() - started
 
 
-def queries(session_id: str) -> list[tuple[str, str, str | None]]:
+def queries(session_id: str, needle: str) -> list[tuple[str, str, str | None]]:
     """(label, query on the views, the same question on the raw table or None)."""
     raw_kind = "content->>'tool_name'"
     return [
         ("per-day counts", "SELECT utc_day(timestamp) AS day, count(*) FROM events GROUP BY day ORDER BY day",
          "SELECT timestamp::DATE AS day, count(*) FROM events GROUP BY day ORDER BY day"),
         ("per-day counts by type", "SELECT utc_day(timestamp) AS day, type, count(*) FROM events GROUP BY ALL", None),
-        ("text search (chunks)", "SELECT session_id, turn_id, sequence, text FROM events WHERE text ILIKE '%failing index result%'",
-         "SELECT session_id, turn_id, sequence, content->>'text' FROM events WHERE content->>'text' ILIKE '%failing index result%'"),
-        ("text search (messages)", "SELECT session_id, turn_id, type, text FROM messages WHERE text ILIKE '%failing index result%'", None),
+        ("text search (chunks)", f"SELECT session_id, turn_id, sequence, text FROM events WHERE text ILIKE '%{needle}%'",
+         f"SELECT session_id, turn_id, sequence, content->>'text' FROM events WHERE content->>'text' ILIKE '%{needle}%'"),
+        ("text search (messages)", f"SELECT session_id, turn_id, type, text FROM messages WHERE text ILIKE '%{needle}%'", None),
         ("tool-call kinds", "SELECT kind, status, count(*), avg(duration_ms) FROM tool_calls GROUP BY ALL ORDER BY ALL",
          f"SELECT {raw_kind} AS kind, count(*) FROM events WHERE type = 'tool_call' AND {raw_kind} IS NOT NULL GROUP BY kind"),
         ("session list", "SELECT * FROM session_summary ORDER BY created_at DESC LIMIT 50",
@@ -231,13 +231,17 @@ def queries(session_id: str) -> list[tuple[str, str, str | None]]:
     ]
 
 
-def best_of(con: duckdb.DuckDBPyConnection, sql: str, repeat: int) -> tuple[float, int]:
-    best, rows = float("inf"), 0
+def best_of(con: duckdb.DuckDBPyConnection, sql: str, repeat: int) -> tuple[float, float, int]:
+    """The best wall-clock seconds of ``repeat`` runs, the CPU seconds of that run (every
+    thread of this process: steadier than wall time on a shared machine), and the row count."""
+    best, cpu, rows = float("inf"), 0.0, 0
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         rows = len(con.execute(sql).fetchall())
-        best = min(best, time.perf_counter() - start)
-    return best, rows
+        wall = time.perf_counter() - start
+        if wall < best:
+            best, cpu = wall, time.process_time() - start_cpu
+    return best, cpu, rows
 
 
 def main() -> None:
@@ -263,15 +267,19 @@ def main() -> None:
     print(f"{total[0]:,} events, {total[1]:,} sessions, {size:,.0f} MiB; {os.cpu_count()} cores; "
           f"load average {os.getloadavg()[0]:.1f}")
     session_id = con.execute("SELECT max(session_id) FROM events").fetchall()[0][0]
-    print(f"\n{'query':34} {'views':>8} {'raw table':>10} {'rows':>8}  target < {TARGET_S:g} s")
+    # Three words from the middle of a stored chunk: a phrase that exists, as a search would ask.
+    sample = con.execute("SELECT text FROM events WHERE type = 'agent_message' LIMIT 1").fetchall()[0][0]
+    needle = " ".join(sample.split()[1:4])
+    print(f"search phrase: {needle!r}")
+    print(f"\n{'query':34} {'views':>8} {'(cpu)':>8} {'raw table':>10} {'rows':>8}  target < {TARGET_S:g} s")
     misses = 0
-    for label, sql, raw in queries(session_id):
-        seconds, rows = best_of(con, sql, args.repeat)
+    for label, sql, raw in queries(session_id, needle):
+        seconds, cpu, rows = best_of(con, sql, args.repeat)
         raw_s = f"{best_of(con, raw, args.repeat)[0]:9.3f}s" if raw else f"{'':>10}"
         verdict = "PASS" if seconds < TARGET_S else "MISS"
         misses += verdict == "MISS"
-        print(f"{label:34} {seconds:7.3f}s {raw_s} {rows:8,}  {verdict}")
-    print(f"\n{len(queries(session_id)) - misses} of {len(queries(session_id))} queries under {TARGET_S:g} s "
+        print(f"{label:34} {seconds:7.3f}s {cpu:7.3f}s {raw_s} {rows:8,}  {verdict}")
+    print(f"\n{len(queries(session_id, needle)) - misses} of {len(queries(session_id, needle))} queries under {TARGET_S:g} s "
           f"(load average now {os.getloadavg()[0]:.1f})")
     con.close()
     if not args.keep and args.path is None:
