@@ -141,6 +141,7 @@ def build(path: Path, events: int) -> float:
                CASE WHEN role LIKE 'call%' THEN 'pending' WHEN role LIKE 'update%' THEN 'in_progress'
                     WHEN role LIKE 'result%' THEN CASE WHEN {failed} THEN 'failed' ELSE 'completed' END END AS status
         FROM gen g JOIN phrases ON phrases.i = g.phrase
+        ORDER BY ts  -- sort the narrow rows: the wide JSON is made after, in this order
         """
     )
     text = "replace(text, '\\n', '\\\\n')"
@@ -183,7 +184,7 @@ def build(path: Path, events: int) -> float:
         INSERT INTO events
         SELECT 'evt_' || md5(sid || seq), sid, seq, tid, type, 'claude', wid, wpath, ({content})::JSON, ts,
                text, tool_call_id, tool_name, status, message_seq
-        FROM rows ORDER BY ts
+        FROM rows
         """
     )
     con.execute(

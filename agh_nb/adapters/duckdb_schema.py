@@ -145,6 +145,7 @@ EVENT_BATCH_SCHEMA = pa.schema(
 )
 
 _TIMESTAMP_INDEX = EVENT_COLUMNS.index("timestamp")
+assert _TIMESTAMP_INDEX == 9, "EventRow puts the timestamp tenth"
 _PLAIN_TYPES = [f.type for i, f in enumerate(EVENT_BATCH_SCHEMA) if i != _TIMESTAMP_INDEX]
 _TIMESTAMP_TYPE = EVENT_BATCH_SCHEMA.field("timestamp").type
 
@@ -441,9 +442,9 @@ def insert_events(cur: duckdb.DuckDBPyConnection, rows: Sequence[EventRow]) -> N
         return
     params: list[Any] = []
     for row in rows:
-        params.extend(row[:_TIMESTAMP_INDEX])
-        params.append(_aware(row[_TIMESTAMP_INDEX]))
-        params.extend(row[_TIMESTAMP_INDEX + 1 :])
+        params.extend(row[:9])
+        params.append(_aware(row[9]))  # the timestamp (_TIMESTAMP_INDEX), naive taken as UTC
+        params.extend(row[10:])
     try:
         cur.execute(_values_insert(len(rows)), params)
     except duckdb.InvalidInputException as exc:
