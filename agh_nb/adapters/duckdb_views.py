@@ -110,25 +110,7 @@ FROM rows
 GROUP BY session_id, coalesce(f[1], '#' || sequence)
 """
 
-TURNS = """
-CREATE OR REPLACE VIEW turns AS
-WITH prompts AS (
-    SELECT session_id, turn_id, sequence, text AS prompt, timestamp AS started_at, agent_name
-    FROM events
-    WHERE type = 'user_message'
-), ends AS (
-    SELECT session_id, turn_id, max(timestamp) AS ended_at,
-           arg_max(f[1], sequence) AS stop_reason, arg_max(f[2], sequence) AS error
-    FROM (SELECT session_id, turn_id, sequence, timestamp,
-                 json_extract_string(content, ['$.stop_reason', '$.error']) AS f  -- one parse per row
-          FROM events WHERE type = 'done')
-    GROUP BY session_id, turn_id
-), errors AS (
-    SELECT session_id, turn_id, arg_max(json_extract_string(content, '$.error'), sequence) AS error
-    FROM events
-    WHERE type = 'error' AND turn_id IS NOT NULL
-    GROUP BY session_id, turn_id
-), reports AS (
+_COSTS = """reports AS (
     SELECT session_id, turn_id, sequence, f[1] AS acp_session_id, TRY_CAST(f[2] AS DOUBLE) AS amount, f[3] AS currency
     FROM (SELECT session_id, turn_id, sequence,
                  json_extract_string(content, ['$.session_id', '$.usage.cost.amount', '$.usage.cost.currency']) AS f
@@ -149,7 +131,29 @@ WITH prompts AS (
                 ELSE total - lag(total) OVER w END AS cost
     FROM totals
     WINDOW w AS (PARTITION BY session_id, acp_session_id, run ORDER BY last)
-)
+)"""
+"""The cost CTEs shared by ``turns`` and ``session_summary``: ``costs(session_id, turn_id, currency,
+cost)``, each turn's own cost (module docstring)."""
+
+TURNS = """
+CREATE OR REPLACE VIEW turns AS
+WITH prompts AS (
+    SELECT session_id, turn_id, sequence, text AS prompt, timestamp AS started_at, agent_name
+    FROM events
+    WHERE type = 'user_message'
+), ends AS (
+    SELECT session_id, turn_id, max(timestamp) AS ended_at,
+           arg_max(f[1], sequence) AS stop_reason, arg_max(f[2], sequence) AS error
+    FROM (SELECT session_id, turn_id, sequence, timestamp,
+                 json_extract_string(content, ['$.stop_reason', '$.error']) AS f  -- one parse per row
+          FROM events WHERE type = 'done')
+    GROUP BY session_id, turn_id
+), errors AS (
+    SELECT session_id, turn_id, arg_max(json_extract_string(content, '$.error'), sequence) AS error
+    FROM events
+    WHERE type = 'error' AND turn_id IS NOT NULL
+    GROUP BY session_id, turn_id
+), {COSTS}
 SELECT p.session_id, p.turn_id, p.sequence, p.prompt, p.started_at, e.ended_at,
        (epoch_us(e.ended_at) - epoch_us(p.started_at)) / 1000.0 AS duration_ms,
        e.stop_reason, coalesce(e.error, x.error) AS error,
@@ -161,7 +165,7 @@ LEFT JOIN ends e ON e.session_id = p.session_id AND e.turn_id = p.turn_id
 LEFT JOIN errors x ON x.session_id = p.session_id AND x.turn_id = p.turn_id
 LEFT JOIN token_usage u ON u.session_id = p.session_id AND u.turn_id = p.turn_id
 LEFT JOIN costs c ON c.session_id = p.session_id AND c.turn_id = p.turn_id
-"""
+""".replace("{COSTS}", _COSTS.strip())
 
 SESSION_SUMMARY = """
 CREATE OR REPLACE VIEW session_summary AS
@@ -174,27 +178,32 @@ WITH ev AS (
     FROM events
     WHERE type IN ('tool_call', 'tool_result') AND tool_call_id IS NOT NULL
     GROUP BY session_id
-), tu AS (
-    SELECT session_id, count(*) AS turns,
+), prompts AS (
+    SELECT session_id, count(*) AS turns FROM events WHERE type = 'user_message' GROUP BY session_id
+), tokens AS (
+    SELECT session_id,
            sum(input_tokens)::BIGINT AS input_tokens, sum(output_tokens)::BIGINT AS output_tokens,
-           sum(thought_tokens)::BIGINT AS thought_tokens, sum(total_tokens)::BIGINT AS total_tokens,
-           sum(cost) AS cost, any_value(currency) AS currency
-    FROM turns
-    GROUP BY session_id
+           sum(thought_tokens)::BIGINT AS thought_tokens, sum(total_tokens)::BIGINT AS total_tokens
+    FROM token_usage GROUP BY session_id
+), {COSTS}, spent AS (
+    SELECT session_id, sum(cost) AS cost, any_value(currency) AS currency FROM costs GROUP BY session_id
 )
 SELECT s.id AS session_id, s.name, s.agent_name, s.type, s.permissions, s.state, s.stop_reason,
        s.failure_kind, s.created_at, s.updated_at,
-       coalesce(tu.turns, 0) AS turns,
+       coalesce(prompts.turns, 0) AS turns,
        coalesce(calls.tool_calls, 0) AS tool_calls,
        coalesce(ev.events, 0) AS events,
-       tu.input_tokens, tu.output_tokens, tu.thought_tokens, tu.total_tokens, tu.cost, tu.currency,
+       tokens.input_tokens, tokens.output_tokens, tokens.thought_tokens, tokens.total_tokens,
+       spent.cost, spent.currency,
        ev.last_event_at,
        (epoch_us(coalesce(ev.last_event_at, s.updated_at)) - epoch_us(s.created_at)) / 1000.0 AS duration_ms
 FROM sessions s
 LEFT JOIN ev ON ev.session_id = s.id
 LEFT JOIN calls ON calls.session_id = s.id
-LEFT JOIN tu ON tu.session_id = s.id
-"""
+LEFT JOIN prompts ON prompts.session_id = s.id
+LEFT JOIN tokens ON tokens.session_id = s.id
+LEFT JOIN spent ON spent.session_id = s.id
+""".replace("{COSTS}", _COSTS.strip())
 
 UTC_DAY = """
 CREATE OR REPLACE MACRO utc_day(ts) AS DATE '1970-01-01' + CAST(epoch_us(ts) // 86400000000 AS INTEGER)
@@ -207,7 +216,7 @@ VIEWS: tuple[tuple[str, str], ...] = (
     ("tool_calls", TOOL_CALLS),
     ("permission_requests", PERMISSION_REQUESTS),
     ("turns", TURNS),
-    ("session_summary", SESSION_SUMMARY),  # reads turns: created after it
+    ("session_summary", SESSION_SUMMARY),
 )
 VIEW_NAMES: frozenset[str] = frozenset(name for name, _ in VIEWS)
 """The views users may query next to the store's tables (``%%agh sql``)."""
