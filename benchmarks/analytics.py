@@ -138,6 +138,8 @@ def build(path: Path, events: int) -> float:
                          WHEN 'resume' THEN 'resumed ACP session with session/load' END AS text,
                CASE WHEN type IN ('tool_call', 'tool_result') OR role IN ('ask', 'decide') THEN {call} END AS tool_call_id,
                CASE WHEN role LIKE 'call%' THEN {kind} END AS tool_name,
+               CASE WHEN role LIKE 'call%' THEN p WHEN role IN ('ask', 'decide') THEN 'Write ' || {path_}
+                    WHEN role = 'plan' THEN 'plan' WHEN role = 'resume' THEN 'resume' END AS title,
                CASE WHEN role LIKE 'call%' THEN 'pending' WHEN role LIKE 'update%' THEN 'in_progress'
                     WHEN role LIKE 'result%' THEN CASE WHEN {failed} THEN 'failed' ELSE 'completed' END END AS status
         FROM gen g JOIN phrases ON phrases.i = g.phrase
@@ -162,10 +164,10 @@ def build(path: Path, events: int) -> float:
           WHEN role = 'stop' THEN ',"stop_reason":"user_canceled","runtime":{{"stop_detail":null,"exit":{{"pid":1234,"returncode":0,"signal":null}}}}'
           WHEN role = 'resume' THEN ',"title":"resume","text":"' || text || '"'
           WHEN role IN ('ask', 'decide') THEN ',"request_id":"req_' || substr(md5(tid), 1, 10) || '","tool_call_id":"' || tool_call_id
-               || '","title":"Write ' || {path_} || '","action":"edit","resource":"' || {path_} || '"'
+               || '","title":"' || title || '","action":"edit","resource":"' || {path_} || '"'
                || CASE WHEN role = 'ask' THEN ',"raw":{{"toolCall":{{"toolCallId":"' || tool_call_id || '","kind":"edit","status":"pending"}},"options":[{{"optionId":"allow-once","name":"Allow once","kind":"allow_once"}},{{"optionId":"reject-once","name":"Reject","kind":"reject_once"}}]}}'
                        ELSE ',"decision":"' || {decision} || '","runtime":{{"source":"' || {source} || '"}}' END
-          WHEN role LIKE 'call%' THEN ',"tool_call_id":"' || tool_call_id || '","title":"' || p || '","tool_name":"' || tool_name
+          WHEN role LIKE 'call%' THEN ',"tool_call_id":"' || tool_call_id || '","title":"' || title || '","tool_name":"' || tool_name
                || '","raw":{{"toolCallId":"' || tool_call_id || '","title":"' || p || '","kind":"' || tool_name
                || '","status":"pending","locations":[{{"path":"' || {path_} || '"}}],"rawInput":{{"path":"' || {path_}
                || '"}},"sessionUpdate":"tool_call"}},"tool_input":{{"path":"' || {path_} || '"}}'
@@ -183,7 +185,7 @@ def build(path: Path, events: int) -> float:
         f"""
         INSERT INTO events
         SELECT 'evt_' || md5(sid || seq), sid, seq, tid, type, 'claude', wid, wpath, ({content})::JSON, ts,
-               text, tool_call_id, tool_name, status, message_seq
+               text, tool_call_id, tool_name, title, status, message_seq
         FROM rows
         """
     )

@@ -79,6 +79,7 @@ DDL: tuple[str, ...] = (
         text VARCHAR,
         tool_call_id VARCHAR,
         tool_name VARCHAR,
+        title VARCHAR,
         status VARCHAR,
         message_seq BIGINT
     )
@@ -117,7 +118,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "timestamp",
 )
 
-DERIVED_COLUMNS: tuple[str, ...] = ("text", "tool_call_id", "tool_name", "status", "message_seq")
+DERIVED_COLUMNS: tuple[str, ...] = ("text", "tool_call_id", "tool_name", "title", "status", "message_seq")
 """Columns of ``events`` copied out of ``content`` when a row is queued (``derived_fields``), after
 the SPEC's columns. Stores made before they existed get them when opened (``duckdb_views``)."""
 
@@ -139,6 +140,7 @@ EVENT_BATCH_SCHEMA = pa.schema(
         ("text", pa.string()),
         ("tool_call_id", pa.string()),
         ("tool_name", pa.string()),
+        ("title", pa.string()),
         ("status", pa.string()),
         ("message_seq", pa.int64()),
     ]
@@ -327,7 +329,7 @@ def session_from_row(row: Sequence[Any]) -> SessionRecord:
 
 EventRow = tuple[
     str, str, int, str | None, str, str, str, str, str, datetime,
-    str | None, str | None, str | None, str | None, int | None,
+    str | None, str | None, str | None, str | None, str | None, int | None,
 ]
 """One event as the writer queues it: the ``events`` columns in order (``STORED_EVENT_COLUMNS``),
 ``content`` as JSON text, then the derived columns.
@@ -350,10 +352,10 @@ _TOOL_TYPES = frozenset({"tool_call", "tool_result"})
 
 def derived_fields(
     event_type: str, content: Mapping[str, Any]
-) -> tuple[str | None, str | None, str | None, str | None]:
-    """The ``text``, ``tool_call_id``, ``tool_name`` and ``status`` columns of one event.
+) -> tuple[str | None, str | None, str | None, str | None, str | None]:
+    """The ``text``, ``tool_call_id``, ``tool_name``, ``title`` and ``status`` columns of one event.
 
-    The first three are the envelope fields of those names when they are strings
+    The first four are the envelope fields of those names when they are strings
     (``tool_call_id`` also when it is a number). ``status`` belongs to tool calls: the ACP status
     of the update (``raw.status``: ``pending``, ``in_progress``, ``completed``, ``failed``); a
     ``tool_result`` agh_nb wrote itself has no ACP payload and gets ``interrupted`` when it closes
@@ -364,6 +366,7 @@ def derived_fields(
     text = content.get("text")
     call_id = content.get("tool_call_id")
     name = content.get("tool_name")
+    title = content.get("title")
     status = None
     if event_type in _TOOL_TYPES:
         raw = content.get("raw")
@@ -379,6 +382,7 @@ def derived_fields(
         text if isinstance(text, str) else None,
         str(call_id) if isinstance(call_id, (str, int)) and not isinstance(call_id, bool) else None,
         name if isinstance(name, str) else None,
+        title if isinstance(title, str) else None,
         status,
     )
 

@@ -10,10 +10,12 @@ core.session, runtime or kernel.
 Why they are fast enough (figures: ``benchmarks/analytics.py``, 10 million events):
 
 * Everything grouped or filtered over millions of rows reads plain columns: the derived columns
-  of ``events`` (``text``, ``tool_call_id``, ``tool_name``, ``status``, ``message_seq``, filled when
-  a row is queued) and ``type``. ``content`` is parsed only for rare rows (``done``, ``usage``,
-  ``permission``, ``error``) or for columns a query asks for (a call's ``title``, ``paths``,
-  ``error``): DuckDB drops a view's unused columns, so an unused JSON field costs nothing.
+  of ``events`` (``text``, ``tool_call_id``, ``tool_name``, ``title``, ``status``, ``message_seq``,
+  filled when a row is queued) and ``type``. ``content`` is parsed only for rare rows (``done``,
+  ``usage``, ``permission``, ``error``) or for columns a query asks for (a call's ``paths`` and
+  ``error``): DuckDB drops a view's unused columns, so an unused JSON field costs nothing. Rows
+  of one type are picked with ``type = '...'``, never ``IN (...)``: only an equality reaches the
+  scan as a filter, and a scan that reads ``content`` for every row costs seconds.
 * ``messages`` needs no window: ``message_seq`` already says which message a chunk belongs to.
 * Days are cut with epoch arithmetic (the ``utc_day`` macro), never a TIMESTAMPTZ cast (ICU:
   eight times slower).
@@ -30,6 +32,8 @@ from __future__ import annotations
 import logging
 
 import duckdb
+
+from agh_nb.adapters.duckdb_schema import DERIVED_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ CREATE OR REPLACE VIEW tool_calls AS
 SELECT session_id, turn_id, tool_call_id,
        min(sequence) AS sequence,
        arg_max(tool_name, sequence) FILTER (WHERE tool_name IS NOT NULL) AS kind,
-       arg_max(json_extract_string(content, '$.title'), sequence) FILTER (WHERE json_extract_string(content, '$.title') IS NOT NULL) AS title,
+       arg_max(title, sequence) FILTER (WHERE title IS NOT NULL) AS title,
        coalesce(arg_min(status, sequence) FILTER (WHERE type = 'tool_result'),
                 arg_max(status, sequence) FILTER (WHERE status IS NOT NULL),
                 'pending') AS status,
@@ -227,6 +231,7 @@ _ADD_DERIVED = (
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS text VARCHAR",
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS tool_call_id VARCHAR",
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS tool_name VARCHAR",
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS title VARCHAR",
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS status VARCHAR",
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS message_seq BIGINT",
 )
@@ -237,6 +242,7 @@ UPDATE events SET
     tool_call_id = CASE WHEN json_type(content, '$.tool_call_id') IN ('VARCHAR', 'BIGINT', 'UBIGINT')
                         THEN json_extract_string(content, '$.tool_call_id') END,
     tool_name = CASE WHEN json_type(content, '$.tool_name') = 'VARCHAR' THEN json_extract_string(content, '$.tool_name') END,
+    title = CASE WHEN json_type(content, '$.title') = 'VARCHAR' THEN json_extract_string(content, '$.title') END,
     status = CASE WHEN type NOT IN ('tool_call', 'tool_result') THEN NULL
                   WHEN json_type(content, '$.raw.status') = 'VARCHAR' THEN json_extract_string(content, '$.raw.status')
                   WHEN type = 'tool_call' THEN NULL
@@ -290,7 +296,7 @@ def prepare_analytics(con: duckdb.DuckDBPyConnection) -> None:
             "WHERE table_schema = 'main' AND table_name = 'events'"
         ).fetchall()
     }
-    if "message_seq" not in present:
+    if not present >= set(DERIVED_COLUMNS):
         count = int(con.execute("SELECT count(*) FROM events").fetchall()[0][0])
         logger.info("adding the derived columns to %d stored events (once)", count)
         con.execute("BEGIN TRANSACTION")

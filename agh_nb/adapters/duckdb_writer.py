@@ -197,7 +197,7 @@ class GroupCommitWriter:
         kind = draft.type
         event_type = kind.value if type(kind) is EventType else EventType(kind).value
         encoded = dumps(content)
-        text, call_id, tool_name, status = schema.derived_fields(event_type, content)
+        text, call_id, tool_name, title, status = schema.derived_fields(event_type, content)
         with self._cond:
             if self._state is not WriterState.OPEN:
                 raise self._refusal()
@@ -227,6 +227,7 @@ class GroupCommitWriter:
                 text,
                 call_id,
                 tool_name,
+                title,
                 status,
                 message_seq,
             )

@@ -59,6 +59,7 @@ EVENTS_SCHEMA = pa.schema(
         ("text", pa.string()),
         ("tool_call_id", pa.string()),
         ("tool_name", pa.string()),
+        ("title", pa.string()),
         ("status", pa.string()),
         ("message_seq", pa.int64()),
     ]

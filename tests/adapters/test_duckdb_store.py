@@ -109,6 +109,7 @@ def test_open_creates_parent_dir_and_schema(store: DuckDBStore, db_path: Path) -
         "text",
         "tool_call_id",
         "tool_name",
+        "title",
         "status",
         "message_seq",
     ]

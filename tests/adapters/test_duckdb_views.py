@@ -343,7 +343,10 @@ def test_both_insert_paths_store_the_derived_columns(tmp_path: Path, count: int)
         w(EventType.TOOL_CALL, "t1", tool_call_id="c1", tool_name="read", raw={"status": "pending"})
         w(EventType.TOOL_RESULT, "t1", tool_call_id="c1", tool_error="boom")
         w.flush()
-        got = rows(store, "SELECT sequence, text, tool_call_id, tool_name, status, message_seq FROM events ORDER BY sequence")
+        got = rows(store, "SELECT sequence, text, tool_call_id, tool_name, title, status, message_seq FROM events ORDER BY sequence")
     assert [r["message_seq"] for r in got[: count - 2]] == [1] * (count - 2)
-    assert got[-2] == {"sequence": count - 1, "text": None, "tool_call_id": "c1", "tool_name": "read", "status": "pending", "message_seq": None}
+    assert got[-2] == {
+        "sequence": count - 1, "text": None, "tool_call_id": "c1", "tool_name": "read", "title": None,
+        "status": "pending", "message_seq": None,
+    }
     assert got[-1]["status"] == "failed"
