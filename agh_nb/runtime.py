@@ -20,7 +20,6 @@ from typing import TypeVar
 
 from agh_nb.adapters.acp_driver import AcpDriver
 from agh_nb.adapters.duckdb_store import DuckDBStore
-from agh_nb.adapters.parquet_export import export_store
 from agh_nb.adapters.vault import Vault
 from agh_nb.config import Settings, agh_home, load_settings
 from agh_nb.core.manager import SessionManager
@@ -54,6 +53,9 @@ def export_parquet(
     """
     if not isinstance(store, DuckDBStore):
         raise UsageError("export needs the DuckDB store of a host")
+    # Imported here: pyarrow.parquet costs every kernel and command-line start a few hundred ms.
+    from agh_nb.adapters.parquet_export import export_store
+
     with store.read_snapshot() as cur:
         return export_store(cur, directory, since=since, session_id=session_id)
 

@@ -10,7 +10,7 @@ Run: ``python benchmarks/analytics.py [--events 10000000] [--path FILE] [--keep]
    sessions are stopped and resumed mid-way (half with ``session/load``, half in a fresh ACP
    session) and their cost counters start again. Times spread over 90 days; rows go in in time
    order, sessions interleaved, as a host writes them. The derived columns are filled with the
-   values the writer gives (``duckdb_schema.derived_fields``, ``place_in_message``).
+   values the writer gives (``derived_columns.derived_fields``, ``place_in_message``).
 2. Times each listed query (best of ``--repeat`` runs, wall clock) and prints it against the
    target, each query under 1 s on this project's 2-core machines, and next to the same question
    asked of the raw table the way the analytics notebook used to ask it (``content->>...``).

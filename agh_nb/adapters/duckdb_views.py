@@ -4,7 +4,7 @@
 
 Owns: the views' SQL (``VIEWS``), their names (``VIEW_NAMES``), and ``prepare_analytics``, which
 brings a store made before the derived columns of ``events`` existed up to date (adding and
-filling them, once) and creates or replaces every view. Imports duckdb only; must not import
+filling them, once) and creates or replaces every view. Imports duckdb; must not import
 core.session, runtime or kernel.
 
 Why they are fast enough (figures: ``benchmarks/analytics.py``, 10 million events):
@@ -33,7 +33,7 @@ import logging
 
 import duckdb
 
-from agh_nb.adapters.duckdb_schema import DERIVED_COLUMNS
+from agh_nb.adapters.derived_columns import DERIVED_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ _ADD_DERIVED = (
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS status VARCHAR",
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS message_seq BIGINT",
 )
-# The same values as ``duckdb_schema.derived_fields`` gives a row when it is queued.
+# The same values as ``derived_columns.derived_fields`` gives a row when it is queued.
 _FILL_FIELDS = """
 UPDATE events SET
     text = CASE WHEN json_type(content, '$.text') = 'VARCHAR' THEN json_extract_string(content, '$.text') END,
@@ -251,7 +251,7 @@ UPDATE events SET
                        THEN 'failed'
                   ELSE 'completed' END
 """
-# The same runs as ``duckdb_schema.place_in_message``: an empty chunk is left out (it neither
+# The same runs as ``derived_columns.place_in_message``: an empty chunk is left out (it neither
 # starts nor ends a message); a chunk continues the message of the row before it when that row is
 # a chunk of the same type and turn; a prompt is a message of its own.
 _FILL_MESSAGES = """

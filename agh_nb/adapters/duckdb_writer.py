@@ -35,6 +35,7 @@ from typing import Any
 
 import duckdb
 
+from agh_nb.adapters import derived_columns as derived
 from agh_nb.adapters import duckdb_schema as schema
 from agh_nb.core.record import SessionRecord
 from agh_nb.errors import StoreError
@@ -166,7 +167,7 @@ class GroupCommitWriter:
         self._last_seq: dict[str, int] = {}
         # Per session, the agent message or thought that the next chunk may continue (its
         # ``message_seq``); unknown after a restart, which never falls inside a message.
-        self._open_message: dict[str, schema.OpenMessage | None] = {}
+        self._open_message: dict[str, derived.OpenMessage | None] = {}
         self._state = WriterState.OPEN
         self._failure: StoreError | None = None
         self._idle = False  # the writer waits for work: the next submission must wake it
@@ -197,7 +198,7 @@ class GroupCommitWriter:
         kind = draft.type
         event_type = kind.value if type(kind) is EventType else EventType(kind).value
         encoded = dumps(content)
-        text, call_id, tool_name, title, status = schema.derived_fields(event_type, content)
+        text, call_id, tool_name, title, status = derived.derived_fields(event_type, content)
         with self._cond:
             if self._state is not WriterState.OPEN:
                 raise self._refusal()
@@ -210,7 +211,7 @@ class GroupCommitWriter:
                 )
             sequence = last + 1
             self._last_seq[session_id] = sequence
-            message_seq, self._open_message[session_id] = schema.place_in_message(
+            message_seq, self._open_message[session_id] = derived.place_in_message(
                 self._open_message.get(session_id), event_type, draft.turn_id, text, sequence
             )
             row: schema.EventRow = (

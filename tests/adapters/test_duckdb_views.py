@@ -19,6 +19,7 @@ import pytest
 
 from agh_nb.adapters import duckdb_schema as schema
 from agh_nb.adapters.duckdb_store import DuckDBStore
+from agh_nb.adapters.derived_columns import DERIVED_COLUMNS
 from agh_nb.adapters.duckdb_views import VIEW_NAMES
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.state import SessionState
@@ -310,7 +311,7 @@ def test_an_older_store_gets_the_same_derived_columns_when_opened(tmp_path: Path
         w = Writer(new, record())
         _script(w)
         w.flush()
-        columns = ", ".join(("sequence", *schema.DERIVED_COLUMNS))
+        columns = ", ".join(("sequence", *DERIVED_COLUMNS))
         written = new.sql(f"SELECT {columns} FROM events ORDER BY sequence").to_dict("records")
     # The same rows in a store made before the derived columns: the old table, no views.
     old = tmp_path / "old.duckdb"
