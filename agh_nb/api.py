@@ -11,6 +11,7 @@ import builtins
 
 import asyncio
 import logging
+import os
 import concurrent.futures
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -29,7 +30,7 @@ from agh_nb.core.session import Turn, TurnResult
 from agh_nb.core.vault_refs import parse_vault_ref
 from agh_nb.errors import AghError, SessionNotFoundError, UsageError
 from agh_nb.events import JSON, Event, EventQuery, EventType
-from agh_nb.runtime import Runtime, open_store, open_vault
+from agh_nb.runtime import Runtime, export_parquet, open_store, open_vault
 
 if TYPE_CHECKING:
     import pandas
@@ -239,6 +240,32 @@ class Reader:
             raise UsageError("the SQL cell is empty: write a query, e.g. SELECT * FROM sessions")
         result: pandas.DataFrame = self.store.sql(query)  # type: ignore[attr-defined]
         return result
+
+
+    def export(
+        self, directory: str | Path, *, since: str | datetime | None = None, session: str | None = None
+    ) -> JSON:
+        """Write what is new in the store into ``directory`` as Parquet (events by date, sessions,
+        token_usage); exporting again adds only what is new. Blocking: reads and writes files.
+
+        Args:
+            directory: the export directory (``~`` and a relative path mean what they mean here).
+            since: only events at or after this time (RFC3339, a duration like ``7d``, a datetime).
+            session: only this session.
+
+        Returns:
+            ``{"dir", "events", "token_usage", "sessions", "files", "session_ids"}`` of this export.
+
+        Raises:
+            SessionNotFoundError: ``session`` is unknown.
+            UsageError: a bad ``since``, or ``directory`` is not an export directory.
+            ExportError: the directory is locked by another export or cannot be written.
+        """
+        if session is not None:
+            self.get(session)
+        when = since if isinstance(since, datetime) or since is None else _since(since)
+        path = Path(os.path.abspath(os.path.expanduser(str(directory))))
+        return export_parquet(self.store, path, since=when, session_id=session)
 
 
 class _NoStore:

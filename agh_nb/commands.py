@@ -142,6 +142,13 @@ def build_parser(prog: str = "%agh") -> argparse.ArgumentParser:
     sql = top.add_parser("sql", help="run a SQL query over the store")
     sql.add_argument("-o", "--output", choices=["json"], default=argparse.SUPPRESS)
     sql.add_argument("query", nargs="*")
+
+    # export: the store as Parquet for fleet analytics (agh_nb.adapters.parquet_export).
+    export = top.add_parser("export", help="write the store as Parquet: events by date, sessions, token_usage")
+    export.add_argument("-o", "--output", choices=["json"], default=argparse.SUPPRESS)
+    export.add_argument("dir", help="the export directory; exporting again adds only what is new")
+    export.add_argument("--since", help="only events at or after this RFC3339 time or duration (7d)")
+    export.add_argument("--session", help="only this session id")
     return root
 
 
@@ -206,6 +213,9 @@ def execute(
         return Result(frame, _frame_records(frame))
     if args.group == "vault":
         return _vault(args, reader, secret_prompt, prog)
+    if args.group == "export":
+        summary = reader.export(args.dir, since=args.since, session=args.session)
+        return Result(summary, summary)
     if args.group in ("tail", "approvals", "timeline"):
         if not reader.live or widgets is None:
             raise UsageError(f"'{args.group}' is a notebook widget: run %agh {args.group} in a notebook")

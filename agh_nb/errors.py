@@ -20,6 +20,7 @@ Owns: exception classes only. Imports nothing from agh_nb.
     ├── PermissionDeniedError     the session's permission mode blocks an operation
     ├── ApprovalError             a permission decision is unknown, late, or given twice
     ├── ResumeError               a session cannot be resumed (names the failed prerequisite)
+    ├── ExportError               a Parquet export cannot be written (directory locked or unwritable)
     └── VaultError                the vault cannot be opened, read or written
         ├── VaultRefError         a ``vault:`` or ``env:`` ref is malformed or names an unknown namespace
         ├── VaultKeyError         the vault key is missing, malformed, or not the key the vault was written with
@@ -131,3 +132,8 @@ class VaultTamperedError(VaultError):
 
 class SecretNotFoundError(VaultError):
     """Raised when a ref names no stored secret; the message names the ref, never a value."""
+
+
+class ExportError(AghError):
+    """Raised when a Parquet export cannot be written (the directory is locked by another export,
+    cannot be created, or a write failed)."""

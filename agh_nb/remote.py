@@ -26,6 +26,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -334,6 +335,17 @@ class RemoteHost:
         for column in result.get("timestamps") or []:
             frame[column] = pandas.to_datetime(frame[column], utc=True, format="ISO8601")
         return frame
+
+    def export(self, directory: str, *, since: str | datetime | None = None, session: str | None = None) -> JSON:
+        """Export the server's store as Parquet into ``directory`` (resolved here, in the kernel,
+        and written by the server: the path must be one the server's process can write)."""
+        body: JSON = {"dir": os.path.abspath(os.path.expanduser(str(directory)))}
+        if since is not None:
+            body["since"] = format_timestamp(since) if isinstance(since, datetime) else since
+        if session is not None:
+            body["session"] = session
+        summary: JSON = self._request("POST", "export", body, timeout=max(self._timeout, 600.0))
+        return summary
 
     # -- approvals --------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,7 +24,8 @@ from agh_nb.adapters.vault import Vault
 from agh_nb.config import Settings, agh_home, load_settings
 from agh_nb.core.manager import SessionManager
 from agh_nb.core.redaction import Redactor, install_log_redaction
-from agh_nb.errors import HostError
+from agh_nb.errors import HostError, UsageError
+from agh_nb.events import JSON
 from agh_nb.holder import remove_holder, this_process, write_holder
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,26 @@ SHUTDOWN_TIMEOUT = 20.0
 def open_store(home: Path, *, read_only: bool = False) -> DuckDBStore:
     """Open the DuckDB store of ``home`` (raises StoreLockedError when another process holds it)."""
     return DuckDBStore.open(home / STORE_FILE, read_only=read_only)
+
+
+def export_parquet(
+    store: object, directory: Path, *, since: datetime | None = None, session_id: str | None = None
+) -> JSON:
+    """Export what is new in ``store`` into ``directory`` as Parquet (``adapters.parquet_export``).
+
+    Blocking (reads the store and writes files): call it off the event loop.
+
+    Raises:
+        UsageError: the store is not a DuckDB store, or ``directory`` is not an export directory.
+        ExportError, StoreError: as ``export_store``.
+    """
+    if not isinstance(store, DuckDBStore):
+        raise UsageError("export needs the DuckDB store of a host")
+    # Imported here: pyarrow.parquet costs every kernel and command-line start a few hundred ms.
+    from agh_nb.adapters.parquet_export import export_store
+
+    with store.read_snapshot() as cur:
+        return export_store(cur, directory, since=since, session_id=session_id)
 
 
 def open_vault(home: Path, redactor: Redactor | None = None) -> Vault:

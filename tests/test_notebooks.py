@@ -173,6 +173,12 @@ def check_analytics(nb: Any, home: Path, tmp: Path) -> None:
     assert "interrupted" in text, "the crashed call is closed by the stop path, shown as interrupted"
     assert "no result" not in text, "no tool call is left without a result"
     assert "NaN" not in text, "blanks or words read better than NaN"
+    # The views: the resumed turn has a cost of its own (issue 12), and the export holds every event.
+    resumed = re.search(r"chatty: One more thing after the break\s.*?(\d+\.\d+)\s*$", text, re.MULTILINE)
+    assert resumed is None or float(resumed.group(1)) > 0
+    assert re.search(r"One more thing after the break", text)
+    exported = re.search(r"exported (\d+) events, then 0 more; (\d+) in the files, (\d+) in the store", text)
+    assert exported and exported.group(1) == exported.group(2) == exported.group(3), "the export holds every event"
 
 
 def check_recovery(nb: Any, home: Path, tmp: Path) -> None:

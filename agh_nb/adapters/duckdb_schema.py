@@ -14,6 +14,11 @@ Design notes (measured with ``benchmarks/store_throughput.py``):
 * ``content`` is DuckDB ``JSON`` so users can use ``->>`` in SQL; the cast validates it once.
 * Timestamps are read back as ``epoch_us(...)`` so reading never depends on pytz or on the
   connection's ``TimeZone``.
+* ``events`` also stores a few fields of ``content`` as plain columns (``derived_columns``),
+  filled when a row is queued: the analytical views (``duckdb_views``) group and filter on them
+  instead of parsing ``content``. Parsing the JSON costs about 0.5 us per row and reading
+  ``content`` at all (the raw ACP payload doubles it) dominates any query over millions of
+  events; a plain column of chunk text reads a tenth of the bytes (benchmarks/analytics.py).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from agh_nb.adapters.derived_columns import DERIVED_COLUMNS
 from agh_nb.core.record import SessionRecord
 from agh_nb.events import JSON, Event, EventQuery, dumps, loads
 
@@ -70,7 +76,13 @@ DDL: tuple[str, ...] = (
         workspace_id VARCHAR NOT NULL,
         workspace_path VARCHAR NOT NULL,
         content JSON NOT NULL,
-        timestamp TIMESTAMPTZ NOT NULL
+        timestamp TIMESTAMPTZ NOT NULL,
+        text VARCHAR,
+        tool_call_id VARCHAR,
+        tool_name VARCHAR,
+        title VARCHAR,
+        status VARCHAR,
+        message_seq BIGINT
     )
     """,
     """
@@ -107,6 +119,9 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "timestamp",
 )
 
+STORED_EVENT_COLUMNS: tuple[str, ...] = EVENT_COLUMNS + DERIVED_COLUMNS
+"""Every column of ``events``, in the order ``CREATE TABLE events`` declares them."""
+
 EVENT_BATCH_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -119,15 +134,23 @@ EVENT_BATCH_SCHEMA = pa.schema(
         ("workspace_path", pa.string()),
         ("content", pa.string()),
         ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("text", pa.string()),
+        ("tool_call_id", pa.string()),
+        ("tool_name", pa.string()),
+        ("title", pa.string()),
+        ("status", pa.string()),
+        ("message_seq", pa.int64()),
     ]
 )
 
-_TEXT_TYPES = [f.type for f in EVENT_BATCH_SCHEMA][:-1]  # every column but the timestamp
+_TIMESTAMP_INDEX = EVENT_COLUMNS.index("timestamp")
+assert _TIMESTAMP_INDEX == 9, "EventRow puts the timestamp tenth"
+_PLAIN_TYPES = [f.type for i, f in enumerate(EVENT_BATCH_SCHEMA) if i != _TIMESTAMP_INDEX]
 _TIMESTAMP_TYPE = EVENT_BATCH_SCHEMA.field("timestamp").type
 
 EVENTS_TABLE = "events"
 """Batches go in with ``insert_into``, by position: ``EVENT_BATCH_SCHEMA`` lists the columns in
-the order ``CREATE TABLE events`` declares them."""
+the order ``CREATE TABLE events`` declares them (``STORED_EVENT_COLUMNS``)."""
 
 SESSION_COLUMNS: tuple[str, ...] = (
     "id",
@@ -301,8 +324,12 @@ def session_from_row(row: Sequence[Any]) -> SessionRecord:
     return SessionRecord.from_dict(data)
 
 
-EventRow = tuple[str, str, int, str | None, str, str, str, str, str, datetime]
-"""One event as the writer queues it: the ``events`` columns in order, ``content`` as JSON text.
+EventRow = tuple[
+    str, str, int, str | None, str, str, str, str, str, datetime,
+    str | None, str | None, str | None, str | None, str | None, int | None,
+]
+"""One event as the writer queues it: the ``events`` columns in order (``STORED_EVENT_COLUMNS``),
+``content`` as JSON text, then the derived columns.
 
 A tuple of strings, numbers and a datetime holds no reference the garbage collector tracks, so a
 backlog of rows waiting for their commit costs collections nothing (dicts would)."""
@@ -319,15 +346,15 @@ def event_from_queued(row: EventRow, content: JSON | None = None) -> Event:
 def event_batch_table(rows: Sequence[EventRow]) -> pa.Table:
     """Build the Arrow table of one group commit (inserted into ``EVENTS_TABLE``)."""
     columns = list(zip(*rows, strict=True))
-    arrays = [_array(list(values), t) for values, t in zip(columns[:-1], _TEXT_TYPES, strict=True)]
+    stamps = columns.pop(_TIMESTAMP_INDEX)
+    arrays = [_array(list(values), t) for values, t in zip(columns, _PLAIN_TYPES, strict=True)]
     # Timestamps go in as epoch microseconds: pyarrow's datetime conversion imports pandas on
     # first use (half a second on the writer thread) and this is faster anyway.
-    stamps = columns[-1]
     try:
         micros = [(ts - EPOCH) // _ONE_US for ts in stamps]
     except TypeError:  # a naive datetime: taken as UTC
         micros = [(_aware(ts) - EPOCH) // _ONE_US for ts in stamps]
-    arrays.append(pa.array(micros, pa.int64()).view(_TIMESTAMP_TYPE))
+    arrays.insert(_TIMESTAMP_INDEX, pa.array(micros, pa.int64()).view(_TIMESTAMP_TYPE))
     return pa.Table.from_arrays(arrays, schema=EVENT_BATCH_SCHEMA)
 
 
@@ -339,8 +366,8 @@ where every commit holds a few events."""
 
 @functools.lru_cache(maxsize=SMALL_BATCH)
 def _values_insert(rows: int) -> str:
-    one = "(" + ", ".join("?" for _ in EVENT_COLUMNS) + ")"
-    return f"INSERT INTO {EVENTS_TABLE} ({', '.join(EVENT_COLUMNS)}) VALUES " + ", ".join([one] * rows)
+    one = "(" + ", ".join("?" for _ in STORED_EVENT_COLUMNS) + ")"
+    return f"INSERT INTO {EVENTS_TABLE} ({', '.join(STORED_EVENT_COLUMNS)}) VALUES " + ", ".join([one] * rows)
 
 
 def insert_events(cur: duckdb.DuckDBPyConnection, rows: Sequence[EventRow]) -> None:
@@ -350,8 +377,9 @@ def insert_events(cur: duckdb.DuckDBPyConnection, rows: Sequence[EventRow]) -> N
         return
     params: list[Any] = []
     for row in rows:
-        params.extend(row[:-1])
-        params.append(_aware(row[-1]))
+        params.extend(row[:9])
+        params.append(_aware(row[9]))  # the timestamp (_TIMESTAMP_INDEX), naive taken as UTC
+        params.extend(row[10:])
     try:
         cur.execute(_values_insert(len(rows)), params)
     except duckdb.InvalidInputException as exc:

@@ -14,6 +14,7 @@ delivery thread (``duckdb_subscriptions``), never on the writer's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -32,6 +33,7 @@ from agh_nb.adapters.sql_guard import check_query
 
 from agh_nb.adapters import duckdb_schema as schema
 from agh_nb.adapters.duckdb_subscriptions import Subscription, SubscriptionHub
+from agh_nb.adapters.duckdb_views import prepare_analytics
 from agh_nb.adapters.duckdb_writer import (
     Barrier,
     GroupCommitWriter,
@@ -162,6 +164,7 @@ class DuckDBStore:
             if not read_only:
                 for ddl in schema.DDL:
                     con.execute(ddl)
+                prepare_analytics(con)  # derived columns on older stores, and the views
         except duckdb.Error as exc:
             con.close()
             raise StoreError(
@@ -365,6 +368,26 @@ class DuckDBStore:
                 "cast that column to VARCHAR in the query",
                 query=query,
             ) from exc
+
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor inside a read-only transaction: one consistent view of the store across
+        several queries (the Parquet export). Blocking; any thread; the caller only reads.
+
+        Raises:
+            StoreError: the store is closed, or the transaction cannot begin.
+        """
+        cur = self._cursor()
+        try:
+            try:
+                cur.execute("BEGIN TRANSACTION READ ONLY")
+            except duckdb.Error as exc:
+                raise StoreError(f"cannot read the agh_nb store: {_first_line(exc)}") from exc
+            yield cur
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                cur.execute("ROLLBACK")
+            cur.close()
 
     def _fetch(self, sql: str, params: list[Any], *, one: bool = False) -> list[Any]:
         cur = self._cursor()

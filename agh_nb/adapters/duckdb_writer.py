@@ -35,6 +35,7 @@ from typing import Any
 
 import duckdb
 
+from agh_nb.adapters import derived_columns as derived
 from agh_nb.adapters import duckdb_schema as schema
 from agh_nb.core.record import SessionRecord
 from agh_nb.errors import StoreError
@@ -164,6 +165,9 @@ class GroupCommitWriter:
         self._cond = threading.Condition()
         self._queue: list[schema.EventRow | Op] = []
         self._last_seq: dict[str, int] = {}
+        # Per session, the agent message or thought that the next chunk may continue (its
+        # ``message_seq``); unknown after a restart, which never falls inside a message.
+        self._open_message: dict[str, derived.OpenMessage | None] = {}
         self._state = WriterState.OPEN
         self._failure: StoreError | None = None
         self._idle = False  # the writer waits for work: the next submission must wake it
@@ -194,6 +198,7 @@ class GroupCommitWriter:
         kind = draft.type
         event_type = kind.value if type(kind) is EventType else EventType(kind).value
         encoded = dumps(content)
+        text, call_id, tool_name, title, status = derived.derived_fields(event_type, content)
         with self._cond:
             if self._state is not WriterState.OPEN:
                 raise self._refusal()
@@ -206,6 +211,9 @@ class GroupCommitWriter:
                 )
             sequence = last + 1
             self._last_seq[session_id] = sequence
+            message_seq, self._open_message[session_id] = derived.place_in_message(
+                self._open_message.get(session_id), event_type, draft.turn_id, text, sequence
+            )
             row: schema.EventRow = (
                 event_id,
                 session_id,
@@ -217,6 +225,12 @@ class GroupCommitWriter:
                 record.workspace_path,
                 encoded,
                 draft.timestamp,
+                text,
+                call_id,
+                tool_name,
+                title,
+                status,
+                message_seq,
             )
             self._queue.append(row)
             if self._idle or (self._lingering and len(self._queue) >= self._max_batch):

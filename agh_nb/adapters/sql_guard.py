@@ -15,9 +15,10 @@ from typing import Any
 
 import duckdb
 
+from agh_nb.adapters.duckdb_views import VIEW_NAMES
 from agh_nb.errors import QueryError
 
-STORE_TABLES = frozenset({"sessions", "events", "token_usage"})
+STORE_TABLES = frozenset({"sessions", "events", "token_usage"}) | VIEW_NAMES  # views: duckdb_views
 # The standard catalog views, by name: any other "information_schema.<name>" would make DuckDB
 # fall back to reading a file of that name. (pg_catalog is left out: pg_settings shows paths.)
 CATALOG_VIEWS = frozenset(
@@ -66,7 +67,8 @@ def check_query(con: duckdb.DuckDBPyConnection, query: str) -> None:
             ):
                 continue
             raise QueryError(
-                f"table {name!r} is not part of the store: query sessions, events or token_usage"
+                f"table {name!r} is not part of the store: query sessions, events, token_usage "
+                "or a view (turns, tool_calls, messages, permission_requests, session_summary)"
             )
         if kind == "TABLE_FUNCTION":
             function = (node.get("function") or {}).get("function_name", "")

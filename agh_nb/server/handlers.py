@@ -410,6 +410,21 @@ class SqlHandler(AghHandler):
         await self.reply_from_thread(lambda: frame_to_json(reader.sql(body["query"])))
 
 
+class ExportHandler(AghHandler):
+    """``POST {"dir", "since"?, "session"?}``: write what is new in the store as Parquet into
+    ``dir`` (relative to the server's root), off the event loop; answers the export's summary."""
+
+    @endpoint
+    async def post(self) -> None:
+        body = self.parse_body({"dir": (PathText, True), "since": (str, False), "session": (str, False)})
+        reader = await self.host.reader()
+        directory = os.path.join(self.serverapp.root_dir, os.path.expanduser(body["dir"]))
+        summary = await asyncio.to_thread(
+            reader.export, directory, since=body.get("since"), session=body.get("session")
+        )
+        self.reply(summary)
+
+
 # -- vault (metadata only; values are write-only) -----------------------------------------------
 
 
@@ -536,6 +551,7 @@ def routes(prefix: str) -> list[tuple[str, type[AghHandler]]]:
         (rf"{p}/approvals/stream", ApprovalStreamHandler),
         (rf"{p}/sql", SqlHandler),
         (rf"{p}/host", HostHandler),
+        (rf"{p}/export", ExportHandler),
         (rf"{p}/vault/?", VaultListHandler),
         (rf"{p}/vault/(?P<ref>.+)", VaultEntryHandler),
         (rf"{p}(?:/.*)?", NotFoundHandler),

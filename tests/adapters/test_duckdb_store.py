@@ -106,6 +106,13 @@ def test_open_creates_parent_dir_and_schema(store: DuckDBStore, db_path: Path) -
         "workspace_path",
         "content",
         "timestamp",
+        # copied out of content when a row is queued, for the analytical views
+        "text",
+        "tool_call_id",
+        "tool_name",
+        "title",
+        "status",
+        "message_seq",
     ]
     assert {"failure", "failure_kind", "acp_caps", "state", "stop_reason"} <= set(
         by_table["sessions"]
@@ -327,7 +334,7 @@ def test_batches_insert_by_position_into_the_declared_columns(store: DuckDBStore
         names = [row[1] for row in cur.execute("PRAGMA table_info('events')").fetchall()]
     finally:
         cur.close()
-    assert names == list(schema.EVENT_BATCH_SCHEMA.names) == list(schema.EVENT_COLUMNS)
+    assert names == list(schema.EVENT_BATCH_SCHEMA.names) == list(schema.STORED_EVENT_COLUMNS)
 
 
 # -- queries ------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ ROUTES = [
     ("GET", "/approvals"),
     ("GET", "/approvals/stream"),
     ("POST", "/sql"),
+    ("POST", "/export"),
     ("GET", "/vault"),
     ("GET", "/vault/vault%3Aproviders%2Fx"),
     ("PUT", "/vault/vault%3Aproviders%2Fx"),
