@@ -26,7 +26,9 @@ labext_node_ok() {  # the builder (rspack) needs Node.js ^20.19 or >= 22.12
     process.exit((a === 20 && b >= 19) || (a === 22 && b >= 12) || a > 22 ? 0 : 1)'
 }
 labext_want="$(labext_hash)"
-if [ -f extension/labextension/static/style.js ] && [ -x extension/node_modules/.bin/tsc ] \
+if [ -n "${AGH_NB_SKIP_LABEXTENSION:-}" ]; then
+  echo "setup: not building the JupyterLab extension (AGH_NB_SKIP_LABEXTENSION is set)" >&2
+elif [ -f extension/labextension/static/style.js ] && [ -x extension/node_modules/.bin/tsc ] \
     && [ "$(cat extension/.build-hash 2>/dev/null)" = "$labext_want" ]; then
   echo "setup: the JupyterLab extension is up to date (extension/.build-hash)" >&2
 else
@@ -37,12 +39,20 @@ else
   fi
   if labext_node_ok; then
     labext_start=$(date +%s%N)
-    # jlpm (JupyterLab's pinned yarn) and the jupyter-builder command come with jupyter-builder.
-    .venv/bin/python -m pip install --quiet 'jupyter-builder>=1.2,<2'
+    # jlpm (JupyterLab's pinned yarn) and the jupyter-builder command come with jupyter-builder
+    # (a dependency of jupyterlab, installed here first so that the build can come before the rest).
+    if [ ! -x .venv/bin/jlpm ]; then
+      if command -v uv >/dev/null 2>&1; then
+        uv pip install --quiet --python .venv/bin/python 'jupyter-builder>=1.2,<2'
+      else
+        .venv/bin/python -m pip install --quiet 'jupyter-builder>=1.2,<2'
+      fi
+    fi
     labext_log="$(mktemp)"
     if ! (cd extension && PATH="$PWD/../.venv/bin:$PATH" && jlpm install --immutable && jlpm build:prod) >"$labext_log" 2>&1; then
       tail -n 40 "$labext_log" >&2
-      echo "setup: building the JupyterLab extension failed (the lines above are from jlpm; full log: $labext_log)" >&2
+      echo "setup: building the JupyterLab extension failed (the lines above are from jlpm; full log:" \
+        "$labext_log); AGH_NB_SKIP_LABEXTENSION=1 bash scripts/setup.sh installs agh_nb without it" >&2
       exit 1
     fi
     rm -f "$labext_log"
