@@ -11,10 +11,11 @@
 
 import { Widget } from '@lumino/widgets';
 
-import { AghClient, ApiError, Decision, DECISIONS, IApproval, IDiff, ISession, NotEnabledError } from './api';
+import { AghClient, ApiError, Decision, IApproval, ISession, NotEnabledError } from './api';
 import { ISseMessage } from './sse';
 import { EventStream, StreamClosedError } from './stream';
 import { IEventRow, TailRows } from './tail';
+import { approvalCard, button, el, errorLine, healthText, sessionItem, tailRowNode } from './views';
 
 /** What the panel asks of JupyterLab: a notification per new request, dismissed once decided. */
 export interface INotifier {
@@ -23,63 +24,13 @@ export interface INotifier {
   dismiss(id: string): void;
 }
 
-/** The accessible names of the decision buttons (exactly these words). */
-export const DECISION_LABELS: { [key in Decision]: string } = {
-  'allow-once': 'Allow once',
-  'allow-always': 'Allow always',
-  'reject-once': 'Reject once',
-  'reject-always': 'Reject always'
-};
-
 export const NOT_ENABLED = 'agh_nb server extension not enabled';
 const POLL_MS = 2000;
 const POLL_HIDDEN_MS = 15000;
 const POLL_NOT_ENABLED_MS = 30000;
 const TAIL_BACKLOG = 100;
-const DIFF_PREVIEW_CHARS = 4000;
 
 type Mode = 'loading' | 'ready' | 'not-enabled';
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  className?: string,
-  text?: string
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  if (className) {
-    node.className = className;
-  }
-  if (text !== undefined) {
-    node.textContent = text;
-  }
-  return node;
-}
-
-function errorLine(error: unknown): string {
-  if (error instanceof ApiError) {
-    return error.line;
-  }
-  const text = error instanceof Error ? error.message : String(error);
-  return text.split(/\s+/).filter(Boolean).join(' ');
-}
-
-/** `--- path / +++ path / -old / +new`, cut to a preview. */
-export function diffText(diff: IDiff): string {
-  const path = diff.path || '';
-  const lines = [`--- ${path}`, `+++ ${path}`];
-  for (const line of (diff.oldText || '').split('\n')) {
-    if (diff.oldText) {
-      lines.push(`-${line}`);
-    }
-  }
-  for (const line of (diff.newText || '').split('\n')) {
-    if (diff.newText) {
-      lines.push(`+${line}`);
-    }
-  }
-  const text = lines.join('\n');
-  return text.length > DIFF_PREVIEW_CHARS ? text.slice(0, DIFF_PREVIEW_CHARS) + '\n… (preview truncated)' : text;
-}
 
 /** The "Agent sessions" sidebar widget. */
 export class SessionsPanel extends Widget {
@@ -157,14 +108,10 @@ export class SessionsPanel extends Widget {
     this._detailTitle = el('h3', 'jp-AghSidebar-heading');
     this._detailMeta = el('div', 'jp-AghSidebar-detailMeta');
     const actions = el('div', 'jp-AghSidebar-actions');
-    this._stopButton = el('button', 'jp-Button jp-mod-styled jp-mod-warn', 'Stop');
-    this._resumeButton = el('button', 'jp-Button jp-mod-styled jp-mod-accept', 'Resume');
-    const close = el('button', 'jp-Button jp-mod-styled', 'Close');
+    this._stopButton = button('Stop', 'jp-mod-warn', () => void this._act('stop'));
+    this._resumeButton = button('Resume', 'jp-mod-accept', () => void this._act('resume'));
+    const close = button('Close', '', () => this.openSession(null));
     close.setAttribute('aria-label', 'Close session events');
-    this._stopButton.type = this._resumeButton.type = close.type = 'button';
-    this._stopButton.addEventListener('click', () => void this._act('stop'));
-    this._resumeButton.addEventListener('click', () => void this._act('resume'));
-    close.addEventListener('click', () => this.openSession(null));
     actions.append(this._stopButton, this._resumeButton, close);
     this._tailList = el('ol', 'jp-AghSidebar-tail');
     this._tailList.setAttribute('role', 'log');
@@ -319,45 +266,12 @@ export class SessionsPanel extends Widget {
     this._sessionsHeading.textContent = `Sessions (${this._sessions.length})`;
     this._sessionsEmpty.textContent = 'No sessions yet.';
     this._sessionsEmpty.hidden = this._sessions.length > 0;
-    const items = this._sessions.map(s => this._sessionItem(s));
+    const items = this._sessions.map(s =>
+      sessionItem(s, this._pendingCount(s.id), s.id === this._selected, () =>
+        this.openSession(s.id === this._selected ? null : s.id)
+      )
+    );
     this._sessionsList.replaceChildren(...items);
-  }
-
-  private _sessionItem(s: ISession): HTMLLIElement {
-    const item = el('li', 'jp-AghSidebar-session');
-    item.dataset.sessionId = s.id;
-    if (s.id === this._selected) {
-      item.classList.add('jp-mod-selected');
-    }
-    const open = el('button', 'jp-AghSidebar-sessionName', s.name || s.id);
-    open.type = 'button';
-    open.title = `Show the events of ${s.id}`;
-    open.setAttribute('aria-expanded', String(s.id === this._selected));
-    open.addEventListener('click', () => this.openSession(s.id === this._selected ? null : s.id));
-    const state = el('span', `jp-AghSidebar-badge jp-AghSidebar-state-${s.state}`, s.state);
-    state.title = 'state';
-    const agent = el('span', 'jp-AghSidebar-agent', s.agent_name);
-    agent.title = 'agent';
-    const health = el('span', 'jp-AghSidebar-health', this._healthText(s));
-    health.title = 'health';
-    const pending = this._pendingCount(s.id);
-    const count = el('span', 'jp-AghSidebar-pendingCount', `${pending} pending`);
-    count.title = 'pending approvals';
-    if (pending > 0) {
-      count.classList.add('jp-mod-pending');
-    }
-    const meta = el('div', 'jp-AghSidebar-sessionMeta');
-    meta.append(agent, state, health, count);
-    item.append(open, meta);
-    return item;
-  }
-
-  private _healthText(s: ISession): string {
-    const h = s.health;
-    if (!h) {
-      return '';
-    }
-    return [h.health, h.state].filter(Boolean).join(' · ');
   }
 
   // -- approvals ------------------------------------------------------------------------------
@@ -442,41 +356,12 @@ export class SessionsPanel extends Widget {
     }
     const cards: HTMLElement[] = [];
     for (const approval of this._approvals.values()) {
-      cards.push(existing.get(approval.request_id) || this._approvalCard(approval));
+      cards.push(
+        existing.get(approval.request_id) ||
+          approvalCard(approval, (decision, card) => void this._decide(approval, decision, card))
+      );
     }
     this._approvalsList.replaceChildren(...cards);
-  }
-
-  private _approvalCard(a: IApproval): HTMLElement {
-    const card = el('div', 'jp-AghSidebar-approval');
-    card.dataset.requestId = a.request_id;
-    card.dataset.sessionId = a.session_id;
-    card.setAttribute('role', 'group');
-    card.setAttribute('aria-label', `Approval ${a.request_id}`);
-    const title = el('div', 'jp-AghSidebar-approvalTitle', a.title || '(untitled tool call)');
-    const meta = el('div', 'jp-AghSidebar-approvalMeta', `[${a.kind || 'other'}] ${a.request_id} · session ${a.session_id}`);
-    card.append(title, meta);
-    if (a.paths && a.paths.length) {
-      const paths = el('ul', 'jp-AghSidebar-paths');
-      for (const path of a.paths) {
-        paths.append(el('li', undefined, path));
-      }
-      card.append(paths);
-    }
-    for (const diff of a.diff || []) {
-      card.append(el('pre', 'jp-AghSidebar-diff', diffText(diff)));
-    }
-    const buttons = el('div', 'jp-AghSidebar-decisions');
-    for (const decision of DECISIONS) {
-      const accept = decision.startsWith('allow');
-      const button = el('button', `jp-Button jp-mod-styled ${accept ? 'jp-mod-accept' : 'jp-mod-reject'}`, DECISION_LABELS[decision]);
-      button.type = 'button';
-      button.title = decision;
-      button.addEventListener('click', () => void this._decide(a, decision, card));
-      buttons.append(button);
-    }
-    card.append(buttons);
-    return card;
   }
 
   private async _decide(a: IApproval, decision: Decision, card: HTMLElement): Promise<void> {
@@ -568,7 +453,7 @@ export class SessionsPanel extends Widget {
     const s = this._session(id);
     this._detailTitle.textContent = s?.name ? `${s.name}` : id;
     this._detailMeta.textContent = s
-      ? `${s.id} · ${s.agent_name} · ${s.state}${s.stop_reason ? ` (${s.stop_reason})` : ''} · ${this._healthText(s)}`
+      ? `${s.id} · ${s.agent_name} · ${s.state}${s.stop_reason ? ` (${s.stop_reason})` : ''} · ${healthText(s)}`
       : id;
     const acting = this._acting !== null;
     this._stopButton.disabled = acting || !s || s.state !== 'active';
@@ -585,16 +470,7 @@ export class SessionsPanel extends Widget {
     for (let i = rows.length - 1; i >= 0; i--) {
       // Newest first, as %agh tail shows them.
       const row = rows[i];
-      let node = this._tailNodes.get(row.key);
-      if (!node) {
-        node = el('li', 'jp-AghSidebar-row');
-        node.append(el('span', 'jp-AghSidebar-seq'), el('span', 'jp-AghSidebar-type'), el('span', 'jp-AghSidebar-text'));
-      }
-      const [seq, type, text] = Array.from(node.children) as HTMLElement[];
-      seq.textContent = `#${row.sequence}`;
-      type.textContent = row.type;
-      type.className = `jp-AghSidebar-type jp-AghSidebar-type-${row.failed ? 'failed' : row.type}`;
-      text.textContent = row.text;
+      const node = tailRowNode(row, this._tailNodes.get(row.key));
       keep.set(row.key, node);
       nodes.push(node);
     }

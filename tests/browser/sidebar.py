@@ -8,7 +8,6 @@ once", "Stop"); the ``data-*`` attributes only tie a card or a row to its id.
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from tests.browser.lab import KERNEL_TIMEOUT, Lab
 
 TAB_NAME = "Agent sessions"
 NOT_ENABLED = "agh_nb server extension not enabled"
-TAIL_ROW = re.compile(r"^#(\d+)\s*(\w+)")
 
 
 @dataclass(frozen=True)
@@ -75,21 +73,16 @@ class Sidebar:
         return self.panel.locator(f".jp-AghSidebar-session[data-session-id='{session_id}']")
 
     def sessions(self) -> list[SessionRow]:
-        """Every session row, in the order shown."""
-        rows = []
-        for item in self.panel.locator(".jp-AghSidebar-session").all():
-            pending = item.locator(".jp-AghSidebar-pendingCount").inner_text().split()[0]
-            rows.append(
-                SessionRow(
-                    id=item.get_attribute("data-session-id") or "",
-                    name=item.locator(".jp-AghSidebar-sessionName").inner_text(),
-                    agent=item.locator(".jp-AghSidebar-agent").inner_text(),
-                    state=item.locator(".jp-AghSidebar-badge").inner_text(),
-                    health=item.locator(".jp-AghSidebar-health").inner_text(),
-                    pending=int(pending),
-                )
-            )
-        return rows
+        """Every session row, in the order shown (read in one go: the list is redrawn as it polls)."""
+        rows = self.panel.locator(".jp-AghSidebar-session").evaluate_all(
+            """items => items.map(item => {
+                const text = cls => item.querySelector(cls).textContent;
+                return [item.dataset.sessionId, text('.jp-AghSidebar-sessionName'), text('.jp-AghSidebar-agent'),
+                        text('.jp-AghSidebar-badge'), text('.jp-AghSidebar-health'),
+                        parseInt(text('.jp-AghSidebar-pendingCount'), 10)];
+            })"""
+        )
+        return [SessionRow(*row) for row in rows]
 
     def open_session(self, session_id: str) -> None:
         """Click the session's name: its events show below the list."""
@@ -106,7 +99,7 @@ class Sidebar:
         return self.panel.locator(".jp-AghSidebar-approval")
 
     def approval_ids(self) -> list[str]:
-        return [c.get_attribute("data-request-id") or "" for c in self.approval_cards.all()]
+        return list(self.approval_cards.evaluate_all("cards => cards.map(c => c.dataset.requestId)"))
 
     def wait_for_approval(self, session_id: str, timeout: float = 60.0) -> Locator:
         """The first card of ``session_id``, once it is shown."""
@@ -124,18 +117,14 @@ class Sidebar:
         return self.panel.get_by_role("button", name=name, exact=True)
 
     def tail_rows(self) -> list[tuple[int, str, str]]:
-        """The opened session's rows, newest first: (sequence, type, text)."""
-        rows = []
-        for item in self.panel.locator(".jp-AghSidebar-tail li").all():
-            seq = item.locator(".jp-AghSidebar-seq").inner_text()
-            rows.append(
-                (
-                    int(seq.lstrip("#")),
-                    item.locator(".jp-AghSidebar-type").inner_text(),
-                    item.locator(".jp-AghSidebar-text").inner_text(),
-                )
-            )
-        return rows
+        """The opened session's rows, newest first: (sequence, type, text), read in one go."""
+        rows = self.panel.locator(".jp-AghSidebar-tail li").evaluate_all(
+            """items => items.map(item => {
+                const text = cls => item.querySelector(cls).textContent;
+                return [parseInt(text('.jp-AghSidebar-seq').slice(1), 10), text('.jp-AghSidebar-type'), text('.jp-AghSidebar-text')];
+            })"""
+        )
+        return [(int(seq), str(kind), str(text)) for seq, kind, text in rows]
 
     def status(self) -> str:
         return self.panel.locator(".jp-AghSidebar-status").inner_text()
