@@ -8,7 +8,7 @@
  */
 
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { Notification } from '@jupyterlab/apputils';
+import { ICommandPalette, Notification } from '@jupyterlab/apputils';
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import { AghClient, IApproval } from './api';
@@ -58,8 +58,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'agh_nb:sidebar',
   description: 'Agent sessions and their approvals, in the left sidebar.',
   autoStart: true,
-  optional: [ILayoutRestorer],
-  activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null) => {
+  optional: [ILayoutRestorer, ICommandPalette],
+  activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null, palette: ICommandPalette | null) => {
     const panel = new SessionsPanel(new AghClient(app.serviceManager.serverSettings), notifier(app));
     panel.id = PANEL_ID;
     panel.title.icon = sessionsIcon;
@@ -73,6 +73,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       caption: 'Show the agh_nb sessions and approvals sidebar',
       execute: () => app.shell.activateById(PANEL_ID)
     });
+    palette?.addItem({ command: OPEN_COMMAND, category: 'agh_nb' });
     panel.start();
   }
 };
