@@ -22,6 +22,59 @@ uv_install() {
   [ -x .venv/bin/uv ] || .venv/bin/python -m pip install --quiet uv || return 1
   .venv/bin/uv pip install --quiet --python .venv/bin/python -e '.[test]'
 }
+# ---- The JupyterLab extension (extension/: the "Agent sessions" sidebar) ----------------------------
+# Node.js builds it here, before the Python install below copies extension/labextension/ into the
+# venv (the wheel ships it built: users need no Node.js). Skipped when extension/.build-hash matches
+# what the build reads; pip's build hook (hatch-jupyter-builder) is then told not to build again.
+labext_hash() {
+  (cd extension && find package.json yarn.lock .yarnrc.yml tsconfig.json src style -type f -print0 \
+    | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1
+}
+labext_node_ok() {  # the builder (rspack) needs Node.js ^20.19 or >= 22.12
+  command -v node >/dev/null 2>&1 && node -e '
+    const [a, b] = process.versions.node.split(".").map(Number);
+    process.exit((a === 20 && b >= 19) || (a === 22 && b >= 12) || a > 22 ? 0 : 1)'
+}
+labext_want="$(labext_hash)"
+if [ -n "${AGH_NB_SKIP_LABEXTENSION:-}" ]; then
+  echo "setup: not building the JupyterLab extension (AGH_NB_SKIP_LABEXTENSION is set)" >&2
+elif [ -f extension/labextension/static/style.js ] && [ -x extension/node_modules/.bin/tsc ] \
+    && [ "$(cat extension/.build-hash 2>/dev/null)" = "$labext_want" ]; then
+  echo "setup: the JupyterLab extension is up to date (extension/.build-hash)" >&2
+else
+  if ! command -v node >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's nodejs and npm to build the JupyterLab extension (apt-get)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null \
+      || echo "setup: apt-get install nodejs npm failed" >&2
+  fi
+  if labext_node_ok; then
+    labext_start=$(date +%s%N)
+    # jlpm (JupyterLab's pinned yarn) and the jupyter-builder command come with jupyter-builder
+    # (a dependency of jupyterlab, installed here first so that the build can come before the rest).
+    if [ ! -x .venv/bin/jlpm ]; then
+      if [ "${AGH_NB_NO_UV:-0}" != 1 ] && { [ -x .venv/bin/uv ] || .venv/bin/python -m pip install --quiet uv; }; then
+        .venv/bin/uv pip install --quiet --python .venv/bin/python 'jupyter-builder>=1.2,<2'
+      else
+        .venv/bin/python -m pip install --quiet 'jupyter-builder>=1.2,<2'
+      fi
+    fi
+    labext_log="$(mktemp)"
+    if ! (cd extension && PATH="$PWD/../.venv/bin:$PATH" && jlpm install --immutable && jlpm build:prod) >"$labext_log" 2>&1; then
+      tail -n 40 "$labext_log" >&2
+      echo "setup: building the JupyterLab extension failed (the lines above are from jlpm; full log:" \
+        "$labext_log); AGH_NB_SKIP_LABEXTENSION=1 bash scripts/setup.sh installs agh_nb without it" >&2
+      exit 1
+    fi
+    rm -f "$labext_log"
+    echo "$labext_want" > extension/.build-hash
+    echo "setup: built the JupyterLab extension in $(( ($(date +%s%N) - labext_start) / 1000000 )) ms" >&2
+  else
+    echo "setup: Node.js ^20.19 or >= 22.12 is needed to build the Agent sessions sidebar" \
+      "(found: $(node --version 2>/dev/null || echo none)); installing agh_nb without it" >&2
+  fi
+fi
+export HATCH_JUPYTER_BUILDER_SKIP_NPM=1
+# ---- end of the JupyterLab extension ----------------------------------------------------------------
 if [ "${AGH_NB_NO_UV:-0}" = 1 ]; then
   pip_install
 elif ! uv_install; then

@@ -115,8 +115,9 @@ def test_export_is_read_back_with_equal_counts_by_duckdb_pyarrow_and_polars(
     assert str(table.schema.field("timestamp").type) == "timestamp[us, tz=UTC]"
     assert pq.read_table(out / "token_usage").num_rows == 2
     assert pq.read_table(out / "sessions" / "sessions.parquet").column("state").to_pylist() == ["stopped", "active"]
-    # Polars, when installed.
+    # Polars (a test dependency).
     import polars
+
     frame = polars.read_parquet(str(out / "events" / "**" / "*.parquet"), hive_partitioning=True)
     assert frame.height == stored and "date" in frame.columns
 

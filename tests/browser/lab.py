@@ -188,6 +188,21 @@ class Lab:
         except ValueError:
             return resp.status, text
 
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 90.0) -> tuple[int, Any]:
+        """``method`` ``path`` with the token and a JSON body; returns (status, parsed JSON or text)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            payload = None if body is None else json.dumps(body)
+            conn.request(method, path, body=payload, headers={"Authorization": f"token {self.token}"})
+            resp = conn.getresponse()
+            text = resp.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+        try:
+            return resp.status, json.loads(text)
+        except ValueError:
+            return resp.status, text
+
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
