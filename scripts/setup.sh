@@ -20,7 +20,9 @@ pip_install() {
 }
 uv_install() {
   [ -x .venv/bin/uv ] || .venv/bin/python -m pip install --quiet uv || return 1
-  .venv/bin/uv pip install --quiet --python .venv/bin/python -e '.[test]'
+  # editables: hatchling's editable wheel (dev-mode-exact) requires it, but adds that requirement
+  # only when it builds the wheel; uv resolves from pyproject.toml's static metadata and misses it.
+  .venv/bin/uv pip install --quiet --python .venv/bin/python -e '.[test]' 'editables~=0.3'
 }
 # ---- The JupyterLab extension (extension/: the "Agent sessions" sidebar) ----------------------------
 # Node.js builds it here, before the Python install below copies extension/labextension/ into the
