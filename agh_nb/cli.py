@@ -1,7 +1,8 @@
 """``agh-nb``: the magics' words on the command line, for what works without a live host.
 
 Owns: ``main``. Opens the store read-only (list, status, health, inspect, events, history, sql);
-live commands (new, prompt, stop) answer with one line saying to use a notebook.
+``session logs`` and ``vault`` read their own files; live commands (new, prompt, stop, set,
+auth, fork, answer...) answer with one line saying to use a notebook.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from agh_nb.errors import AghError
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the process exit code (0 ok, 1 error, 2 usage)."""
     from agh_nb.api import Reader
-    from agh_nb.commands import execute, parse
+    from agh_nb.commands import LIVE_COMMANDS, execute, follow_logs, parse
     from agh_nb.errors import UsageError
 
     words = list(sys.argv[1:] if argv is None else argv)
@@ -26,11 +27,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if help_text:
                 print(help_text)
             return 0
-        if getattr(args, "command", None) in ("new", "create", "prompt", "stop", "approve", "resume") and args.group == "session":
+        if getattr(args, "command", None) in LIVE_COMMANDS and args.group == "session":
             execute(args, _NoHost())  # raises the one-line "needs a live host"
-        reader = Reader.open_vault_only() if args.group == "vault" else Reader.open()
+        # The vault and the agent logs are files of their own: no need for the (maybe locked) store.
+        files_only = args.group == "vault" or getattr(args, "command", None) == "logs"
+        reader = Reader.open_vault_only() if files_only else Reader.open()
         try:
-            result = execute(args, reader, secret_prompt=_getpass)
+            result = execute(args, reader, secret_prompt=_getpass, follow_logs=follow_logs)
         finally:
             reader.close()
     except UsageError as exc:
@@ -39,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AghError as exc:
         print(f"agh-nb: error: {exc}", file=sys.stderr)
         return 1
+    if getattr(args, "follow", False):
+        return 0  # the lines were printed as they came
     if getattr(args, "output", None) == "json":
         print(json.dumps(result.document, indent=2, default=str, ensure_ascii=False))
     else:

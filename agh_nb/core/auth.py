@@ -176,3 +176,21 @@ class Authenticator:
             reason += f", after authenticate {tried}"
         summary = auth_failure_summary(self._agent_name, self._methods, self._argv, reason)
         return DriverFailure(FailureKind.AUTH_FAILURE, summary, code=cause.code)
+
+
+def methods_view(methods: Sequence[JSON]) -> list[JSON]:
+    """The auth methods as ``inspect`` and the card show them: id, name, type and what each needs."""
+    out = []
+    for method in methods:
+        if not isinstance(method, dict) or not method.get("id"):
+            continue
+        kind = method_type(method)
+        view: JSON = {"id": method["id"], "name": method.get("name"), "type": kind}
+        if kind == "env_var":
+            view["vars"] = required_vars(method)
+        elif kind == "terminal":
+            view["args"] = list(method.get("args") or [])
+        if method.get("description"):
+            view["description"] = method["description"]
+        out.append(view)
+    return out

@@ -118,8 +118,14 @@ class TurnWaiter:
                         self._seen.add(request["request_id"])
                         self._handle_request(handle, request)
                 self._pause(handle)
-            remaining = None if timeout is None else max(0.0, timeout - (self._clock() - started))
-            result = handle.wait(remaining)
+            if not handle.done():
+                # The timeout passed: say how long we really waited (the handle's own wait would
+                # only know the remainder, 0s).
+                raise AghError(
+                    f"turn {handle.turn_id} still running after {self._clock() - started:.1f}s; it continues "
+                    f"in the background (%agh session events {handle.session_id} --follow shows it)"
+                )
+            result = handle.wait(None)
         except KeyboardInterrupt:
             if line is not None:
                 line.update(_pretty(f"turn {handle.turn_id}: stopped waiting after {self._clock() - started:.1f}s"))
@@ -163,6 +169,10 @@ class TurnWaiter:
                 self._first_sequence = first[0].sequence if first else None
         except AghError:  # progress is best effort; the wait itself must not fail on it
             newest = []
+        if newest and newest[-1].type in ("done", "session_stopped"):
+            # The turn has ended; a failed turn resolves once its session has stopped.
+            reason = newest[-1].content.get("stop_reason") or "ended"
+            return f"turn {handle.turn_id}: {reason} after {elapsed:.1f}s, the session is stopping"
         text = f"turn {handle.turn_id}: running for {elapsed:.1f}s"
         if newest and newest[-1].type != "user_message":
             last = newest[-1]
