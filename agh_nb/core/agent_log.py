@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import os
 import re
 from collections.abc import Callable, Coroutine
@@ -83,8 +82,9 @@ class AgentLog:
         return self._last_line
 
     def header(self, text: str, now: datetime) -> None:
-        """Write one line of our own (``--- text (time) ---``), e.g. when an agent starts."""
-        self._queue(f"--- {text} ({format_timestamp(now)}) ---\n")
+        """Write one line of our own (``--- text (time) ---``), e.g. when an agent starts; it is
+        not the agent's, so ``last_line`` does not change."""
+        self._queue(f"--- {text} ({format_timestamp(now)}) ---\n", ours=True)
 
     def feed(self, data: bytes) -> None:
         """Take a chunk of stderr; complete lines are redacted and queued for writing."""
@@ -113,8 +113,8 @@ class AgentLog:
             self._closed = True
         await self._done.wait()
 
-    def _queue(self, text: str) -> None:
-        for line in reversed(text.splitlines()):
+    def _queue(self, text: str, *, ours: bool = False) -> None:
+        for line in [] if ours else reversed(text.splitlines()):
             if line.strip():
                 clipped = " ".join(line.split())
                 self._last_line = clipped if len(clipped) <= LAST_LINE_CHARS else clipped[: LAST_LINE_CHARS - 1] + "…"
@@ -142,10 +142,25 @@ class AgentLog:
             directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             os.chmod(directory, DIR_MODE)  # mkdir's mode is filtered by the umask
         path = directory / LOG_FILE
-        data = text.encode("utf-8")
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_size + len(data) > self._max_bytes and path.stat().st_size > 0:
-                os.replace(path, directory / (LOG_FILE + BACKUP_SUFFIX))
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        piece: list[bytes] = []
+        for line in text.encode("utf-8").splitlines(keepends=True):
+            if size and size + len(line) > self._max_bytes:
+                self._append(path, b"".join(piece))
+                piece = []
+                os.replace(path, directory / (LOG_FILE + BACKUP_SUFFIX))  # the older half of the log
+                size = 0
+            piece.append(line)
+            size += len(line)
+        self._append(path, b"".join(piece))
+
+    @staticmethod
+    def _append(path: Path, data: bytes) -> None:
+        if not data:
+            return
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         try:
             os.fchmod(fd, FILE_MODE)

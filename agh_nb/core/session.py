@@ -162,9 +162,9 @@ class LiveSession:
         """
         opts = options or StartOptions()
         verb = "be resumed" if resume else "start"
+        self._log.header(f"agent {spec.agent_name} starting: {spec.argv[0]}", self._clock.now())
         try:
             handshake = await self._driver.start(spec, self)
-            self._log.header(f"agent {spec.agent_name} started (pid {self._driver.pid})", self._clock.now())
             caps = dict(handshake.agent_caps) | {"authMethods": handshake.auth_methods}
             if handshake.agent_info:
                 caps["agent_info"] = handshake.agent_info
