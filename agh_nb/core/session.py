@@ -197,13 +197,19 @@ class LiveSession:
             raise AgentStartError(
                 f"session {self.session_id} was stopped while it was starting", session_id=self.session_id
             )
+        state = dict(opened.state)
+        if "commands" in self._record.acp_state:
+            # Sent while the session opened (gemini announces them during session/load).
+            state.setdefault("commands", self._record.acp_state["commands"])
         self._update(
             acp_session_id=opened.acp_session_id,
-            acp_state=self._redact_json(opened.state),
+            acp_state=self._redact_json(state),
             last_presence_at=self._clock.now(),
         )
         self.move(SessionState.ACTIVE)
         await self._save()
+        if self._auth.used:
+            await self.note(Note("auth", f"authenticated with {self._auth.used}", {"method": self._auth.used}))
         for note in opened.notes:
             await self.note(note)
         self._turns.start()
