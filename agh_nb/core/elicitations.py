@@ -16,10 +16,10 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from agh_nb.errors import ApprovalError, UsageError
-from agh_nb.events import JSON, format_timestamp
+from agh_nb.events import JSON, EventDraft, EventType, format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -207,3 +207,64 @@ class ElicitationBroker:
                 pending.future.set_result(response)
             self._pending.pop(pending.request_id, None)
             self._notify("resolved", pending)
+
+
+class ElicitingSession(Protocol):
+    """What ``elicit`` needs from the session whose agent asks."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def active_turn_id(self) -> str | None: ...
+
+    def now(self) -> datetime: ...
+
+    def touch(self) -> None: ...
+
+    def redact(self, text: str) -> str: ...
+
+    def redact_json(self, value: Any) -> Any: ...
+
+    def new_request_id(self) -> str: ...
+
+    def append_event(self, draft: EventDraft) -> None: ...
+
+    async def append_event_durable(self, draft: EventDraft) -> None: ...
+
+
+async def elicit(session: ElicitingSession, broker: ElicitationBroker, message: str, schema: JSON, scope: JSON) -> JSON:
+    """Put the agent's form before the user and wait for the answer (the ACP response).
+
+    The request is recorded as a ``system`` event titled ``elicitation`` (its message, schema and
+    scope under ``raw``), the answer as ``elicitation answered`` (its action, and the content
+    under ``runtime``), durable before the agent hears it.
+    """
+    turn_id = session.active_turn_id
+    request_id = "eli_" + session.new_request_id().removeprefix("req_")
+
+    async def record(action: str, content: JSON | None) -> None:
+        fields: JSON = {"title": "elicitation answered", "request_id": request_id, "action": action}
+        if content is not None:
+            fields["runtime"] = {"content": content}
+        await session.append_event_durable(EventDraft(EventType.SYSTEM, turn_id, fields, session.now()))
+        session.touch()  # waiting for the user was not the agent going quiet
+
+    session.append_event(
+        EventDraft(
+            EventType.SYSTEM,
+            turn_id,
+            {"title": "elicitation", "request_id": request_id, "text": message, "raw": {"requestedSchema": schema, **scope}},
+            session.now(),
+        )
+    )
+    pending = PendingElicitation(
+        request_id=request_id,
+        session_id=session.session_id,
+        turn_id=turn_id,
+        message=session.redact(message),
+        schema=session.redact_json(schema),
+        created_at=session.now(),
+        record=record,
+    )
+    return await broker.ask(pending)

@@ -168,10 +168,11 @@ class SessionOpener:
             return await self._auth.run(self._new, "session/new")
         self._set_loading(method == "session/load")
         try:
-            opened = await self._auth.run(call, method)
+            opened: OpenedSession | None = await self._auth.run(call, method)
         except DriverFailure as failure:
             if not failure.unknown_session:
                 raise
+            opened = None
             code = f" ({failure.code})" if failure.code is not None else ""
             notes.append(
                 Note(
@@ -181,9 +182,10 @@ class SessionOpener:
                     {"acp_session_id": stored, "code": failure.code},
                 )
             )
-            return await self._auth.run(self._new, "session/new")
         finally:
             self._set_loading(False)
+        if opened is None:
+            return await self._auth.run(self._new, "session/new")
         replayed = self._replayed()
         notes.append(
             Note(

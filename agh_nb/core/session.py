@@ -29,7 +29,7 @@ from agh_nb.core.approvals import ApprovalBroker
 from agh_nb.core.auth import Authenticator
 from agh_nb.core.classify import CauseKind, StopCause
 from agh_nb.core.clock import IdGenerator, SystemClock
-from agh_nb.core.elicitations import ElicitationBroker, PendingElicitation
+from agh_nb.core.elicitations import ElicitationBroker, elicit
 from agh_nb.core.gate import PermissionGate
 from agh_nb.core.health import heartbeat_interval
 from agh_nb.core.opening import Note, SessionOpener, StartOptions, apply_change
@@ -369,37 +369,9 @@ class LiveSession:
         self._log.feed(data)
 
     async def on_elicitation(self, message: str, schema: JSON, scope: JSON) -> JSON:
-        """Ask the user to fill the agent's form (``session answer``, the form widget, HTTP);
-        the request and its answer are recorded as ``system`` events."""
-        turn_id = self.active_turn_id
-        request_id = self._ids.request_id().replace("req_", "eli_", 1)
+        """Ask the user to fill the agent's form (see ``core.elicitations.elicit``)."""
         self.touch()
-
-        async def record(action: str, content: JSON | None) -> None:
-            fields: JSON = {"title": "elicitation answered", "request_id": request_id, "action": action}
-            if content is not None:
-                fields["runtime"] = {"content": content}
-            await self._append_durable(EventDraft(EventType.SYSTEM, turn_id, fields, self._clock.now()))
-            self.touch()
-
-        self._append(
-            EventDraft(
-                EventType.SYSTEM,
-                turn_id,
-                {"title": "elicitation", "request_id": request_id, "text": message, "raw": {"requestedSchema": schema, **scope}},
-                self._clock.now(),
-            )
-        )
-        pending = PendingElicitation(
-            request_id=request_id,
-            session_id=self.session_id,
-            turn_id=turn_id,
-            message=self._redact(message),
-            schema=self._redact_json(schema),
-            created_at=self._clock.now(),
-            record=record,
-        )
-        return await self._elicitations.ask(pending)
+        return await elicit(self, self._elicitations, message, schema, scope)
 
     async def on_permission_request(self, tool_call: JSON, options: list[JSON]) -> str | None:
         """Answer ``session/request_permission`` (see ``PermissionGate``).
@@ -459,8 +431,8 @@ class LiveSession:
         await self._append_durable(draft)
 
     def has_pending_approvals(self) -> bool:
-        """True while a permission request of this session waits for the user."""
-        return bool(self._approvals.pending(self.session_id))
+        """True while a permission request or a form of this session waits for the user."""
+        return bool(self._approvals.pending(self.session_id) or self._elicitations.pending(self.session_id))
 
     def now(self) -> datetime:
         """The session's clock."""
@@ -473,6 +445,14 @@ class LiveSession:
     def redact(self, text: str) -> str:
         """Scrub the secrets this host knows from ``text``."""
         return self._redact(text)
+
+    def redact_json(self, value: Any) -> Any:
+        """Scrub the secrets this host knows from a JSON-like value."""
+        return self._redact_json(value)
+
+    def new_request_id(self) -> str:
+        """A fresh request id (``req_...``)."""
+        return self._ids.request_id()
 
     def end_turn_grants(self) -> None:
         """The running turn ended: its once-approvals end with it."""
