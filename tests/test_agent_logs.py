@@ -113,3 +113,24 @@ def test_a_failed_session_new_keeps_what_initialize_said(host: Host, agh_home: P
     assert bundle["provider"]["agent_info"] == {"name": "agh-demo", "title": "AGH demo agent", "version": "0.1.0"}
     assert "demo: INFO" in bundle["stderr_tail"]
 
+
+
+def test_wait_names_a_form_the_agent_asks_for_and_how_to_answer_it(host: Host, workspace: Path) -> None:
+    import threading
+
+    record = host.create("demo-fast", cwd=str(workspace))
+    said: list[str] = []
+    handle = host.prompt(record.id, "ask-form")
+
+    def answer() -> None:
+        (form,) = wait_until(lambda: host.pending_elicitations(record.id))
+        wait_until(lambda: said)
+        host.answer(record.id, form["request_id"], {"colour": "red"})
+
+    answering = threading.Thread(target=answer)
+    answering.start()
+    result = TurnWaiter(host, progress=False, ask=None, say=said.append).wait(handle, 30)
+    answering.join()
+    assert result.stop_reason == "end_turn"
+    (hint,) = said
+    assert f"%agh session answer {record.id} --request eli_" in hint and "colour=... count=... notify=..." in hint

@@ -117,6 +117,10 @@ class TurnWaiter:
                     if request["request_id"] not in self._seen:
                         self._seen.add(request["request_id"])
                         self._handle_request(handle, request)
+                for form in self._forms(handle):
+                    if form["request_id"] not in self._seen:
+                        self._seen.add(form["request_id"])
+                        self._say(self._form_hint(handle, form))
                 self._pause(handle)
             if not handle.done():
                 # The timeout passed: say how long we really waited (the handle's own wait would
@@ -185,6 +189,22 @@ class TurnWaiter:
         if pending:
             text += f", waiting for a decision on {', '.join(p['request_id'] for p in pending)}"
         return text
+
+    def _forms(self, handle: Any) -> list[dict[str, Any]]:
+        try:
+            forms: list[dict[str, Any]] = self._host.pending_elicitations(handle.session_id)
+        except AghError:
+            return []
+        return [f for f in forms if f.get("turn_id") in (None, handle.turn_id)]
+
+    @staticmethod
+    def _form_hint(handle: Any, form: dict[str, Any]) -> str:
+        names = " ".join(f"{f['name']}=..." for f in form.get("fields") or [])
+        return (
+            f"agh: the agent asks you to fill a form ({form['request_id']}: {_one_line(form.get('message'))}); answer it "
+            f"with %agh session answer {handle.session_id} --request {form['request_id']} {names} (or --decline) from "
+            "another cell, or in the %agh approvals panel. Still waiting."
+        )
 
     def _pending(self, handle: Any) -> list[dict[str, Any]]:
         try:
