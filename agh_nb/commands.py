@@ -171,6 +171,17 @@ def _agent_words(new: argparse.ArgumentParser, cmd: Callable[..., argparse.Argum
     logs.add_argument("--follow", action="store_true", help="keep printing new lines")
 
 
+def _parse_answer(parser: argparse.ArgumentParser, words: list[str]) -> argparse.Namespace:
+    """``session answer ID --request R KEY=VALUE...``: argparse takes positionals only before the
+    first option, so ``KEY=VALUE`` words after ``--request`` come back as extras and join ``values``."""
+    args, extras = parser.parse_known_args(words)
+    strays = [w for w in extras if w.startswith("-") or "=" not in w]
+    if strays:
+        parser.error(f"unrecognized arguments: {' '.join(strays)}")
+    args.values = [*args.values, *extras]
+    return args
+
+
 def _pairs(words: Sequence[str], what: str) -> dict[str, str]:
     """``KEY=VALUE`` words as a dict (one line naming a word without ``=``)."""
     out: dict[str, str] = {}
@@ -281,6 +292,8 @@ def parse(line: str | Sequence[str], prog: str = "%agh") -> tuple[argparse.Names
     if not words:
         raise UsageError(f"{prog}: say what to do, e.g. {prog} session list (try: {prog} --help)")
     try:
+        if words[:2] == ["session", "answer"]:
+            return _parse_answer(build_parser(prog), words), None
         return build_parser(prog).parse_args(words), None
     except _HelpShown as shown:
         return None, str(shown)

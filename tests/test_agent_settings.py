@@ -269,3 +269,33 @@ def test_a_declined_or_abandoned_form_answers_the_agent(host: Host, agh_home: Pa
     wait_until(lambda: host.pending_elicitations(record.id))
     host.stop(record.id)  # a stop cancels what still waits
     assert host.pending_elicitations(record.id) == []
+
+
+def test_the_words_drive_the_same_calls(host: Host, agh_home: Path, workspace: Path) -> None:
+    from agh_nb.api import Session
+    from agh_nb.commands import execute, parse
+
+    def run(line: str) -> object:
+        args, _ = parse(line)
+        assert args is not None
+        return execute(args, host).value
+
+    demo_with(agh_home, "worded", "--modes", "--fork")
+    session = run(f"session new --agent worded --cwd {workspace} --mode code --model demo-large")
+    assert isinstance(session, Session)
+    sid = session.id
+    assert host.inspect(sid)["agent"]["mode"]["current"] == "code"
+    record = run(f"session set {sid} --mode plan --option verbose=true")
+    assert isinstance(record, dict) and record["acp_state"]["modes"]["currentModeId"] == "plan"
+    with pytest.raises(UsageError, match="expected KEY=VALUE"):
+        run(f"session set {sid} --option verbose")
+    fork = run(f"session fork {sid} --name twig")
+    assert isinstance(fork, Session) and fork.record.parent_id == sid
+
+    turn = host.prompt(sid, "ask-form")
+    (form,) = wait_until(lambda: host.pending_elicitations(sid))
+    answered = run(f"session answer {sid} --request {form['request_id']} colour=blue notify=false")
+    assert answered == answered | {"action": "accept", "content": {"colour": "blue", "notify": False}}
+    assert turn.wait(30).stop_reason == "end_turn"
+    lines = run(f"session logs {sid} --last 1")
+    assert isinstance(lines, list) and len(lines) == 1
