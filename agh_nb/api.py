@@ -554,6 +554,14 @@ class Session:
         """Return state, stop reason, failure and health."""
         return self._host.status(self.id)
 
+    def set(self, *, mode: str | None = None, model: str | None = None, options: dict[str, str] | None = None) -> SessionRecord:
+        """Set the agent's mode, model or config options."""
+        return self._host.set(self.id, mode=mode, model=model, options=options)
+
+    def logs(self, last: int | None = None) -> LogLines:
+        """The agent's stderr as kept in its log (redacted)."""
+        return self._host.logs(self.id, last=last)
+
     def to_dict(self) -> JSON:
         """The record's JSON form."""
         return self.record.to_dict()
