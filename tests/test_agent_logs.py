@@ -134,3 +134,25 @@ def test_wait_names_a_form_the_agent_asks_for_and_how_to_answer_it(host: Host, w
     assert result.stop_reason == "end_turn"
     (hint,) = said
     assert f"%agh session answer {record.id} --request eli_" in hint and "colour=... count=... notify=..." in hint
+
+
+def test_following_the_log_prints_new_lines_until_the_session_stops(
+    host: Host, agh_home: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+    import threading
+
+    from agh_nb.commands import follow_logs
+
+    monkeypatch.setenv("LEAKY", "followed-secret-0123456789")
+    write_agent(agh_home, "leaky", [*DEMO, "--fast"], extra="env:\n  LEAKY: env:LEAKY\n")
+    record = host.create("leaky", cwd=str(workspace))
+    printed: list[str] = []
+    later = threading.Timer(1.0, lambda: host.prompt(record.id, "leak LEAKY"))  # stderr, then exit 5
+    later.start()
+    count = follow_logs(host, record.id, argparse.Namespace(last=None), say=printed.append, max_seconds=60)
+    later.join()
+    assert host.get(record.id).state.value == "stopped"
+    assert count == len(printed) and printed == list(host.logs(record.id))
+    assert any("[redacted:env:LEAKY@" in line for line in printed)
+    assert not any("followed-secret" in line for line in printed)
