@@ -13,15 +13,20 @@ import asyncio
 import logging
 import os
 import concurrent.futures
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from agh_nb.config import agh_home, load_settings, parse_since
+from agh_nb.core import acp_state
+from agh_nb.core.agent_log import log_dir, read_log
+from agh_nb.core.auth import methods_view
 from agh_nb.core.health import compute_health
 from agh_nb.core.history import group_by_turn
 from agh_nb.core.repair import plan_crash_repair, plan_repair
+from agh_nb.core.session_dir import read_meta, session_dir
 from agh_nb.core.state import SessionState
 from agh_nb.core.transcript import build_transcript
 from agh_nb.core.ports import EventCallback, EventStore, Subscription
@@ -38,6 +43,36 @@ if TYPE_CHECKING:
 _J = TypeVar("_J")
 
 log = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 20
+"""Lines of the agent's log ``inspect`` shows."""
+
+
+class LogLines(builtins.list):  # type: ignore[type-arg]
+    """The lines of an agent's log (``session logs``): a list of strings that prints as the log."""
+
+    cursor: str = ""
+
+    @property
+    def empty(self) -> bool:
+        """True when there is no line (printed as ``(no rows)`` by the command line)."""
+        return not self
+
+    def to_string(self, index: bool = False) -> str:
+        """The lines joined, as the command line prints them."""
+        return "\n".join(self)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(self.to_string() if self else "(the agent has written nothing to stderr)")
+
+
+def agent_view(record: SessionRecord) -> JSON:
+    """What ``inspect`` says about the agent: auth methods, mode, model, config options, commands."""
+    caps = record.acp_caps if isinstance(record.acp_caps, dict) else {}
+    methods = caps.get("authMethods")
+    return {"auth_methods": methods_view(methods if isinstance(methods, builtins.list) else [])} | acp_state.summary(
+        record.acp_state
+    )
 
 
 def build_query(
@@ -137,7 +172,8 @@ class Reader:
 
     @classmethod
     def open_vault_only(cls, home: Path | None = None) -> Reader:
-        """A reader for vault commands alone (the vault is a file of its own, not in the store)."""
+        """A reader for vault commands alone (the vault is a file of its own, not in the store);
+        ``logs`` works on it too (the agent logs are files under the session directories)."""
         return cls(cast(EventStore, _NoStore()), home=home or agh_home())
 
     def close(self) -> None:
@@ -224,15 +260,46 @@ class Reader:
         }
 
     def inspect(self, session_id: str) -> JSON:
-        """Status plus ACP capabilities, queue, pending approvals and the session's vault refs."""
+        """Status plus ACP capabilities, queue, pending approvals, the session's vault refs, and
+        ``agent``: its auth methods, mode, model, config options, slash commands and the last
+        lines of its log."""
         record = self.get(session_id)
         status = self.status(session_id)
         return record.to_dict() | {
             "status": status,
             "queue": status.get("queue", []),
             "pending_approvals": [],
+            "pending_elicitations": [],
             "vault_refs": self.vault_list(prefix=f"vault:sessions/{session_id}/"),
+            "agent": self.agent(record),
         }
+
+    def agent(self, record: SessionRecord) -> JSON:
+        """The ``agent`` part of ``inspect`` for ``record`` (its log's last lines included)."""
+        lines, _ = read_log(log_dir(session_dir(self.home, record.id)), last=LOG_TAIL_LINES)
+        return agent_view(record) | {"log_tail": lines}
+
+    def logs(self, session_id: str, *, last: int | None = None, cursor: str | None = None) -> LogLines:
+        """The agent's stderr as kept in its log (redacted): every line, the newest ``last``, or
+        those written since ``cursor`` (``LogLines.cursor`` of an earlier call).
+
+        Raises:
+            SessionNotFoundError: no such session.
+            UsageError: ``last`` below 1.
+        """
+        if last is not None and last < 1:
+            raise UsageError(f"--last must be a positive number, got {last}")
+        self._known(session_id)
+        lines, next_cursor = read_log(log_dir(session_dir(self.home, session_id)), last=last, cursor=cursor)
+        out = LogLines(lines)
+        out.cursor = next_cursor
+        return out
+
+    def _known(self, session_id: str) -> None:
+        if not isinstance(self.store, _NoStore):
+            self.get(session_id)
+        elif read_meta(self.home, session_id) is None:
+            raise SessionNotFoundError(f"no session {session_id!r} in {self.home}", session_id=session_id)
 
     def sql(self, query: str) -> pandas.DataFrame:
         """Run a SQL query over the store and return a DataFrame."""
@@ -294,11 +361,13 @@ class TurnHandle:
         Raises:
             AghError: when ``timeout`` seconds pass first (the turn keeps running).
         """
+        started = time.monotonic()
         try:
             return self._future.result(timeout)
         except concurrent.futures.TimeoutError:
             raise AghError(
-                f"turn {self.turn_id} still running after {timeout:g}s; it continues in the background"
+                f"turn {self.turn_id} still running after {time.monotonic() - started:.1f}s; "
+                "it continues in the background"
             ) from None
 
     def to_dict(self) -> JSON:
@@ -331,13 +400,69 @@ class Host(Reader):
         name: str | None = None,
         permissions: str | None = None,
         session_type: str = "user",
+        mode: str | None = None,
+        model: str | None = None,
+        auth: str | None = None,
     ) -> SessionRecord:
-        """Create a session and start its agent; returns the ``active`` record."""
+        """Create a session and start its agent; returns the ``active`` record.
+
+        ``mode`` / ``model`` are set once the ACP session is open; ``auth`` is an ``authenticate``
+        method run before it opens."""
         return self.runtime.call(
             lambda: self.runtime.manager.create(
-                agent_name=agent, cwd=cwd, name=name, permissions=permissions, session_type=session_type
+                agent_name=agent,
+                cwd=cwd,
+                name=name,
+                permissions=permissions,
+                session_type=session_type,
+                mode=mode,
+                model=model,
+                auth=auth,
             )
         )
+
+    def set(
+        self,
+        session_id: str,
+        *,
+        mode: str | None = None,
+        model: str | None = None,
+        options: dict[str, str] | None = None,
+    ) -> SessionRecord:
+        """Set the agent's mode, model or config options (``session/set_mode``,
+        ``session/set_config_option``); a value it does not offer is a ``CapabilityError``."""
+        return self.runtime.call(
+            lambda: self.runtime.manager.change(session_id, mode=mode, model=model, options=options)
+        )
+
+    def auth(self, session_id: str, method: str) -> SessionRecord:
+        """Run ``authenticate METHOD`` and retry what failed (a stopped session is resumed)."""
+        return self.runtime.call(lambda: self.runtime.manager.auth(session_id, method))
+
+    def fork(self, session_id: str, *, name: str | None = None) -> SessionRecord:
+        """A new session on a fork of this one's ACP session (``session/fork``)."""
+        return self.runtime.call(lambda: self.runtime.manager.fork(session_id, name=name))
+
+    def answer(self, session_id: str, request_id: str, values: dict[str, str], *, action: str = "accept") -> JSON:
+        """Answer a pending elicitation (``accept`` with ``values``, or ``decline`` / ``cancel``)."""
+        return self.runtime.call(
+            lambda: self.runtime.manager.answer(session_id, request_id, values, action=action)
+        )
+
+    def pending_elicitations(self, session_id: str | None = None) -> builtins.list[JSON]:
+        """Forms agents wait on (of one session, or all), oldest first."""
+        if session_id is not None:
+            self.get(session_id)
+        pending: builtins.list[JSON] = self.runtime.call(
+            lambda: _now(self.runtime.manager.elicitations.pending(session_id))
+        )
+        return pending
+
+    def watch_elicitations(self, callback: Callable[[str, JSON], None]) -> Callable[[], None]:
+        """Call ``callback(change, request)`` (``added``/``resolved``) on the runtime thread; returns unwatch."""
+        broker = self.runtime.manager.elicitations
+        unwatch: Callable[[], None] = self.runtime.call(lambda: _now(broker.add_listener(callback)))
+        return unwatch
 
     def prompt(self, session_id: str, text: str, *, interrupt: bool = False) -> TurnHandle:
         """Queue a prompt; returns at once with a handle (its ``user_message`` is durable)."""
@@ -371,7 +496,8 @@ class Host(Reader):
         ) | {"queue": live.queue_snapshot()}
 
     def resume(self, session_id: str, *, replay_transcript: bool = False) -> SessionRecord:
-        """Resume a stopped session under the same id (``session/load``, or a fresh ACP session)."""
+        """Resume a stopped session under the same id (``session/resume`` or ``session/load``,
+        else a fresh ACP session)."""
         return self.runtime.call(
             lambda: self.runtime.manager.resume(session_id, replay_transcript=replay_transcript)
         )
@@ -403,6 +529,7 @@ class Host(Reader):
         """Status plus ACP capabilities, queue, pending approvals and the session's vault refs."""
         doc = super().inspect(session_id)
         doc["pending_approvals"] = self.pending_approvals(session_id)
+        doc["pending_elicitations"] = self.pending_elicitations(session_id)
         return doc
 
     def subscribe(self, session_id: str | None, after_sequence: int, callback: EventCallback) -> Subscription:
@@ -453,6 +580,14 @@ class Session:
     def status(self) -> JSON:
         """Return state, stop reason, failure and health."""
         return self._host.status(self.id)
+
+    def set(self, *, mode: str | None = None, model: str | None = None, options: dict[str, str] | None = None) -> SessionRecord:
+        """Set the agent's mode, model or config options."""
+        return self._host.set(self.id, mode=mode, model=model, options=options)
+
+    def logs(self, last: int | None = None) -> LogLines:
+        """The agent's stderr as kept in its log (redacted)."""
+        return self._host.logs(self.id, last=last)
 
     def to_dict(self) -> JSON:
         """The record's JSON form."""

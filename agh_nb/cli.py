@@ -4,7 +4,8 @@ Owns: ``main`` and choosing what answers the words. When a Jupyter server host h
 ``AGH_HOME``'s store, every word (writes included: new, prompt, stop, approve, resume...) goes to
 it over its HTTP API (``agh_nb.remote.RemoteHost``, as client-mode kernels do); the server is
 found as Jupyter finds running servers and checked to hold this store (``GET /agh/api/host``).
-Otherwise the store is opened read-only (list, status, health, inspect, events, history, sql),
+Otherwise the store is opened read-only (list, status, health, inspect, events, history, sql;
+``session logs`` and ``vault`` read files of their own, beside any holder),
 and when a kernel holds it the one-line error says which notebook or kernel. Output: aligned
 tables that fit the terminal (``rich``), NULL shown empty; ``-o json`` prints exactly one JSON
 document, unchanged. Errors are one line with one prefix, suggesting ``agh-nb`` words.
@@ -30,7 +31,7 @@ GAP = 2  # spaces between columns
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the process exit code (0 ok, 1 error, 2 usage, 130 interrupted)."""
-    from agh_nb.commands import execute, parse
+    from agh_nb.commands import execute, follow_logs, parse
 
     words = list(sys.argv[1:] if argv is None else argv)
     host: Any = None
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host,
             secret_prompt=_getpass,
             follow=_follow,
+            follow_logs=follow_logs,
             waiter=_waiter(host, json_output),
             prog=PROG,
         )
@@ -101,8 +103,9 @@ def _open_host(args: Any) -> Any:
         remote = find_server(home, pids=[holder.pid])
         if remote is not None:
             return remote
-    if args.group == "vault":
-        return Reader.open_vault_only()  # the vault is a file of its own, readable beside a kernel
+    if args.group == "vault" or getattr(args, "command", None) == "logs":
+        # The vault and the agent logs are files of their own, readable beside a kernel.
+        return Reader.open_vault_only()
     if args.group == "session" and args.command in LIVE_COMMANDS:
         if holder is not None and holder.kind != "server":
             raise _held_by(home, holder)

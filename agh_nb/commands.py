@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -20,7 +21,7 @@ from agh_nb.errors import UsageError
 from agh_nb.events import JSON
 from agh_nb.output import Record
 
-LIVE_COMMANDS = {"new", "create", "prompt", "stop", "approve", "resume"}
+LIVE_COMMANDS = {"new", "create", "prompt", "stop", "approve", "resume", "set", "auth", "fork", "answer"}
 FULL_HELP = "every column of the stored rows (the default shows what a person reads first)"
 SecretPrompt = Callable[[str], str]
 
@@ -64,6 +65,7 @@ def build_parser(prog: str = "%agh") -> argparse.ArgumentParser:
     new.add_argument("--name", help="a name for the session")
     new.add_argument("--permissions", help="deny-all | approve-reads | approve-all")
     new.add_argument("--type", dest="session_type", default="user", help="user | dream | system | coordinator | spawned")
+    _agent_words(new, cmd)
 
     prompt = cmd("prompt", "send a prompt (queued while a turn runs)")
     prompt.add_argument("id")
@@ -152,6 +154,139 @@ def build_parser(prog: str = "%agh") -> argparse.ArgumentParser:
     return root
 
 
+def _agent_words(new: argparse.ArgumentParser, cmd: Callable[..., argparse.ArgumentParser]) -> None:
+    """The words about the agent itself: its mode, model, login, forks, forms and log (issue 10)."""
+    new.add_argument("--mode", help="the agent mode to start in (one the agent offers)")
+    new.add_argument("--model", help="the model to start with (one the agent offers)")
+    new.add_argument("--auth", metavar="METHOD", help="run ACP authenticate with this method before the session opens")
+
+    change = cmd("set", "set the agent's mode, model or config options")
+    change.add_argument("id")
+    change.add_argument("--mode", help="a mode the agent offers")
+    change.add_argument("--model", help="a model the agent offers")
+    change.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a config option (repeatable)")
+
+    auth = cmd("auth", "run ACP authenticate with a method and retry what failed")
+    auth.add_argument("id")
+    auth.add_argument("method", help="one of the agent's auth methods (see inspect)")
+
+    fork = cmd("fork", "a new session on a fork of this session's ACP session")
+    fork.add_argument("id")
+    fork.add_argument("--name", help="a name for the new session")
+
+    answer = cmd("answer", "answer the agent's form (an elicitation)")
+    answer.add_argument("id")
+    answer.add_argument("--request", required=True, help="the request id (eli_...)")
+    answer.add_argument("values", nargs="*", metavar="KEY=VALUE", help="the form's fields")
+    answer.add_argument("--decline", action="store_true", help="decline the form instead")
+    answer.add_argument("--cancel", action="store_true", help="cancel the form instead")
+
+    logs = cmd("logs", "the agent's stderr, redacted, as kept under the session directory")
+    logs.add_argument("id")
+    logs.add_argument("--last", type=int, help="the newest N lines")
+    logs.add_argument("--follow", action="store_true", help="keep printing new lines")
+
+
+def _parse_answer(parser: argparse.ArgumentParser, words: list[str]) -> argparse.Namespace:
+    """``session answer ID --request R KEY=VALUE...``: argparse takes positionals only before the
+    first option, so ``KEY=VALUE`` words after ``--request`` come back as extras and join ``values``."""
+    args, extras = parser.parse_known_args(words)
+    strays = [w for w in extras if w.startswith("-") or "=" not in w]
+    if strays:
+        parser.error(f"unrecognized arguments: {' '.join(strays)}")
+    args.values = [*args.values, *extras]
+    return args
+
+
+def _pairs(words: Sequence[str], what: str) -> dict[str, str]:
+    """``KEY=VALUE`` words as a dict (one line naming a word without ``=``)."""
+    out: dict[str, str] = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{what}: expected KEY=VALUE, got {word!r}")
+        out[key] = value
+    return out
+
+
+def _agent_command(args: argparse.Namespace, reader: Any, follow_logs: Callable[[Any, str, argparse.Namespace], Any] | None) -> Result | None:
+    """Run ``set``, ``auth``, ``fork``, ``answer`` or ``logs``; None for any other command."""
+    command = args.command
+    if command == "set":
+        options = _pairs(args.option, "session set --option")
+        record = reader.set(args.id, mode=args.mode, model=args.model, options=options or None)
+        return Result(record.to_dict(), record.to_dict())
+    if command == "auth":
+        record = reader.auth(args.id, args.method)
+        return Result(Session(reader, record.id), record.to_dict())
+    if command == "fork":
+        record = reader.fork(args.id, name=args.name)
+        return Result(Session(reader, record.id), record.to_dict())
+    if command == "answer":
+        if args.decline and args.cancel:
+            raise UsageError("session answer: --decline and --cancel cannot go together")
+        action = "decline" if args.decline else "cancel" if args.cancel else "accept"
+        if action != "accept" and args.values:
+            raise UsageError(f"session answer: --{action} takes no KEY=VALUE")
+        resolved = reader.answer(args.id, args.request, _pairs(args.values, "session answer"), action=action)
+        return Result(resolved, resolved)
+    if command == "logs":
+        if args.follow:
+            if follow_logs is None:
+                raise UsageError("--follow needs a terminal or a notebook")
+            return Result(follow_logs(reader, args.id, args), None)
+        lines = reader.logs(args.id, last=args.last)
+        return Result(lines, {"session_id": args.id, "lines": list(lines), "cursor": lines.cursor})
+    return None
+
+
+FOLLOW_POLL = 0.5
+"""Seconds between looks at a followed log."""
+
+
+def follow_logs(
+    reader: Any,
+    session_id: str,
+    args: argparse.Namespace,
+    *,
+    say: Callable[[str], None] = print,
+    sleep: Callable[[float], None] = time.sleep,
+    max_seconds: float | None = None,
+) -> int:
+    """``session logs ID --follow``: print the log (or its last N lines), then new lines as the
+    agent writes them, until the session is stopped (and its last lines are printed), the user
+    interrupts, or ``max_seconds`` pass. Returns the number of lines printed."""
+    lines = reader.logs(session_id, last=args.last)
+    printed = 0
+    started = time.monotonic()
+    try:
+        while True:
+            for line in lines:
+                say(line)
+            printed += len(lines)
+            stopped = _session_state(reader, session_id) == "stopped"
+            if stopped or (max_seconds is not None and time.monotonic() - started > max_seconds):
+                if stopped:
+                    for line in reader.logs(session_id, cursor=lines.cursor):
+                        say(line)
+                        printed += 1
+                return printed
+            sleep(FOLLOW_POLL)
+            lines = reader.logs(session_id, cursor=lines.cursor)
+    except KeyboardInterrupt:
+        say("(stopped following; the session goes on)")
+        return printed
+
+
+def _session_state(reader: Any, session_id: str) -> str | None:
+    from agh_nb.core.session_dir import read_meta
+
+    if getattr(reader, "home", None) is not None and not reader.live:
+        meta = read_meta(reader.home, session_id)  # the command line: no store needed
+        return meta.state.value if meta else None
+    return str(reader.get(session_id).state.value)
+
+
 @dataclass
 class Result:
     """A command's outcome: the Python value for the user and its JSON document."""
@@ -173,6 +308,8 @@ def parse(line: str | Sequence[str], prog: str = "%agh") -> tuple[argparse.Names
     if not words:
         raise UsageError(f"{prog}: say what to do, e.g. {prog} session list (try: {prog} --help)")
     try:
+        if words[:2] == ["session", "answer"]:
+            return _parse_answer(build_parser(prog), words), None
         return build_parser(prog).parse_args(words), None
     except _HelpShown as shown:
         return None, str(shown)
@@ -196,6 +333,7 @@ def execute(
     widgets: Callable[[Host, argparse.Namespace], Any] | None = None,
     waiter: Callable[[Any, float | None], TurnResult] | None = None,
     prog: str = "%agh",
+    follow_logs: Callable[[Any, str, argparse.Namespace], Any] | None = None,
 ) -> Result:
     """Run a parsed command against ``reader``: a ``Reader`` (read-only words), or a live host
     (the embedded ``Host`` or a ``RemoteHost``; both offer the same methods).
@@ -228,9 +366,19 @@ def execute(
         raise UsageError(_needs_live_host(f"session {command}", prog))
     if command in ("new", "create"):
         record = reader.create(
-            args.agent, cwd=args.cwd, name=args.name, permissions=args.permissions, session_type=args.session_type
+            args.agent,
+            cwd=args.cwd,
+            name=args.name,
+            permissions=args.permissions,
+            session_type=args.session_type,
+            mode=args.mode,
+            model=args.model,
+            auth=args.auth,
         )
         return Result(Session(reader, record.id), record.to_dict())
+    agent_result = _agent_command(args, reader, follow_logs)
+    if agent_result is not None:
+        return agent_result
     if command == "prompt":
         text = cell if cell is not None and cell.strip() else " ".join(args.text)
         if not text.strip():

@@ -78,15 +78,19 @@ def parse_since(value: str, *, now: datetime | None = None) -> datetime:
 
 @dataclass(frozen=True)
 class Settings:
-    """Validated ``config.toml``; durations in seconds (0 means off)."""
+    """Validated ``config.toml``; durations in seconds (0 means off).
+
+    Supervision is on by default (SPEC 7): a turn silent for 2 minutes gets one warning, every
+    30 seconds a progress event, and after 10 minutes of silence it is cancelled.
+    """
 
     permission_mode: str | None = None
     approval_timeout: float = 300.0
     session_timeout: float = 0.0
-    inactivity_timeout: float = 0.0
-    inactivity_warning_after: float = 0.0
+    inactivity_timeout: float = 600.0
+    inactivity_warning_after: float = 120.0
     timeout_cancel_grace: float = 10.0
-    progress_notify_interval: float = 0.0
+    progress_notify_interval: float = 30.0
     queue_cap: int = 16
     stale_after: float = 900.0
 
@@ -170,7 +174,52 @@ def _convert(raw: Any, kind: str, label: str) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 PRESETS_DIR = Path(__file__).parent / "agents" / "presets"
-_AGENT_KEYS = {"name", "command", "env", "permissions", "description"}
+_AGENT_KEYS = {"name", "command", "env", "permissions", "description", "mcp_servers", "auth"}
+OPTIONAL_SUFFIX = "?"
+"""Ends an ``env:``/``vault:`` ref whose absence is no error: ``env:ANTHROPIC_API_KEY?`` is left out
+of the agent's environment when the variable is unset (the agent may be logged in another way)."""
+MCP_TRANSPORTS = ("stdio", "http", "sse")
+_MCP_KEYS = {"name", "type", "command", "args", "env", "url", "headers"}
+
+
+def optional_ref(value: str) -> tuple[str, bool]:
+    """Split an AGENT.md value into ``(value, optional)``: a ``env:``/``vault:`` ref ending in
+    ``?`` is optional, and the ``?`` is not part of the ref."""
+    if value.startswith(("env:", "vault:")) and value.endswith(OPTIONAL_SUFFIX):
+        return value[: -len(OPTIONAL_SUFFIX)], True
+    return value, False
+
+
+@dataclass(frozen=True)
+class McpServerDef:
+    """One MCP server of an AGENT.md ``mcp_servers`` list (SPEC 7), passed to the agent on
+    ``session/new``, ``session/load``, ``session/resume`` and ``session/fork``.
+
+    Attributes:
+        name: the server's name (what the agent calls it).
+        transport: ``stdio`` (the agent spawns ``command``), ``http`` or ``sse`` (at ``url``).
+        command, args: the stdio server's program and arguments.
+        env: the stdio server's environment, ``(name, value)``; values may be refs.
+        url: the http/sse server's address.
+        headers: the http/sse server's headers, ``(name, value)``; values may be refs.
+    """
+
+    name: str
+    transport: str = "stdio"
+    command: str = ""
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    url: str = ""
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The definition as shown to users: names of env variables and headers, never values."""
+        doc: dict[str, Any] = {"name": self.name, "type": self.transport}
+        if self.transport == "stdio":
+            doc |= {"command": self.command, "args": list(self.args), "env": [k for k, _ in self.env]}
+        else:
+            doc |= {"url": self.url, "headers": [k for k, _ in self.headers]}
+        return doc
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # always fullmatch: "$" would let "a\n" in
 
 
@@ -185,6 +234,9 @@ class AgentDefinition:
         permissions: the definition's permission mode, if any.
         description: the free text after the front matter.
         source: the AGENT.md the definition came from.
+        mcp_servers: MCP servers handed to the agent with each ACP session.
+        auth: the ACP ``authenticate`` method id to use when the agent asks for authentication
+            and none of its ``env_var`` methods fits (e.g. gemini's ``gemini-api-key``).
     """
 
     name: str
@@ -193,6 +245,8 @@ class AgentDefinition:
     permissions: str | None = None
     description: str = ""
     source: str = ""
+    mcp_servers: tuple[McpServerDef, ...] = ()
+    auth: str | None = None
 
     def argv(self) -> tuple[str, ...]:
         """Return the command with ``{python}`` replaced by the running interpreter."""
@@ -241,6 +295,9 @@ def parse_agent_md(path: Path) -> AgentDefinition:
     permissions = meta.get("permissions")
     if permissions is not None and permissions not in PERMISSION_MODES:
         raise ConfigError(f"{path}: 'permissions' must be one of {', '.join(PERMISSION_MODES)}, got {permissions!r}")
+    auth = meta.get("auth")
+    if auth is not None and (not isinstance(auth, str) or not auth.strip()):
+        raise ConfigError(f"{path}: 'auth' must be the id of one of the agent's auth methods (a string)")
     return AgentDefinition(
         name=name,
         command=argv,
@@ -248,7 +305,77 @@ def parse_agent_md(path: Path) -> AgentDefinition:
         permissions=permissions,
         description=parts[1].lstrip("-").strip(),
         source=str(path),
+        mcp_servers=_parse_mcp_servers(meta.get("mcp_servers"), path),
+        auth=auth.strip() if auth else None,
     )
+
+
+def _parse_mcp_servers(raw: Any, path: Path) -> tuple[McpServerDef, ...]:
+    """Validate an AGENT.md ``mcp_servers`` list (names the entry and the field that is wrong)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: 'mcp_servers' must be a list of servers (name, command... or name, type, url)")
+    servers: list[McpServerDef] = []
+    for index, entry in enumerate(raw):
+        where = f"{path}: mcp_servers[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a mapping (name, command, args, env; or name, type, url, headers)")
+        unknown = set(entry) - _MCP_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(_MCP_KEYS))})")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{where}: 'name' must be a non-empty string")
+        if name in {s.name for s in servers}:
+            raise ConfigError(f"{where}: a server named {name!r} is listed twice")
+        transport = entry.get("type", "stdio")
+        if transport not in MCP_TRANSPORTS:
+            raise ConfigError(f"{where} ({name}): 'type' must be one of {', '.join(MCP_TRANSPORTS)}, got {transport!r}")
+        if transport == "stdio":
+            for key in ("url", "headers"):
+                if key in entry:
+                    raise ConfigError(f"{where} ({name}): {key!r} is for http/sse servers; a stdio server has command, args, env")
+            command, args = _mcp_command(entry, where, name)
+            servers.append(
+                McpServerDef(name=name, command=command, args=args, env=_string_map(entry.get("env"), f"{where} ({name}) env"))
+            )
+        else:
+            for key in ("command", "args", "env"):
+                if key in entry:
+                    raise ConfigError(f"{where} ({name}): {key!r} is for stdio servers; an {transport} server has url, headers")
+            url = entry.get("url")
+            if not isinstance(url, str) or not url.strip():
+                raise ConfigError(f"{where} ({name}): an {transport} server needs a 'url'")
+            servers.append(
+                McpServerDef(
+                    name=name, transport=transport, url=url.strip(),
+                    headers=_string_map(entry.get("headers"), f"{where} ({name}) headers"),
+                )
+            )
+    return tuple(servers)
+
+
+def _mcp_command(entry: dict[str, Any], where: str, name: str) -> tuple[str, tuple[str, ...]]:
+    command = entry.get("command")
+    if isinstance(command, str) and command.strip():
+        argv = shlex.split(command)
+    elif isinstance(command, list) and command and all(isinstance(c, str) for c in command):
+        argv = list(command)
+    else:
+        raise ConfigError(f"{where} ({name}): a stdio server needs a 'command' (a string or a list of strings)")
+    args = entry.get("args") or []
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ConfigError(f"{where} ({name}): 'args' must be a list of strings")
+    return argv[0], tuple(argv[1:]) + tuple(args)
+
+
+def _string_map(raw: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ConfigError(f"{where} must map names to string values or env:/vault: refs")
+    return tuple(raw.items())
 
 
 def agent_search_dirs(home: Path, workspace: Path | None) -> list[Path]:

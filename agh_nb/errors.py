@@ -20,6 +20,8 @@ Owns: exception classes only. Imports nothing from agh_nb.
     ├── PermissionDeniedError     the session's permission mode blocks an operation
     ├── ApprovalError             a permission decision is unknown, late, or given twice
     ├── ResumeError               a session cannot be resumed (names the failed prerequisite)
+    ├── CapabilityError           the agent does not offer what was asked (a mode, model, option,
+    │                             auth method, fork, an MCP server type); names what it offers
     ├── ExportError               a Parquet export cannot be written (directory locked or unwritable)
     └── VaultError                the vault cannot be opened, read or written
         ├── VaultRefError         a ``vault:`` or ``env:`` ref is malformed or names an unknown namespace
@@ -112,6 +114,11 @@ class ApprovalError(AghError):
 
 class ResumeError(AghError):
     """Raised when a session cannot be resumed; the message names the prerequisite that failed."""
+
+
+class CapabilityError(AghError):
+    """Raised when the agent does not offer what was asked: a mode, a model, a config option or
+    value, an auth method, forking, or a kind of MCP server. The message lists what it offers."""
 
 
 class VaultError(AghError):

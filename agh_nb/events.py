@@ -36,6 +36,9 @@ class EventType(str, Enum):
     DONE = "done"
     ERROR = "error"
     SESSION_STOPPED = "session_stopped"
+    MODE_CHANGED = "mode_changed"
+    CONFIG_CHANGED = "config_changed"
+    COMMANDS_AVAILABLE = "commands_available"
 
     def __str__(self) -> str:
         return self.value

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agh_nb import errors as _errors
-from agh_nb.api import TurnHandle
+from agh_nb.api import LogLines, TurnHandle
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.session import TurnResult
 from agh_nb.errors import AghError, HostError, UsageError
@@ -224,6 +224,9 @@ class RemoteHost:
         name: str | None = None,
         permissions: str | None = None,
         session_type: str = "user",
+        mode: str | None = None,
+        model: str | None = None,
+        auth: str | None = None,
     ) -> SessionRecord:
         """Create a session in the server and start its agent.
 
@@ -236,10 +239,58 @@ class RemoteHost:
             "name": name,
             "permissions": permissions,
             "type": session_type,
+            "mode": mode,
+            "model": model,
+            "auth": auth,
         }
         return SessionRecord.from_dict(
             self._request("POST", "sessions", {k: v for k, v in body.items() if v is not None})
         )
+
+    # -- the agent itself (the same words as the embedded host) -----------------------------------
+
+    def set(
+        self,
+        session_id: str,
+        *,
+        mode: str | None = None,
+        model: str | None = None,
+        options: dict[str, str] | None = None,
+    ) -> SessionRecord:
+        """Set the agent's mode, model or config options."""
+        body = {k: v for k, v in {"mode": mode, "model": model, "options": options}.items() if v is not None}
+        return SessionRecord.from_dict(self._request("POST", f"sessions/{_q(session_id)}/set", body))
+
+    def auth(self, session_id: str, method: str) -> SessionRecord:
+        """Run ``authenticate METHOD`` and retry what failed."""
+        return SessionRecord.from_dict(self._request("POST", f"sessions/{_q(session_id)}/auth", {"method": method}))
+
+    def fork(self, session_id: str, *, name: str | None = None) -> SessionRecord:
+        """A new session on a fork of this one's ACP session."""
+        body = {"name": name} if name is not None else {}
+        return SessionRecord.from_dict(self._request("POST", f"sessions/{_q(session_id)}/fork", body))
+
+    def answer(self, session_id: str, request_id: str, values: dict[str, str], *, action: str = "accept") -> JSON:
+        """Answer a pending elicitation."""
+        body = {"request_id": request_id, "values": values, "action": action}
+        resolved: JSON = self._request("POST", f"sessions/{_q(session_id)}/answer", body)
+        return resolved
+
+    def pending_elicitations(self, session_id: str | None = None) -> builtins.list[JSON]:
+        """Forms agents wait on: of one session, or of every active one (None)."""
+        if session_id is None:
+            return [p for r in self.list() if r.state.value == "active" for p in self.pending_elicitations(r.id)]
+        pending: builtins.list[JSON] = self._request("GET", f"sessions/{_q(session_id)}/elicitations")["pending"]
+        return pending
+
+    def logs(self, session_id: str, *, last: int | None = None, cursor: str | None = None) -> LogLines:
+        """The agent's log lines (redacted), as the embedded host returns them."""
+        if last is not None and last < 1:
+            raise UsageError(f"--last must be a positive number, got {last}")
+        doc = self._request("GET", f"sessions/{_q(session_id)}/logs", query={"last": last, "cursor": cursor})
+        lines = LogLines(doc["lines"])
+        lines.cursor = doc["cursor"]
+        return lines
 
     def prompt(self, session_id: str, text: str, *, interrupt: bool = False) -> TurnHandle:
         """Queue a prompt; the handle's ``wait()`` long-polls the server for the turn's end."""

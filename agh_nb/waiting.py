@@ -141,9 +141,19 @@ class TurnWaiter:
                     if request["request_id"] not in self._seen:
                         self._seen.add(request["request_id"])
                         self._handle_request(handle, request)
+                for form in self._forms(handle):
+                    if form["request_id"] not in self._seen:
+                        self._seen.add(form["request_id"])
+                        self._say(self._form_hint(handle, form))
                 self._pause(handle)
-            remaining = None if timeout is None else max(0.0, timeout - (self._clock() - started))
-            result = handle.wait(remaining)
+            if not handle.done():
+                # The timeout passed: say how long we really waited (the handle's own wait would
+                # only know the remainder, 0s).
+                raise AghError(
+                    f"turn {handle.turn_id} still running after {self._clock() - started:.1f}s; it continues "
+                    f"in the background ({self._prog} session events {handle.session_id} --follow shows it)"
+                )
+            result = handle.wait(None)
         except KeyboardInterrupt:
             if line is not None:
                 line.update(f"turn {handle.turn_id}: stopped waiting after {self._clock() - started:.1f}s")
@@ -183,6 +193,10 @@ class TurnWaiter:
                 self._first_sequence = first[0].sequence if first else None
         except AghError:  # progress is best effort; the wait itself must not fail on it
             newest = []
+        if newest and newest[-1].type in ("done", "session_stopped"):
+            # The turn has ended; a failed turn resolves once its session has stopped.
+            reason = newest[-1].content.get("stop_reason") or "ended"
+            return f"turn {handle.turn_id}: {reason} after {elapsed:.1f}s, the session is stopping"
         text = f"turn {handle.turn_id}: running for {elapsed:.1f}s"
         if newest and newest[-1].type != "user_message":
             last = newest[-1]
@@ -195,6 +209,22 @@ class TurnWaiter:
         if pending:
             text += f", waiting for a decision on {', '.join(p['request_id'] for p in pending)}"
         return text
+
+    def _forms(self, handle: Any) -> list[dict[str, Any]]:
+        try:
+            forms: list[dict[str, Any]] = self._host.pending_elicitations(handle.session_id)
+        except AghError:
+            return []
+        return [f for f in forms if f.get("turn_id") in (None, handle.turn_id)]
+
+    def _form_hint(self, handle: Any, form: dict[str, Any]) -> str:
+        names = " ".join(f"{f['name']}=..." for f in form.get("fields") or [])
+        where = " (or --decline) from another cell, or in the %agh approvals panel" if self._prog == "%agh" else " (or --decline) from another terminal"
+        return (
+            f"agh: the agent asks you to fill a form ({form['request_id']}: {_one_line(form.get('message'))}); answer it "
+            f"with {self._prog} session answer {handle.session_id} --request {form['request_id']} {names}{where}. "
+            "Still waiting."
+        )
 
     def _pending(self, handle: Any) -> list[dict[str, Any]]:
         try:

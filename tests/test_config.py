@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agh_nb.config import find_agent, load_settings, parse_agent_md, parse_duration
+from agh_nb.config import find_agent, load_settings, optional_ref, parse_agent_md, parse_duration
 from agh_nb.errors import AgentNotFoundError, ConfigError
 
 
@@ -65,6 +65,22 @@ def test_agent_md_and_lookup_order(tmp_path: Path) -> None:
         find_agent("zzz", home=home, workspace=ws)
 
 
+def test_agent_md_auth_mcp_servers_and_optional_refs(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "x" / "AGENT.md",
+        "---\ncommand: x\nauth: my-login\nenv:\n  K: env:K?\nmcp_servers:\n"
+        "  - name: files\n    command: [mcp-files, --root]\n    args: [.]\n    env: {T: 'vault:mcp/files'}\n"
+        "  - name: web\n    type: sse\n    url: http://127.0.0.1:9/sse\n    headers: {Authorization: env:H}\n---\n",
+    )
+    agent = parse_agent_md(path)
+    assert agent.auth == "my-login" and optional_ref(agent.env["K"]) == ("env:K", True)
+    assert optional_ref("literal?") == ("literal?", False)
+    files, web = agent.mcp_servers
+    assert (files.transport, files.command, files.args, files.env) == ("stdio", "mcp-files", ("--root", "."), (("T", "vault:mcp/files"),))
+    assert (web.transport, web.url, web.headers) == ("sse", "http://127.0.0.1:9/sse", (("Authorization", "env:H"),))
+    assert web.to_dict() == {"name": "web", "type": "sse", "url": "http://127.0.0.1:9/sse", "headers": ["Authorization"]}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -74,6 +90,15 @@ def test_agent_md_and_lookup_order(tmp_path: Path) -> None:
         pytest.param("---\ncommand: x\ncolour: red\n---\n", "unknown key 'colour'", id="unknown-key"),
         pytest.param("---\ncommand: x\npermissions: all\n---\n", "'permissions'", id="bad-permissions"),
         pytest.param("---\ncommand: x\nenv: [a]\n---\n", "'env'", id="bad-env"),
+        pytest.param("---\ncommand: x\nauth: [a]\n---\n", "'auth'", id="bad-auth"),
+        pytest.param("---\ncommand: x\nmcp_servers: {a: 1}\n---\n", "'mcp_servers' must be a list", id="mcp-not-a-list"),
+        pytest.param("---\ncommand: x\nmcp_servers:\n  - command: y\n---\n", r"mcp_servers\[0\]: 'name'", id="mcp-no-name"),
+        pytest.param("---\ncommand: x\nmcp_servers:\n  - name: s\n    type: ws\n    url: u\n---\n", r"\(s\): 'type' must be one of stdio, http, sse", id="mcp-bad-type"),
+        pytest.param("---\ncommand: x\nmcp_servers:\n  - name: s\n    type: http\n---\n", "needs a 'url'", id="mcp-http-no-url"),
+        pytest.param("---\ncommand: x\nmcp_servers:\n  - name: s\n---\n", "needs a 'command'", id="mcp-stdio-no-command"),
+        pytest.param("---\ncommand: x\nmcp_servers:\n  - name: s\n    command: y\n    url: u\n---\n", "'url' is for http/sse", id="mcp-stdio-with-url"),
+        pytest.param("---\ncommand: x\nmcp_servers:\n  - name: s\n    command: y\n    env: {A: 1}\n---\n", r"\(s\) env must map", id="mcp-bad-env"),
+        pytest.param("---\ncommand: x\nmcp_servers:\n  - name: s\n    command: y\n  - name: s\n    command: z\n---\n", "listed twice", id="mcp-twice"),
     ],
 )
 def test_bad_agent_md_is_named(tmp_path: Path, text: str, message: str) -> None:

@@ -1,7 +1,8 @@
 """The client side of ACP that agh_nb implements: what an agent may call on us.
 
-Owns: ``Client`` — ``session/update`` (mapped to events), ``session/request_permission``, the
-file methods and the terminal methods. Every file or terminal call is authorised by the session
+Owns: ``Client`` — ``session/update`` (mapped to events), ``session/request_permission``,
+``elicitation/create`` (form mode goes to the session; other modes get the protocol's decline),
+the file methods and the terminal methods. Every file or terminal call is authorised by the session
 first (permission mode, then the workspace boundary); a refusal reaches the agent as a JSON-RPC
 error naming the reason. Imports acp; must not import core.session, runtime, kernel or server.
 """
@@ -167,6 +168,24 @@ class Client:
         return schema.RequestPermissionResponse(
             outcome=schema.AllowedOutcome(outcome="selected", option_id=choice)
         )
+
+    async def create_elicitation(self, message: str, mode: Any, **kwargs: Any) -> Any:
+        form = isinstance(mode, (schema.ElicitationFormSessionMode, schema.ElicitationFormRequestMode))
+        if not form:
+            # URL mode (or anything newer) needs a browser flow we do not offer: decline it.
+            return schema.DeclineElicitationResponse(action="decline")
+        scope = dump(mode)
+        requested = scope.pop("requestedSchema", {})
+        answer = await self._listener.on_elicitation(message, requested if isinstance(requested, dict) else {}, scope)
+        action = answer.get("action")
+        if action == "accept":
+            return schema.AcceptElicitationResponse(action="accept", content=answer.get("content") or {})
+        if action == "decline":
+            return schema.DeclineElicitationResponse(action="decline")
+        return schema.CancelElicitationResponse(action="cancel")
+
+    async def complete_elicitation(self, elicitation_id: str, **kwargs: Any) -> None:
+        return None
 
     async def ext_method(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         raise acp.RequestError.method_not_found(method)

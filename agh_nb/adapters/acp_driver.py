@@ -1,9 +1,10 @@
 """The ACP driver: one agent subprocess spoken to through the official ``acp`` SDK.
 
-Owns: ``AcpDriver`` — the agent-facing calls (``initialize`` / ``session/new`` /
-``session/load`` / ``session/prompt`` / ``session/cancel``), stderr capture (bounded tail), the
-exit watcher, the escalating close, and turning every way those fail into a classified
-``DriverFailure``. Spawning and framing live in ``acp_transport``, the methods an agent calls on
+Owns: ``AcpDriver`` — the agent-facing calls (``initialize``, ``authenticate``, ``session/new``,
+``/load``, ``/resume``, ``/fork``, ``/set_mode``, ``/set_config_option``, ``/set_model``,
+``/prompt``, ``/cancel``, ``/close``), stderr capture (bounded tail, and every chunk handed to
+the session's log), the exit watcher, the escalating close, and turning every way those fail
+into a classified ``DriverFailure`` (what an error answer means: ``acp_errors``). Spawning and framing live in ``acp_transport``, the methods an agent calls on
 us in ``acp_client``. Imports acp; must not import core.session, runtime, kernel or server.
 """
 
@@ -22,9 +23,11 @@ import acp
 from acp import schema
 
 from agh_nb.adapters.acp_client import Client
-from agh_nb.adapters.acp_mapping import dump, usage_from_prompt
+from agh_nb.adapters.acp_errors import is_auth_required, is_unknown_session
+from agh_nb.adapters.acp_mapping import dump, mcp_servers as _mcp, raw_result as _raw_result, usage_from_prompt
 from agh_nb.adapters.acp_transport import CheckedTransport, build_environment, spawn_agent
 from agh_nb.adapters.terminals import TerminalManager
+from agh_nb.config import McpServerDef
 from agh_nb.core.classify import exit_summary
 from agh_nb.core.ports import (
     DriverFailure,
@@ -32,6 +35,7 @@ from agh_nb.core.ports import (
     ExitInfo,
     Handshake,
     LaunchSpec,
+    OpenedSession,
     TurnOutcome,
 )
 from agh_nb.core.redaction import redact_strings
@@ -42,6 +46,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+SESSION_CLOSE_TIMEOUT = 1.0
+"""Seconds ``session/close`` may take at stop before stdin is closed anyway."""
+STATE_KEYS = ("modes", "models", "configOptions")
+"""What a session-opening answer carries about the session, kept as received."""
 STDERR_TAIL_BYTES = 8192
 SECRET_MARGIN = 4096
 """Text kept beyond a cut (stderr tail, garbage preview) until it is redacted: a secret that
@@ -93,6 +101,8 @@ class AcpDriver:
         self._closed_info: ExitInfo | None = None
         self._exit_info: ExitInfo | None = None
         self._phase = "spawn"
+        self._caps: dict[str, Any] = {}
+        self._open_sessions: list[str] = []  # ACP sessions opened here, closed at stop
         self.terminals = TerminalManager()
 
     # -- public surface -----------------------------------------------------------------------
@@ -157,7 +167,10 @@ class AcpDriver:
         self._tasks.spawn(self._drain_stderr(), "acp.stderr")
         self._tasks.spawn(self._watch_exit(), "acp.exit-watch")
         # _Client implements the part of acp.Client we support; the SDK answers the rest.
-        self._conn = acp.connect_to_agent(cast(acp.Client, Client(listener, self.terminals, self._redact)), transport)
+        # The unstable protocol lets the SDK route elicitation/create to us.
+        self._conn = acp.connect_to_agent(
+            cast(acp.Client, Client(listener, self.terminals, self._redact)), transport, use_unstable_protocol=True
+        )
         self._phase = "initialize"
         response = await self._guard(
             self._conn.initialize(
@@ -165,6 +178,15 @@ class AcpDriver:
                 client_capabilities=schema.ClientCapabilities(
                     fs=schema.FileSystemCapabilities(read_text_file=True, write_text_file=True),
                     terminal=True,
+                    # Opting in to terminal auth makes agents list their login methods (claude's
+                    # claude-login); we never run them, we name them in an auth_failure.
+                    auth=schema.AuthCapabilities(terminal=True),
+                    elicitation=schema.ElicitationCapabilities(form=schema.ElicitationFormCapabilities()),
+                    session=schema.ClientSessionCapabilities(
+                        config_options=schema.SessionConfigOptionsCapabilities(
+                            boolean=schema.BooleanConfigOptionCapabilities()
+                        )
+                    ),
                 ),
                 client_info=schema.Implementation(
                     name="agh_nb", title="agh_nb", version=_client_version()
@@ -174,35 +196,119 @@ class AcpDriver:
             error_kind=FailureKind.HANDSHAKE_FAILURE,
             timeout=self._startup_timeout,
         )
-        # Both are the agent's words and end up in the session record: scrubbed like events.
+        # All of it is the agent's words and ends up in the session record: scrubbed like events.
         caps = redact_strings(dump(response.agent_capabilities), self._redact) if response.agent_capabilities else {}
         info = redact_strings(dump(response.agent_info), self._redact) if response.agent_info else None
+        raw = _raw_result(response)
+        methods = raw.get("authMethods") if isinstance(raw.get("authMethods"), list) else [
+            dump(m) for m in response.auth_methods or []
+        ]
+        self._caps = caps
         return Handshake(
-            protocol_version=response.protocol_version, agent_caps=caps, agent_info=info
+            protocol_version=response.protocol_version,
+            agent_caps=caps,
+            agent_info=info,
+            auth_methods=[m for m in redact_strings(methods, self._redact) if isinstance(m, dict)],
         )
 
-    async def new_session(self, cwd: str) -> str:
+    async def authenticate(self, method_id: str) -> None:
+        """Run ``authenticate``; raise ``DriverFailure`` (auth_failure, code kept) when refused."""
+        self._phase = "authenticate"
+        try:
+            await self._guard(
+                self._conn.authenticate(method_id=method_id),
+                phase=f"authenticate {method_id}",
+                error_kind=FailureKind.AUTH_FAILURE,
+                timeout=self._startup_timeout,
+            )
+        finally:
+            self._phase = "idle"
+
+    async def new_session(self, cwd: str, mcp_servers: tuple[McpServerDef, ...] = ()) -> OpenedSession:
         """Run ``session/new``; raise ``DriverFailure`` (handshake_failure) when it fails."""
-        self._phase = "session/new"
-        response = await self._guard(
-            self._conn.new_session(cwd=cwd, mcp_servers=[]),
-            phase="session/new",
-            error_kind=FailureKind.HANDSHAKE_FAILURE,
-            timeout=self._startup_timeout,
+        response = await self._session_call(
+            "session/new",
+            self._conn.new_session(cwd=cwd, mcp_servers=_mcp(mcp_servers)),
+            FailureKind.HANDSHAKE_FAILURE,
         )
-        self._phase = "idle"
-        return str(response.session_id)
+        return self._opened(str(response.session_id), response)
 
-    async def load_session(self, acp_session_id: str, cwd: str) -> None:
+    async def load_session(
+        self, acp_session_id: str, cwd: str, mcp_servers: tuple[McpServerDef, ...] = ()
+    ) -> OpenedSession:
         """Run ``session/load``; raise ``DriverFailure`` (load_session_failure, code kept)."""
-        self._phase = "session/load"
+        response = await self._session_call(
+            "session/load",
+            self._conn.load_session(cwd=cwd, session_id=acp_session_id, mcp_servers=_mcp(mcp_servers)),
+            FailureKind.LOAD_SESSION_FAILURE,
+        )
+        return self._opened(acp_session_id, response)
+
+    async def resume_session(
+        self, acp_session_id: str, cwd: str, mcp_servers: tuple[McpServerDef, ...] = ()
+    ) -> OpenedSession:
+        """Run ``session/resume``; raise ``DriverFailure`` (load_session_failure, code kept)."""
+        response = await self._session_call(
+            "session/resume",
+            self._conn.resume_session(cwd=cwd, session_id=acp_session_id, mcp_servers=_mcp(mcp_servers)),
+            FailureKind.LOAD_SESSION_FAILURE,
+        )
+        return self._opened(acp_session_id, response)
+
+    async def fork_session(
+        self, acp_session_id: str, cwd: str, mcp_servers: tuple[McpServerDef, ...] = ()
+    ) -> OpenedSession:
+        """Run ``session/fork``; raise ``DriverFailure`` (handshake_failure) when it fails."""
+        response = await self._session_call(
+            "session/fork",
+            self._conn.fork_session(cwd=cwd, session_id=acp_session_id, mcp_servers=_mcp(mcp_servers)),
+            FailureKind.HANDSHAKE_FAILURE,
+        )
+        return self._opened(str(response.session_id), response)
+
+    async def set_mode(self, acp_session_id: str, mode_id: str) -> None:
+        """Run ``session/set_mode``; raise ``DriverFailure`` (protocol_failure) when refused."""
         await self._guard(
-            self._conn.load_session(cwd=cwd, session_id=acp_session_id, mcp_servers=[]),
-            phase="session/load",
-            error_kind=FailureKind.LOAD_SESSION_FAILURE,
+            self._conn.set_session_mode(session_id=acp_session_id, mode_id=mode_id),
+            phase="session/set_mode",
+            error_kind=FailureKind.PROTOCOL_FAILURE,
             timeout=self._startup_timeout,
         )
-        self._phase = "idle"
+
+    async def set_config_option(self, acp_session_id: str, config_id: str, value: str | bool) -> list[Any] | None:
+        """Run ``session/set_config_option``; returns the config options the agent answered."""
+        response = await self._guard(
+            self._conn.set_config_option(config_id=config_id, session_id=acp_session_id, value=value),
+            phase="session/set_config_option",
+            error_kind=FailureKind.PROTOCOL_FAILURE,
+            timeout=self._startup_timeout,
+        )
+        options = _raw_result(response).get("configOptions") if response is not None else None
+        return redact_strings(options, self._redact) if isinstance(options, list) else None
+
+    async def set_model(self, acp_session_id: str, model_id: str) -> None:
+        """Run ``session/set_model``, a method of the protocol's unstable part that the SDK has no
+        call for (gemini-cli reports ``models`` and takes it): sent as a raw request."""
+        await self._guard(
+            self._conn._conn.send_request("session/set_model", {"sessionId": acp_session_id, "modelId": model_id}),
+            phase="session/set_model",
+            error_kind=FailureKind.PROTOCOL_FAILURE,
+            timeout=self._startup_timeout,
+        )
+
+    async def _session_call(self, phase: str, call: Awaitable[T], error_kind: FailureKind) -> T:
+        self._phase = phase
+        try:
+            return await self._guard(call, phase=phase, error_kind=error_kind, timeout=self._startup_timeout)
+        finally:
+            self._phase = "idle"
+
+    def _opened(self, session_id: str, response: Any) -> OpenedSession:
+        raw = _raw_result(response) if response is not None else {}
+        state = {k: raw[k] for k in STATE_KEYS if raw.get(k) is not None}
+        if session_id not in self._open_sessions:
+            self._open_sessions.append(session_id)
+        return OpenedSession(session_id=session_id, state=redact_strings(state, self._redact))
 
     async def prompt(self, acp_session_id: str, text: str) -> TurnOutcome:
         """Run one ``session/prompt`` turn; raise ``DriverFailure`` when it fails."""
@@ -242,9 +348,11 @@ class AcpDriver:
             ) from exc
 
     async def close(self, grace: float) -> ExitInfo:
-        """Close stdin, wait ``grace`` seconds, terminate, wait, kill; idempotent."""
+        """Close the agent's sessions, close stdin, wait ``grace`` seconds, terminate, wait, kill;
+        idempotent."""
         if self._closed_info is not None:
             return self._closed_info
+        await self._close_sessions()
         self._closing = True
         with contextlib.suppress(Exception):
             await self.terminals.aclose()
@@ -272,6 +380,24 @@ class AcpDriver:
         await self._tasks.aclose()
         self._closed_info = info
         return info
+
+    async def _close_sessions(self) -> None:
+        """Send ``session/close`` for each ACP session opened here, where the agent advertises it.
+
+        claude-agent-acp ignores EOF on stdin while a session is open, and exits once it is
+        closed; an agent that ignores both still gets the escalation. Each close is bounded by
+        ``SESSION_CLOSE_TIMEOUT``; a failed or slow close is no reason to wait longer.
+        """
+        session_caps = self._caps.get("sessionCapabilities") if isinstance(self._caps, dict) else None
+        proc = self._proc
+        if not isinstance(session_caps, dict) or session_caps.get("close") is None or self._conn is None:
+            return
+        if proc is None or proc.returncode is not None or (self._exit is not None and self._exit.done()):
+            return
+        for session_id in list(self._open_sessions):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._conn.close_session(session_id=session_id), timeout=SESSION_CLOSE_TIMEOUT)
+        self._open_sessions.clear()
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -318,7 +444,14 @@ class AcpDriver:
                 msg = f"agent {self._agent_name!r} answered {phase} with error {exc.code}: {detail}"
                 if extra and isinstance(extra, str):
                     msg += f" ({self._redact(extra)[:300]})"
-                raise DriverFailure(error_kind, msg, code=exc.code) from None
+                raise DriverFailure(
+                    error_kind,
+                    msg,
+                    code=exc.code,
+                    detail=(detail + (f" ({self._redact(extra)[:300]})" if isinstance(extra, str) and extra else ""))[:500],
+                    auth_required=is_auth_required(exc.code, str(exc), exc.data),
+                    unknown_session=is_unknown_session(exc.code, str(exc), exc.data),
+                ) from None
             except ConnectionError:
                 # The SDK saw EOF; the exit watcher / tap says why. Give them a moment.
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -346,13 +479,15 @@ class AcpDriver:
 
     def _phase_failure(self, failure: DriverFailure, phase: str) -> DriverFailure:
         """Re-classify a process exit by phase: before the handshake it is a handshake failure."""
-        if failure.kind is FailureKind.PROCESS_EXIT and phase in ("initialize", "session/new"):
+        if failure.kind is FailureKind.PROCESS_EXIT and (
+            phase in ("initialize", "session/new", "session/fork") or phase.startswith("authenticate")
+        ):
             return DriverFailure(
                 FailureKind.HANDSHAKE_FAILURE, self._exit_summary(f" before answering {phase}")
             )
-        if failure.kind is FailureKind.PROCESS_EXIT and phase == "session/load":
+        if failure.kind is FailureKind.PROCESS_EXIT and phase in ("session/load", "session/resume"):
             return DriverFailure(
-                FailureKind.LOAD_SESSION_FAILURE, self._exit_summary(" during session/load")
+                FailureKind.LOAD_SESSION_FAILURE, self._exit_summary(f" during {phase}")
             )
         return failure
 
@@ -389,6 +524,7 @@ class AcpDriver:
             chunk = await proc.stderr.read(4096)
             if not chunk:
                 return
+            self.listener.on_stderr(chunk)
             self._stderr.append(chunk)
             self._stderr_size += len(chunk)
             while self._stderr_size > STDERR_TAIL_BYTES + SECRET_MARGIN and len(self._stderr) > 1:
@@ -427,3 +563,4 @@ class AcpDriver:
         assert proc is not None and proc.stderr is not None
         while not proc.stderr.at_eof():
             await asyncio.sleep(0.01)
+

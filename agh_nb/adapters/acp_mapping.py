@@ -10,6 +10,8 @@ from typing import Any
 
 from acp import schema
 
+from agh_nb.adapters.acp_transport import RAW_RESULT_KEY
+from agh_nb.config import McpServerDef
 from agh_nb.events import JSON, EventType
 
 _DONE_STATUSES = {"completed", "failed"}
@@ -63,8 +65,10 @@ def map_update(update: Any, raw: JSON | None = None) -> tuple[EventType, JSON]:
       (title ``plan <planId>``; text: the entries, the markdown, ``[plan file: <uri>]``, or
       ``(plan removed)``)
     - ``usage_update`` -> ``usage`` (``usage {used, size, cost?}``)
-    - ``user_message_chunk``, ``available_commands_update``, ``current_mode_update``,
-      ``config_option_update``, ``session_info_update`` and anything newer -> ``system``
+    - ``current_mode_update`` -> ``mode_changed`` (``text``: the mode id)
+    - ``config_option_update`` -> ``config_changed`` (``text``: ``id=value`` of each option)
+    - ``available_commands_update`` -> ``commands_available`` (``text``: ``/name`` of each)
+    - ``user_message_chunk``, ``session_info_update`` and anything newer -> ``system``
       (title: the kind)
 
     ``raw`` is the payload as received when the caller has it (the driver does), else the model
@@ -118,7 +122,20 @@ def map_update(update: Any, raw: JSON | None = None) -> tuple[EventType, JSON]:
         if update.cost is not None:
             usage["cost"] = {"amount": update.cost.amount, "currency": update.cost.currency}
         return EventType.USAGE, {"usage": usage, "raw": raw}
+    if isinstance(update, schema.CurrentModeUpdate):
+        return EventType.MODE_CHANGED, {"title": "mode", "text": update.current_mode_id, "raw": raw}
+    if isinstance(update, schema.ConfigOptionUpdate):
+        values = ", ".join(f"{o.id}={_option_value(o)}" for o in update.config_options)
+        return EventType.CONFIG_CHANGED, {"title": "config", "text": values, "raw": raw}
+    if isinstance(update, schema.AvailableCommandsUpdate):
+        names = " ".join(f"/{c.name}" for c in update.available_commands)
+        return EventType.COMMANDS_AVAILABLE, {"title": "commands", "text": names, "raw": raw}
     return EventType.SYSTEM, {"title": str(kind or type(update).__name__), "raw": raw}
+
+
+def _option_value(option: Any) -> str:
+    value = option.current_value
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def usage_from_prompt(usage: Any) -> JSON | None:
@@ -133,3 +150,35 @@ def usage_from_prompt(usage: Any) -> JSON | None:
         "cached_read_tokens": usage.cached_read_tokens,
         "cached_write_tokens": usage.cached_write_tokens,
     }
+
+
+def raw_result(response: Any) -> dict[str, Any]:
+    """The result as the agent sent it (left by the transport under ``_meta``), else its dump."""
+    meta = getattr(response, "field_meta", None)
+    if isinstance(meta, dict):
+        raw = meta.pop(RAW_RESULT_KEY, None)
+        if isinstance(raw, dict):
+            return raw
+    return dump(response) if response is not None else {}
+
+
+def mcp_servers(servers: tuple[McpServerDef, ...]) -> list[Any]:
+    """AGENT.md MCP servers (refs already resolved) as the SDK's models."""
+    out: list[Any] = []
+    for server in servers:
+        if server.transport == "stdio":
+            out.append(
+                schema.McpServerStdio(
+                    name=server.name,
+                    command=server.command,
+                    args=list(server.args),
+                    env=[schema.EnvVariable(name=k, value=v) for k, v in server.env],
+                )
+            )
+        else:
+            headers = [schema.HttpHeader(name=k, value=v) for k, v in server.headers]
+            if server.transport == "http":
+                out.append(schema.HttpMcpServer(type="http", name=server.name, url=server.url, headers=headers))
+            else:
+                out.append(schema.SseMcpServer(type="sse", name=server.name, url=server.url, headers=headers))
+    return out

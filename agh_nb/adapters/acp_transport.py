@@ -66,6 +66,23 @@ def carry_raw_update(message: dict[str, Any]) -> None:
     params["_meta"] = {**(meta or {}), RAW_UPDATE_KEY: update}
 
 
+RAW_RESULT_KEY = "agh_nb.raw_result"
+"""Where the transport leaves a response's ``result`` as received, for ``acp_driver``."""
+
+
+def carry_raw_result(message: dict[str, Any]) -> None:
+    # Like carry_raw_update, for answers to our requests: the SDK validates a result into its
+    # model and drops what the model does not know (claude-agent-acp's and gemini's ``models``,
+    # not yet in the SDK's schema). A shallow copy goes under ``_meta``, where the model keeps it.
+    result = message.get("result")
+    if "method" in message or not isinstance(result, dict):
+        return
+    meta = result.get("_meta")
+    if meta is not None and not isinstance(meta, dict):
+        return
+    result["_meta"] = {**(meta or {}), RAW_RESULT_KEY: dict(result)}
+
+
 READ_AHEAD = 128 * 1024
 """Bytes of agent output read ahead of the parser before reading pauses (backpressure)."""
 
@@ -175,6 +192,8 @@ class CheckedTransport(NdjsonTransport):
             if isinstance(message, dict):
                 if message.get("method") == SESSION_UPDATE:
                     carry_raw_update(message)
+                elif "result" in message:
+                    carry_raw_result(message)
                 return message
             self._on_garbage(line)
 

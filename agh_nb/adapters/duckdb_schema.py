@@ -60,11 +60,18 @@ DDL: tuple[str, ...] = (
         created_at TIMESTAMPTZ NOT NULL,
         updated_at TIMESTAMPTZ NOT NULL,
         host_pid BIGINT,
-        last_presence_at TIMESTAMPTZ
+        last_presence_at TIMESTAMPTZ,
+        parent_id VARCHAR,
+        acp_state JSON,
+        failure_code BIGINT
     )
     """,
     # Stores created before the heartbeat existed get its column.
     "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS last_presence_at TIMESTAMPTZ",
+    # ... and before fork lineage and the agent's modes/models/commands (issue 10).
+    "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS parent_id VARCHAR",
+    "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS acp_state JSON",
+    "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS failure_code BIGINT",
     """
     CREATE TABLE IF NOT EXISTS events (
         id VARCHAR NOT NULL,
@@ -171,6 +178,9 @@ SESSION_COLUMNS: tuple[str, ...] = (
     "updated_at",
     "host_pid",
     "last_presence_at",
+    "parent_id",
+    "acp_state",
+    "failure_code",
 )
 _SESSION_TIMES = ("created_at", "updated_at", "last_presence_at")
 UPSERT_SESSION = (
@@ -309,6 +319,9 @@ def session_params(record: SessionRecord) -> list[Any]:
         _aware(record.updated_at),
         record.host_pid,
         _aware(record.last_presence_at) if record.last_presence_at else None,
+        record.parent_id,
+        dumps(record.acp_state),
+        record.failure.code if record.failure else None,
     ]
 
 
@@ -317,10 +330,11 @@ def session_from_row(row: Sequence[Any]) -> SessionRecord:
     data = dict(zip(SESSION_COLUMNS, row, strict=True))
     data["failure"] = json.loads(data["failure"]) if data["failure"] else None
     data["acp_caps"] = json.loads(data["acp_caps"]) if data["acp_caps"] else {}
+    data["acp_state"] = json.loads(data["acp_state"]) if data["acp_state"] else {}
     for column in _SESSION_TIMES:
         if data[column] is not None:
             data[column] = from_epoch_us(data[column])
-    del data["failure_kind"]
+    del data["failure_kind"], data["failure_code"]  # both are in ``failure`` already
     return SessionRecord.from_dict(data)
 
 

@@ -1,13 +1,19 @@
 """The built-in ``demo`` ACP agent: a real, scripted, deterministic agent subprocess.
 
 Run it as ``python -m agh_nb.agents.demo [--delay SECONDS] [--fast] [--fail-startup MODE]
-[--no-load] [--fail-load] [--forget] [--fail-new] [--on-cancel garbage|close-stdout]``. It speaks the Agent Client Protocol (JSON-RPC over stdio) through the official
+[--no-load] [--fail-load] [--forget] [--fail-new] [--on-cancel garbage|close-stdout]`` plus the
+session features of real agents, each off unless asked for (``demo_features``):
+``--auth env:VAR|agent|terminal [--auth-at new|prompt] [--auth-code N] [--auth-always]``
+(answer "authentication required" until ``authenticate``), ``--modes`` (modes, a model and a
+boolean option), ``--commands`` (slash commands ``/echo`` and ``/mode``), ``--resume``,
+``--close``, ``--fork`` (those session methods), ``--ignore-eof`` (keep running after stdin
+closes while a session is open), ``--forget-as not-found|internal`` and ``--mcp-http``. It speaks the Agent Client Protocol (JSON-RPC over stdio) through the official
 ``acp`` SDK, so agh_nb can exercise every part of a session -- messages, thoughts, plans, tool
 calls, file reads and writes, terminal commands, permission requests, usage, cancellation,
 crashes and protocol garbage -- with no API key and no network.
 
-This module is a separate process from agh_nb: it imports only the standard library and
-``acp``, never anything from ``agh_nb`` (the host must be able to treat it exactly like a
+This module is a separate process from agh_nb: it imports only the standard library, ``acp``
+and its sibling ``demo_features``, never anything else from ``agh_nb`` (the host must be able to treat it exactly like a
 third-party agent).
 
 What a prompt does is chosen by its first word (case-insensitive); see ``_SCRIPTS`` and the
@@ -36,6 +42,10 @@ What a prompt does is chosen by its first word (case-insensitive); see ``_SCRIPT
 ``run-swap SHOWN... -- ACTUAL...``  asks to run SHOWN, then creates a terminal for ACTUAL
 ``ask-empty``             a permission request that offers no option at all
 ``huge-usage``            token counts past 64 bits (a usage_update and the prompt's usage)
+``mcp``                   one chunk: the MCP servers the session received, as JSON
+``ask-form``              an elicitation (form: colour, count, notify); replies with the answer
+``ask-url``               a URL-mode elicitation (clients may decline it); replies with the answer
+``/NAME ARGS``            a slash command: ``/echo ARGS`` and ``/mode`` (see ``--commands``)
 anything else             the default script (thoughts, plan, chunks, two tool calls, usage)
 
 Permission answers "allow always" / "reject always" are remembered per tool kind for the
@@ -67,8 +77,9 @@ from typing import Any, NoReturn, TypeVar, cast
 import acp
 from acp import RequestError
 from acp.core import DEFAULT_STDIO_BUFFER_LIMIT_BYTES
+
+from agh_nb.agents.demo_features import Features, SessionFeatures
 from acp.schema import (
-    AgentCapabilities,
     AgentMessageChunk,
     AgentPlanUpdate,
     AgentThoughtChunk,
@@ -331,10 +342,13 @@ def _shorten(text: str, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "\u2026"
 
 
-class DemoAgent:
+class DemoAgent(SessionFeatures):
     """A scripted ACP agent; see the module docstring for the prompt words it understands."""
 
-    def __init__(self, *, delay: float = DEFAULT_DELAY, load_session: bool = True) -> None:
+    def __init__(
+        self, *, delay: float = DEFAULT_DELAY, load_session: bool = True, features: Features | None = None
+    ) -> None:
+        self._init_features(features)
         self.delay = delay
         self.load_enabled = load_session
         self.fail_load = False
@@ -378,8 +392,9 @@ class DemoAgent:
         self._client_caps = client_capabilities or ClientCapabilities()
         return InitializeResponse(
             protocol_version=acp.PROTOCOL_VERSION,
-            agent_capabilities=AgentCapabilities(load_session=self.load_enabled),
+            agent_capabilities=self.capabilities(load_session=self.load_enabled),
             agent_info=Implementation(name=AGENT_NAME, title="AGH demo agent", version=AGENT_VERSION),
+            auth_methods=self.auth_methods(),
         )
 
     async def new_session(
@@ -392,9 +407,10 @@ class DemoAgent:
         """Create a session with a fresh ``demo-<hex>`` id."""
         if self.fail_new:
             raise RequestError(-32603, "demo agent refuses new sessions", {"details": "--fail-new"})
+        self.require_auth("new")
         session_id = f"{SESSION_PREFIX}{uuid.uuid4().hex}"
         self._sessions[session_id] = _Session(session_id=session_id, cwd=cwd)
-        return NewSessionResponse(session_id=session_id)
+        return NewSessionResponse(session_id=session_id, **self.opened(session_id, mcp_servers))
 
     async def load_session(
         self,
@@ -409,14 +425,58 @@ class DemoAgent:
             raise RequestError.method_not_found(acp.AGENT_METHODS["session_load"])
         if self.fail_load:
             raise RequestError(-32603, "demo agent cannot load sessions today", {"details": "--fail-load"})
+        self._reopen(session_id, cwd)
+        return LoadSessionResponse(**self.opened(session_id, mcp_servers))
+
+    def _reopen(self, session_id: str, cwd: str) -> None:
+        """Load or resume: any ``demo-`` id is known (the demo keeps no history)."""
+        self.require_auth("new")
         if self.forget or not session_id.startswith(SESSION_PREFIX):
-            raise RequestError.resource_not_found(session_id)
+            raise self.unknown_session(session_id)
         session = self._sessions.get(session_id)
         if session is None:
             self._sessions[session_id] = _Session(session_id=session_id, cwd=cwd)
         else:
             session.cwd = cwd
-        return LoadSessionResponse()
+
+    async def resume_session(
+        self,
+        session_id: str,
+        cwd: str,
+        additional_directories: list[str] | None = None,
+        mcp_servers: list[Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """``session/resume`` (``--resume``): like load, without replaying anything."""
+        from acp.schema import ResumeSessionResponse
+
+        if not self.features.resume:
+            raise RequestError.method_not_found(acp.AGENT_METHODS["session_resume"])
+        self._reopen(session_id, cwd)
+        return ResumeSessionResponse(**self.opened(session_id, mcp_servers))
+
+    async def fork_session(
+        self,
+        session_id: str,
+        cwd: str,
+        additional_directories: list[str] | None = None,
+        mcp_servers: list[Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """``session/fork`` (``--fork``): a new session that starts where ``session_id`` is."""
+        from acp.schema import ForkSessionResponse
+
+        if not self.features.fork:
+            raise RequestError.method_not_found(acp.AGENT_METHODS["session_fork"])
+        self.require_auth("new")
+        if not session_id.startswith(SESSION_PREFIX):
+            raise self.unknown_session(session_id)
+        forked = f"{SESSION_PREFIX}{uuid.uuid4().hex}"
+        self._sessions[forked] = _Session(session_id=forked, cwd=cwd)
+        parent = self._settings.get(session_id)
+        if parent is not None:
+            self._settings[forked] = type(parent)(mode=parent.mode, model=parent.model, verbose=parent.verbose)
+        return ForkSessionResponse(session_id=forked, **self.opened(forked, mcp_servers))
 
     async def cancel(self, session_id: str, **kwargs: Any) -> None:
         """Cancel the running turn of a session, if any (a notification: nothing to answer).
@@ -443,6 +503,7 @@ class DemoAgent:
         session = self._sessions.get(session_id)
         if session is None:
             raise RequestError.resource_not_found(session_id)
+        self.require_auth("prompt")
         text = _prompt_text(prompt)
         async with session.lock:
             session.turns += 1
@@ -459,6 +520,9 @@ class DemoAgent:
 
     async def _dispatch(self, turn: _Turn, text: str) -> PromptResponse:
         """Pick a script by the first word; scripts return None to fall back to the default."""
+        if text.startswith("/"):  # a slash command arrives as the prompt's text, exactly as typed
+            await turn.message(self.slash_reply(turn.session_id, text) + "\n")
+            return PromptResponse(stop_reason="end_turn")
         parts = text.split(maxsplit=1)
         word = parts[0].lower() if parts else ""
         rest = parts[1] if len(parts) > 1 else ""
@@ -827,6 +891,21 @@ class DemoAgent:
         await turn.tool_update(call_id, status="failed", content=[_text_content(f"answer: {decision}")])
         return PromptResponse(stop_reason="end_turn")
 
+    async def _script_mcp(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``mcp``: the MCP servers this session received (values included, as a real agent has them)."""
+        await turn.message(self.mcp_report(turn.session_id))
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _script_ask_form(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``ask-form``: a form-mode elicitation; the reply says what the user answered."""
+        await turn.message(await turn.guard(self.ask_form(turn.session_id)) + "\n")
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _script_ask_url(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``ask-url``: a URL-mode elicitation; the reply says how the client answered."""
+        await turn.message(await turn.guard(self.ask_form(turn.session_id, url=True)) + "\n")
+        return PromptResponse(stop_reason="end_turn")
+
     async def _script_read(self, turn: _Turn, rest: str) -> PromptResponse:
         """``read PATH``: read a file through the client."""
         if not rest.strip():
@@ -1054,6 +1133,9 @@ _SCRIPTS: dict[str, ScriptFn] = {
     "run-swap": DemoAgent._script_run_swap,
     "ask-empty": DemoAgent._script_ask_empty,
     "huge-usage": DemoAgent._script_huge_usage,
+    "mcp": DemoAgent._script_mcp,
+    "ask-form": DemoAgent._script_ask_form,
+    "ask-url": DemoAgent._script_ask_url,
 }
 
 
@@ -1086,9 +1168,25 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="answer session/cancel with a non-JSON line, or by closing stdout, instead of cancelling",
     )
+    features = parser.add_argument_group("session features of real agents (see demo_features)")
+    features.add_argument("--auth", help="env:VAR | agent | terminal: answer 'authentication required' until authenticate")
+    features.add_argument("--auth-at", choices=("new", "prompt"), default="new", help="where authentication is required")
+    features.add_argument("--auth-code", type=int, default=-32000, help="the code of that answer (-32603: words in data)")
+    features.add_argument("--auth-always", action="store_true", help="still require authentication after authenticate")
+    features.add_argument("--modes", action="store_true", help="offer modes, models and a boolean option")
+    features.add_argument("--commands", action="store_true", help="advertise slash commands /echo and /mode")
+    features.add_argument("--resume", action="store_true", help="advertise and serve session/resume")
+    features.add_argument("--close", action="store_true", help="advertise and serve session/close")
+    features.add_argument("--fork", action="store_true", help="advertise and serve session/fork")
+    features.add_argument("--ignore-eof", action="store_true", help="keep running after stdin closes while a session is open")
+    features.add_argument("--forget-as", choices=("not-found", "internal"), default="not-found",
+                          help="how --forget refuses a session: -32002, or -32603 with gemini's words")
+    features.add_argument("--mcp-http", action="store_true", help="advertise mcpCapabilities.http")
     args = parser.parse_args(argv)
     if args.delay < 0:
         parser.error("--delay must be >= 0")
+    if args.auth is not None and not (args.auth in ("agent", "terminal") or (args.auth.startswith("env:") and len(args.auth) > 4)):
+        parser.error("--auth takes env:VAR, agent or terminal")
     return args
 
 
@@ -1111,7 +1209,8 @@ async def _serve(agent: DemoAgent) -> None:
     # A cast, not a subclass: DemoAgent implements only the part of the acp.Agent protocol it
     # supports, and the SDK router answers "method not found" for the rest. Subclassing the
     # Protocol would instead inherit stub methods that answer ``null``.
-    await acp.run_agent(cast(acp.Agent, agent), writer, reader)
+    # The unstable protocol routes session/resume, /close and /fork to us (when offered).
+    await acp.run_agent(cast(acp.Agent, agent), writer, reader, use_unstable_protocol=True)
 
 
 class _NotAPipe(Exception):
@@ -1135,7 +1234,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="demo: %(levelname)s %(name)s: %(message)s")
     delay = 0.0 if args.fast else args.delay
     log.info("starting pid=%d delay=%gs load_session=%s", os.getpid(), delay, not args.no_load)
-    agent = DemoAgent(delay=delay, load_session=not args.no_load)
+    features = Features(
+        auth=args.auth, auth_at=args.auth_at, auth_code=args.auth_code, auth_always=args.auth_always,
+        modes=args.modes, commands=args.commands, resume=args.resume, close=args.close, fork=args.fork,
+        ignore_eof=args.ignore_eof, forget_as=args.forget_as, mcp_http=args.mcp_http,
+    )
+    agent = DemoAgent(delay=delay, load_session=not args.no_load, features=features)
     agent.fail_load = args.fail_load
     agent.forget = args.forget
     agent.fail_new = args.fail_new
@@ -1147,6 +1251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _NotAPipe as exc:
         log.error("stdin and stdout must be pipes (an ACP client spawns us): %s", exc)
         return 1
+    if features.ignore_eof and agent.open_sessions():
+        # Like claude-agent-acp: stdin at EOF is not the end while a session is open.
+        log.warning("stdin closed with %d open session(s); running on until killed", agent.open_sessions())
+        _sleep_forever()
     return 0
 
 

@@ -39,6 +39,8 @@ class StopCause:
     failure_kind: FailureKind | None = None
     summary: str = ""
     detail: str | None = None
+    code: int | None = None
+    """The JSON-RPC error code, when an agent's error answer caused the stop."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def classify(cause: StopCause, exit_info: ExitInfo | None, *, redact: Callable[[
     """
 
     def failure(kind: FailureKind, summary: str) -> Failure:
-        return Failure(kind=kind, summary=bound_summary(redact(summary)))
+        return Failure(kind=kind, summary=bound_summary(redact(summary)), code=cause.code)
 
     if cause.kind is CauseKind.USER:
         if cause.detail == StopReason.BUDGET_EXCEEDED.value:
@@ -84,7 +86,9 @@ def classify(cause: StopCause, exit_info: ExitInfo | None, *, redact: Callable[[
 _CANCEL_BREAKERS = frozenset({FailureKind.PROTOCOL_FAILURE, FailureKind.TRANSPORT_FAILURE})
 
 
-def turn_failure_cause(kind: FailureKind, summary: str, *, cancel_sent: bool) -> StopCause:
+def turn_failure_cause(
+    kind: FailureKind, summary: str, *, cancel_sent: bool, code: int | None = None
+) -> StopCause:
     """Why a session stops when its running turn failed with a classified driver failure.
 
     A dead agent is an ``AGENT_EXIT``; any other failure keeps its kind, except that a protocol
@@ -95,7 +99,7 @@ def turn_failure_cause(kind: FailureKind, summary: str, *, cancel_sent: bool) ->
         return StopCause(CauseKind.AGENT_EXIT, kind, summary)
     if cancel_sent and kind in _CANCEL_BREAKERS:
         return StopCause(CauseKind.FAILURE, FailureKind.CANCELLATION, f"session/cancel failed: {summary}")
-    return StopCause(CauseKind.FAILURE, kind, summary)
+    return StopCause(CauseKind.FAILURE, kind, summary, code=code)
 
 
 def unexpected_failure_cause(where: str, exc: BaseException) -> StopCause:

@@ -12,8 +12,8 @@ Document shape::
     {"schema": "agh.session_crash_bundle.v1", "created_at": "...Z",
      "session": {"id", "name", "type", "agent_name", "state", "workspace_id", "workspace_path",
                  "acp_session_id"},
-     "provider": {"agent_name", "agent_info"},
-     "failure": {"kind", "summary"},
+     "provider": {"agent_name", "agent_info", "auth_methods"},
+     "failure": {"kind", "summary", "code"},
      "process": {"pid", "exit_code", "signal"},
      "error_text": str | null,
      "stderr_tail": str,
@@ -74,6 +74,7 @@ def write_crash_bundle(
     redact: Callable[[str], str],
     now: datetime,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    code: int | None = None,
 ) -> Path:
     """Write a crash bundle for one failure of ``record``'s session; blocking.
 
@@ -94,6 +95,7 @@ def write_crash_bundle(
         redact: the redaction function (``Redactor.redact``).
         now: creation time (``created_at`` and the file name).
         max_bytes: bound on the file's size; at least ``MIN_MAX_BYTES``.
+        code: the JSON-RPC code of the agent's error that caused the failure, if one did.
 
     Returns:
         The path of the new file: ``<session_id>-<UTC time>-<kind>.json``, mode 0600 (a ``-N``
@@ -115,6 +117,7 @@ def write_crash_bundle(
         exit_info=exit_info,
         redact=redact,
         now=now,
+        code=code,
     )
     data = _bounded(bundle, stderr, error, max_bytes)
     _ensure_directory(directory)
@@ -130,6 +133,7 @@ def build_crash_bundle(
     exit_info: ExitInfo | None,
     redact: Callable[[str], str],
     now: datetime,
+    code: int | None = None,
 ) -> JSON:
     """Return the bundle's identity, failure and process parts (redacted), without text payloads.
 
@@ -137,6 +141,12 @@ def build_crash_bundle(
     """
     caps = record.acp_caps if isinstance(record.acp_caps, dict) else {}
     agent_info = caps.get("agent_info", caps.get("agentInfo"))
+    methods = caps.get("authMethods")
+    methods = methods if isinstance(methods, list) else []
+    # What each login needs, never more: a method's _meta may hold anything.
+    auth_methods = [
+        {k: m[k] for k in ("id", "name", "type", "vars", "args") if k in m} for m in methods if isinstance(m, dict)
+    ]
     bundle: JSON = {
         "schema": CRASH_BUNDLE_SCHEMA,
         "created_at": format_timestamp(now),
@@ -150,8 +160,8 @@ def build_crash_bundle(
             "workspace_path": record.workspace_path,
             "acp_session_id": record.acp_session_id,
         },
-        "provider": {"agent_name": record.agent_name, "agent_info": agent_info},
-        "failure": {"kind": str(failure_kind), "summary": bound_summary(redact(summary))},
+        "provider": {"agent_name": record.agent_name, "agent_info": agent_info, "auth_methods": auth_methods},
+        "failure": {"kind": str(failure_kind), "summary": bound_summary(redact(summary)), "code": code},
         "process": {
             "pid": exit_info.pid if exit_info else None,
             "exit_code": exit_info.returncode if exit_info else None,

@@ -15,8 +15,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agh_nb.config import DEFAULT_PERMISSION_MODE, PERMISSION_MODES, AgentDefinition, Settings, find_agent
+from agh_nb.config import (
+    DEFAULT_PERMISSION_MODE,
+    PERMISSION_MODES,
+    AgentDefinition,
+    McpServerDef,
+    Settings,
+    find_agent,
+    optional_ref,
+)
 from agh_nb.core.approvals import ApprovalBroker
+from agh_nb.core.elicitations import ElicitationBroker
+from agh_nb.core.opening import Note, StartOptions, session_caps
 from agh_nb.core.classify import CauseKind, StopCause
 from agh_nb.core.clock import IdGenerator, SystemClock
 from agh_nb.core.ports import DriverFactory, EventStore, LaunchSpec
@@ -30,6 +40,7 @@ from agh_nb.core.state import FailureKind, SessionState, SessionType
 from agh_nb.errors import (
     AgentStartError,
     AghError,
+    CapabilityError,
     ResumeError,
     SessionNotActiveError,
     SessionNotFoundError,
@@ -123,6 +134,7 @@ class SessionManager:
         self._pins: dict[str, list[tuple[str, str]]] = {}  # session id -> (value, label) pinned
         self._resuming: dict[str, asyncio.Future[SessionRecord]] = {}
         self.approvals = ApprovalBroker(timeout=settings.approval_timeout)
+        self.elicitations = ElicitationBroker(timeout=settings.approval_timeout)
 
     @property
     def settings(self) -> Settings:
@@ -137,8 +149,16 @@ class SessionManager:
         name: str | None = None,
         permissions: str | None = None,
         session_type: str = "user",
+        mode: str | None = None,
+        model: str | None = None,
+        auth: str | None = None,
+        parent: SessionRecord | None = None,
     ) -> SessionRecord:
         """Create a session and start its agent; return the ``active`` record.
+
+        ``mode`` and ``model`` are set once the ACP session is open, ``auth`` is an
+        ``authenticate`` method run before it opens; ``parent`` makes the session a fork of it
+        (``session/fork`` of the parent's ACP session; see ``fork``).
 
         Raises:
             UsageError: for a bad ``--permissions`` or session type (nothing is created).
@@ -163,6 +183,8 @@ class SessionManager:
             created_at=now,
             updated_at=now,
             host_pid=self._host_pid,
+            parent_id=parent.id if parent else None,
+            acp_state=dict(parent.acp_state) if parent else {},
         )
         await asyncio.to_thread(session_dir(self._home, record.id).mkdir, parents=True, exist_ok=True)
         await self._store.save_session(record)
@@ -172,12 +194,51 @@ class SessionManager:
         except AghError as exc:
             await live.fail_start(FailureKind.STARTUP_FAILURE, str(exc))
             raise AgentStartError(f"session {record.id} could not start: {exc}", session_id=record.id) from None
-        mode = resolve_permissions(permissions, definition, self._settings, session_type)
-        live.set_permissions(mode)
+        live.set_permissions(resolve_permissions(permissions, definition, self._settings, session_type))
         self._pin_secrets(record.id, spec)
-        return await live.start(spec)
+        options = StartOptions(mode=mode, model=model, auth=auth, fork_from=parent.acp_session_id if parent else None)
+        started = await live.start(spec, options=options)
+        if parent is not None:
+            await live.note(
+                Note(
+                    "fork",
+                    f"forked from session {parent.id} (ACP session {parent.acp_session_id} -> {started.acp_session_id})",
+                    {"parent_id": parent.id, "parent_acp_session_id": parent.acp_session_id},
+                )
+            )
+        return live.record
 
-    async def resume(self, session_id: str, *, replay_transcript: bool = False) -> SessionRecord:
+    async def fork(self, session_id: str, *, name: str | None = None) -> SessionRecord:
+        """Make a new session on a fork of ``session_id``'s ACP session (``session/fork``).
+
+        The fork runs its own agent process (same agent, workspace and permissions), records its
+        ``parent_id`` and a ``system`` event naming the parent.
+
+        Raises:
+            SessionNotFoundError: no such session.
+            CapabilityError: the session has no ACP session yet, or its agent cannot fork (one line).
+            AgentStartError: the fork could not start (it is stopped with a failure).
+        """
+        parent = await self.get(session_id)
+        if not parent.acp_session_id:
+            raise CapabilityError(f"session {session_id} has no ACP session to fork (it never started)")
+        if session_caps(parent.acp_caps).get("fork") is None:
+            raise CapabilityError(
+                f"session {session_id} cannot be forked: agent {parent.agent_name!r} does not offer "
+                "session/fork (no sessionCapabilities.fork)"
+            )
+        return await self.create(
+            agent_name=parent.agent_name,
+            cwd=parent.workspace_path,
+            name=name or f"fork of {parent.name or parent.id}",
+            permissions=parent.permissions if parent.type != SessionType.DREAM.value else None,
+            session_type=parent.type,
+            parent=parent,
+        )
+
+    async def resume(
+        self, session_id: str, *, replay_transcript: bool = False, auth: str | None = None
+    ) -> SessionRecord:
         """Resume a stopped session under the same AGH id (idempotent on a live session).
 
         Raises:
@@ -199,7 +260,7 @@ class SessionManager:
         future: asyncio.Future[SessionRecord] = asyncio.get_running_loop().create_future()
         self._resuming[session_id] = future
         try:
-            started = await self._resume(session_id, replay_transcript=replay_transcript)
+            started = await self._resume(session_id, replay_transcript=replay_transcript, auth=auth)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: a failure nobody else waited for is not "never retrieved"
@@ -210,14 +271,14 @@ class SessionManager:
         finally:
             self._resuming.pop(session_id, None)
 
-    async def _resume(self, session_id: str, *, replay_transcript: bool) -> SessionRecord:
+    async def _resume(self, session_id: str, *, replay_transcript: bool, auth: str | None = None) -> SessionRecord:
         await self.repair(session_id, dry_run=False)
         record = await self.get(session_id)
         spec, definition, events = await asyncio.to_thread(self._check_resumable, record)
         live = self._track(record)
         await live.prepare_resume()
         self._pin_secrets(session_id, spec)
-        started = await live.start(spec, resume=True)
+        started = await live.start(spec, resume=True, options=StartOptions(auth=auth))
         if replay_transcript and started.acp_session_id != record.acp_session_id:
             text = transcript_text(build_transcript(events))
             if text.strip():
@@ -285,16 +346,46 @@ class SessionManager:
         if not workspace.is_dir():
             raise AghError(f"workspace {workspace} is not a directory (pass a directory with --cwd)")
         definition = find_agent(agent_name, home=self._home, workspace=workspace)
-        env: dict[str, str] = {}
         secrets: list[tuple[str, str]] = []
-        for key, value in definition.env.items():
-            env[key] = self._resolve_secret(value)
-            if value.startswith(("vault:", "env:")):
-                secrets.append((value, env[key]))
+        env = self._resolve_values(definition.env.items(), secrets)
+        servers = tuple(
+            McpServerDef(
+                name=s.name,
+                transport=s.transport,
+                command=s.command,
+                args=s.args,
+                env=tuple(self._resolve_values(s.env, secrets).items()),
+                url=s.url,
+                headers=tuple(self._resolve_values(s.headers, secrets).items()),
+            )
+            for s in definition.mcp_servers
+        )
         spec = LaunchSpec(
-            agent_name=definition.name, argv=definition.argv(), cwd=str(workspace), env=env, secrets=tuple(secrets)
+            agent_name=definition.name,
+            argv=definition.argv(),
+            cwd=str(workspace),
+            env=env,
+            secrets=tuple(secrets),
+            mcp_servers=servers,
+            auth_method=definition.auth,
         )
         return spec, definition
+
+    def _resolve_values(self, items: Any, secrets: list[tuple[str, str]]) -> dict[str, str]:
+        """Resolve ``env:``/``vault:`` refs of (name, value) pairs; an optional ref (``env:X?``)
+        that resolves to nothing leaves its name out. Resolved secrets are added to ``secrets``."""
+        out: dict[str, str] = {}
+        for key, raw in items:
+            value, optional = optional_ref(raw)
+            try:
+                out[key] = self._resolve_secret(value)
+            except AghError:
+                if optional:
+                    continue
+                raise
+            if value.startswith(("vault:", "env:")):
+                secrets.append((value, out[key]))
+        return out
 
     def _pin_secrets(self, session_id: str, spec: LaunchSpec) -> None:
         """Keep the values handed to this session's agent redacted until the session stops."""
@@ -322,6 +413,7 @@ class SessionManager:
             home=self._home,
             on_stopped=self._forget,
             approvals=self.approvals,
+            elicitations=self.elicitations,
             clock=self._clock,
             ids=self._ids,
             redact=self._redact,
@@ -362,6 +454,54 @@ class SessionManager:
         """Decide a pending permission request of a session (from any surface)."""
         await self.get(session_id)
         return await self.approvals.decide(request_id, decision, session_id=session_id)
+
+    async def change(
+        self,
+        session_id: str,
+        *,
+        mode: str | None = None,
+        model: str | None = None,
+        options: dict[str, str] | None = None,
+    ) -> SessionRecord:
+        """Set the mode, model or config options of a live session (``session set``)."""
+        if mode is None and model is None and not options:
+            raise UsageError("session set: say what to set: --mode M, --model X or --option KEY=VALUE")
+        return await (await self._require_live(session_id)).change(mode=mode, model=model, options=options)
+
+    async def auth(self, session_id: str, method: str) -> SessionRecord:
+        """Run ``authenticate METHOD`` by hand and retry what failed (``session auth``).
+
+        On an active session the method is simply run. A stopped session is resumed with it
+        (``authenticate`` before its ACP session is reopened); when it had stopped because its
+        prompt needed authentication, that prompt is sent again.
+        """
+        live = self._live.get(session_id)
+        if live is not None and live.record.state is SessionState.ACTIVE:
+            return await live.authenticate(method)
+        record = await self.get(session_id)
+        retry = await asyncio.to_thread(self._failed_auth_prompt, record)
+        started = await self.resume(session_id, auth=method)
+        if retry is not None:
+            await self.prompt(session_id, retry)
+        return started
+
+    def _failed_auth_prompt(self, record: SessionRecord) -> str | None:
+        """The text of the prompt whose ``auth_failure`` stopped ``record``, if one did."""
+        if record.failure is None or record.failure.kind is not FailureKind.AUTH_FAILURE:
+            return None
+        events = self._store.query_events(record.id, EventQuery())
+        failed = [e for e in events if e.type == "error" and (e.content.get("failure") or {}).get("kind") == "auth_failure"]
+        if not failed or failed[-1].turn_id is None:
+            return None
+        asked = [e for e in events if e.type == "user_message" and e.turn_id == failed[-1].turn_id]
+        return str(asked[0].content.get("text") or "") or None if asked else None
+
+    async def answer(
+        self, session_id: str, request_id: str, values: dict[str, str] | None, *, action: str = "accept"
+    ) -> JSON:
+        """Answer a pending elicitation of a session (``session answer``)."""
+        await self.get(session_id)
+        return await self.elicitations.answer(request_id, values, session_id=session_id, action=action)
 
     def live(self, session_id: str) -> LiveSession | None:
         """Return the live session, if this host runs it."""

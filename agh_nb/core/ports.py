@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from agh_nb.config import McpServerDef
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.state import FailureKind
 from agh_nb.errors import AghError
@@ -80,16 +81,31 @@ class LaunchSpec:
     # Resolved secrets may be among the values: never part of a repr, a log line or a traceback.
     env: dict[str, str] = field(default_factory=dict, repr=False)
     secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-    """``(ref, value)`` of every ``env`` value that came from a ``vault:`` or ``env:`` ref."""
+    """``(ref, value)`` of every ``env`` value that came from a ``vault:`` or ``env:`` ref, and of
+    every MCP server env or header value that did."""
+    mcp_servers: tuple[McpServerDef, ...] = field(default=(), repr=False)
+    """The AGENT.md ``mcp_servers``, refs resolved (so values may be secrets)."""
+    auth_method: str | None = None
+    """The AGENT.md ``auth``: the method to authenticate with when no ``env_var`` method fits."""
 
 
 @dataclass(frozen=True)
 class Handshake:
-    """What ``initialize`` told us about the agent."""
+    """What ``initialize`` told us about the agent (``auth_methods`` in their wire form)."""
 
     protocol_version: int
     agent_caps: JSON
     agent_info: JSON | None
+    auth_methods: list[JSON] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OpenedSession:
+    """What ``session/new``, ``/load``, ``/resume`` or ``/fork`` answered: the ACP session id and
+    the session state the agent reported (``modes``, ``models``, ``configOptions``, wire form)."""
+
+    session_id: str
+    state: JSON = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,12 +127,31 @@ class ExitInfo:
 
 
 class DriverFailure(AghError):
-    """Raised by a driver for a classified failure (kind from SPEC 2, summary for the user)."""
+    """Raised by a driver for a classified failure (kind from SPEC 2, summary for the user).
 
-    def __init__(self, kind: FailureKind, summary: str, **fields: object) -> None:
-        super().__init__(summary, kind=kind.value, **fields)
+    Attributes:
+        code: the JSON-RPC code of the agent's error answer, if one caused it.
+        auth_required: the agent answered "authentication required" (decided by the driver from
+            the code and the error's data, see ``adapters.acp_errors``).
+        unknown_session: the agent answered that it does not know the ACP session asked for.
+    """
+
+    def __init__(
+        self,
+        kind: FailureKind,
+        summary: str,
+        *,
+        code: int | None = None,
+        auth_required: bool = False,
+        unknown_session: bool = False,
+        **fields: object,
+    ) -> None:
+        super().__init__(summary, kind=kind.value, code=code, **fields)
         self.kind = kind
         self.summary = summary
+        self.code = code
+        self.auth_required = auth_required
+        self.unknown_session = unknown_session
 
 
 class DriverListener(Protocol):
@@ -131,6 +166,14 @@ class DriverListener(Protocol):
 
     def on_exit(self, info: ExitInfo) -> None:
         """The agent process ended (for any reason)."""
+
+    def on_stderr(self, data: bytes) -> None:
+        """A chunk the agent wrote to its stderr (the session keeps its log)."""
+
+    async def on_elicitation(self, message: str, schema: JSON, scope: JSON) -> JSON:
+        """Answer a form-mode ``elicitation/create``: ``{"action": "accept", "content": {...}}``,
+        ``{"action": "decline"}`` or ``{"action": "cancel"}``. ``scope`` holds ``sessionId`` /
+        ``toolCallId`` or ``requestId`` as the agent sent them."""
 
     async def on_permission_request(self, tool_call: JSON, options: list[JSON]) -> str | None:
         """Decide a ``session/request_permission``: the chosen option id, or None (cancelled)."""
@@ -151,11 +194,35 @@ class AgentDriver(Protocol):
     async def start(self, spec: LaunchSpec, listener: DriverListener) -> Handshake:
         """Spawn the agent and run ``initialize``; raise ``DriverFailure`` when that fails."""
 
-    async def new_session(self, cwd: str) -> str:
-        """Run ``session/new`` and return the ACP session id."""
+    async def authenticate(self, method_id: str) -> None:
+        """Run ``authenticate`` with one of the agent's methods (``auth_failure`` when refused)."""
 
-    async def load_session(self, acp_session_id: str, cwd: str) -> None:
-        """Run ``session/load`` for a stored ACP session id."""
+    async def new_session(self, cwd: str, mcp_servers: tuple[McpServerDef, ...] = ()) -> OpenedSession:
+        """Run ``session/new``."""
+
+    async def load_session(
+        self, acp_session_id: str, cwd: str, mcp_servers: tuple[McpServerDef, ...] = ()
+    ) -> OpenedSession:
+        """Run ``session/load`` for a stored ACP session id (the agent replays it)."""
+
+    async def resume_session(
+        self, acp_session_id: str, cwd: str, mcp_servers: tuple[McpServerDef, ...] = ()
+    ) -> OpenedSession:
+        """Run ``session/resume`` (like load, without replay)."""
+
+    async def fork_session(
+        self, acp_session_id: str, cwd: str, mcp_servers: tuple[McpServerDef, ...] = ()
+    ) -> OpenedSession:
+        """Run ``session/fork``: a new ACP session that starts as a copy of the given one."""
+
+    async def set_mode(self, acp_session_id: str, mode_id: str) -> None:
+        """Run ``session/set_mode``."""
+
+    async def set_config_option(self, acp_session_id: str, config_id: str, value: str | bool) -> list[JSON] | None:
+        """Run ``session/set_config_option``; returns the agent's config options when it says them."""
+
+    async def set_model(self, acp_session_id: str, model_id: str) -> None:
+        """Run ``session/set_model`` (for agents that report ``models`` but no model option)."""
 
     async def prompt(self, acp_session_id: str, text: str) -> TurnOutcome:
         """Run one ``session/prompt`` turn to completion."""
@@ -164,7 +231,8 @@ class AgentDriver(Protocol):
         """Send ``session/cancel`` (a notification; returns at once)."""
 
     async def close(self, grace: float) -> ExitInfo:
-        """Close stdin, wait ``grace``, terminate, then kill; idempotent."""
+        """Close the agent's sessions (``session/close`` where advertised), close stdin, wait
+        ``grace``, terminate, then kill; idempotent."""
 
 
 DriverFactory = Callable[[], AgentDriver]

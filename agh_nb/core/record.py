@@ -19,19 +19,24 @@ SUMMARY_LIMIT = 2000
 
 @dataclass(frozen=True)
 class Failure:
-    """Why a session failed: ``{kind, summary, crash_bundle_path}``; summary bounded and redacted."""
+    """Why a session failed: ``{kind, summary, crash_bundle_path, code}``; summary bounded and
+    redacted; ``code`` is the JSON-RPC error code when an agent's error caused the failure."""
 
     kind: FailureKind
     summary: str
     crash_bundle_path: str | None = None
+    code: int | None = None
 
     def to_dict(self) -> JSON:
-        """Return the SPEC's JSON form of the failure."""
-        return {
+        """Return the SPEC's JSON form of the failure (``code`` only when an agent's error caused it)."""
+        doc: JSON = {
             "kind": self.kind.value,
             "summary": self.summary,
             "crash_bundle_path": self.crash_bundle_path,
         }
+        if self.code is not None:
+            doc["code"] = self.code
+        return doc
 
     @classmethod
     def from_dict(cls, data: JSON | None) -> Failure | None:
@@ -42,6 +47,7 @@ class Failure:
             kind=FailureKind(data["kind"]),
             summary=str(data.get("summary", "")),
             crash_bundle_path=data.get("crash_bundle_path"),
+            code=data["code"] if isinstance(data.get("code"), int) else None,
         )
 
 
@@ -74,6 +80,13 @@ class SessionRecord:
     last_presence_at: datetime | None = None
     """When the host running the session last said it is alive (its heartbeat, SPEC 3): metadata
     only, never an event. None for a session no host has run since this field existed."""
+    parent_id: str | None = None
+    """Lineage: the AGH session this one was forked from (``session fork``)."""
+    acp_state: JSON = field(default_factory=dict)
+    """What the agent said about its ACP session, kept current by its updates: ``modes``
+    (``currentModeId``, ``availableModes``), ``models`` (``currentModelId``, ``availableModels``),
+    ``configOptions`` and ``commands`` (``availableCommands``), each in the wire form received.
+    Empty for sessions older than this field."""
 
     def replace(self, **changes: Any) -> SessionRecord:
         """Return a copy with ``changes`` applied."""
@@ -99,6 +112,8 @@ class SessionRecord:
             "updated_at": format_timestamp(self.updated_at),
             "host_pid": self.host_pid,
             "last_presence_at": format_timestamp(self.last_presence_at) if self.last_presence_at else None,
+            "parent_id": self.parent_id,
+            "acp_state": self.acp_state,
         }
 
     @classmethod
@@ -122,6 +137,8 @@ class SessionRecord:
             acp_caps=dict(data.get("acp_caps") or {}),
             host_pid=data.get("host_pid"),
             last_presence_at=_parse_ts(data["last_presence_at"]) if data.get("last_presence_at") else None,
+            parent_id=data.get("parent_id"),
+            acp_state=dict(data.get("acp_state") or {}),
         )
 
 

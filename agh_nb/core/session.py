@@ -1,10 +1,12 @@
 """One live session: its record and lifecycle, and what its agent reports.
 
 Owns: ``LiveSession`` — the driver's listener and the only code that changes a live record's
-state: start (spawn, handshake, open or load the ACP session), the heartbeat, and the listener
-callbacks. Its turns run in ``core.turns.TurnRunner``, its stop path in ``core.stopping.StopPath``
-and its permission decisions in ``core.gate.PermissionGate``; ``Turn`` and ``TurnResult`` live in
-``core.turn`` and are re-exported here. Runs entirely on the runtime's event loop; blocking work
+state: start (spawn, handshake, then ``core.opening.SessionOpener`` opens the ACP session), the
+heartbeat, the agent's state (modes, models, options, commands: ``core.acp_state``) and its
+changes, the agent log, and the listener callbacks. Its turns run in ``core.turns.TurnRunner``,
+its stop path in ``core.stopping.StopPath`` and its permission decisions in
+``core.gate.PermissionGate``; ``Turn`` and ``TurnResult`` live in ``core.turn`` and are
+re-exported here. Runs entirely on the runtime's event loop; blocking work
 (DuckDB, files) goes through the store's writer thread or ``asyncio.to_thread``. Imports no
 third-party library.
 """
@@ -21,25 +23,32 @@ from pathlib import Path
 from typing import Any
 
 from agh_nb.config import Settings
+from agh_nb.core import acp_state
+from agh_nb.core.agent_log import AgentLog, log_dir
 from agh_nb.core.approvals import ApprovalBroker
+from agh_nb.core.auth import Authenticator
 from agh_nb.core.classify import CauseKind, StopCause
 from agh_nb.core.clock import IdGenerator, SystemClock
+from agh_nb.core.elicitations import ElicitationBroker, elicit
 from agh_nb.core.gate import PermissionGate
 from agh_nb.core.health import heartbeat_interval
+from agh_nb.core.opening import Note, SessionOpener, StartOptions, apply_change
 from agh_nb.core.ports import AgentDriver, DriverFailure, EventStore, ExitInfo, LaunchSpec
 from agh_nb.core.record import SessionRecord
-from agh_nb.core.session_dir import write_meta
+from agh_nb.core.session_dir import session_dir, write_meta
 from agh_nb.core.state import FailureKind, SessionState, transition
 from agh_nb.core.stopping import STOP_GRACE as STOP_GRACE, StopPath
 from agh_nb.core.tasks import TaskOwner
 from agh_nb.core.turn import Turn as Turn, TurnResult as TurnResult, storable_usage
 from agh_nb.core.turns import TurnRunner
-from agh_nb.errors import AgentStartError, SessionNotActiveError
+from agh_nb.errors import AgentStartError, CapabilityError, SessionNotActiveError
 from agh_nb.events import JSON, EventDraft, EventType
 
 log = logging.getLogger(__name__)
 
-RESOURCE_NOT_FOUND = -32002
+STATE_EVENTS = frozenset({EventType.MODE_CHANGED, EventType.CONFIG_CHANGED, EventType.COMMANDS_AVAILABLE})
+"""Updates about the session's state, not its conversation: kept (and recorded) even while
+``session/load`` replays the conversation."""
 
 
 class LiveSession:
@@ -53,6 +62,7 @@ class LiveSession:
         home: ``$AGH_HOME``.
         on_stopped: called once the session is ``stopped`` (the manager forgets it).
         approvals: the host's broker of pending permission requests.
+        elicitations: the host's broker of pending elicitations (a private one by default).
         clock, ids, redact, redact_json: collaborators with real defaults (redaction: none).
     """
 
@@ -66,6 +76,7 @@ class LiveSession:
         home: Path,
         on_stopped: Callable[[LiveSession], None],
         approvals: ApprovalBroker,
+        elicitations: ElicitationBroker | None = None,
         clock: SystemClock | None = None,
         ids: IdGenerator | None = None,
         redact: Callable[[str], str] = str,
@@ -88,6 +99,10 @@ class LiveSession:
         self._halt = asyncio.Event()  # set when the stop path begins: the heartbeat ends
         self._heartbeat: asyncio.Task[None] | None = None
         self._tasks = TaskOwner(record.id, logger=log)
+        self._elicitations = elicitations or ElicitationBroker(timeout=settings.approval_timeout)
+        self._auth: Authenticator | None = None
+        self._changing = asyncio.Lock()  # one set of mode/model/options at a time
+        self._log = AgentLog(log_dir(session_dir(home, record.id)), redact=redact, spawn=self._tasks.spawn)
         self._gate = PermissionGate(
             self, approvals=approvals, clock=self._clock, ids=self._ids, redact_json=redact_json
         )
@@ -130,74 +145,86 @@ class LiveSession:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self, spec: LaunchSpec, *, resume: bool = False) -> SessionRecord:
-        """Spawn the agent, handshake, open (or load) an ACP session and become ``active``.
+    async def start(
+        self, spec: LaunchSpec, *, resume: bool = False, options: StartOptions | None = None
+    ) -> SessionRecord:
+        """Spawn the agent, handshake, open (or reopen, or fork) an ACP session, become ``active``.
 
-        With ``resume``, a stored ACP session id is loaded with ``session/load`` when the agent
-        advertises ``loadSession``; an agent that answers -32002 (resource not found), or cannot
-        load at all, gets a fresh ``session/new`` under the same AGH id, and a ``system`` event
-        says so. Any other load failure stops the session as ``load_session_failure``.
+        What ``initialize`` said (capabilities, ``authMethods``, ``agent_info``) is kept in the
+        record at once, so a later failure still shows it. The ACP session is opened by
+        ``SessionOpener``: with ``resume``, ``session/resume`` or ``session/load`` of the stored
+        ACP session (a fresh ``session/new`` when the agent no longer knows it, with a ``system``
+        event saying so), and the mode and model the session had; an "authentication required"
+        answer is retried once after ``authenticate`` when a method fits.
 
         Raises:
             AgentStartError: after the session has been stopped with a classified failure.
         """
-        notes: list[str] = []
+        opts = options or StartOptions()
+        verb = "be resumed" if resume else "start"
+        self._log.header(f"agent {spec.agent_name} starting: {spec.argv[0]}", self._clock.now())
         try:
             handshake = await self._driver.start(spec, self)
-            caps = dict(handshake.agent_caps)
-            acp_session_id = await self._open_acp_session(spec, caps, resume=resume, notes=notes)
+            caps = dict(handshake.agent_caps) | {"authMethods": handshake.auth_methods}
+            if handshake.agent_info:
+                caps["agent_info"] = handshake.agent_info
+            self._update(acp_caps=caps)
+            self._auth = Authenticator(
+                self._driver,
+                agent_name=spec.agent_name,
+                argv=spec.argv,
+                methods=handshake.auth_methods,
+                env_names=[k for k, v in spec.env.items() if v],
+                configured=spec.auth_method,
+            )
+            opener = SessionOpener(
+                self._driver, spec=spec, caps=caps, auth=self._auth, set_loading=self._set_loading, replayed=lambda: self._replayed
+            )
+            opened = await opener.open(
+                stored=self._record.acp_session_id, resume=resume, previous=self._record.acp_state, options=opts
+            )
         except DriverFailure as failure:
-            await self.fail_start(failure.kind, failure.summary)
+            await self.fail_start(failure.kind, failure.summary, code=failure.code)
             summary = self._record.failure.summary if self._record.failure else failure.summary
-            verb = "be resumed" if resume else "start"
             raise AgentStartError(
                 f"session {self.session_id} could not {verb}: {summary}", session_id=self.session_id
             ) from None
+        except CapabilityError as refused:
+            await self.fail_start(FailureKind.STARTUP_FAILURE, str(refused))
+            raise AgentStartError(f"session {self.session_id} could not {verb}: {refused}", session_id=self.session_id) from None
         if self._stop.started:  # stopped (host shutdown) while the agent was starting
             await self._stop.wait()
             raise AgentStartError(
                 f"session {self.session_id} was stopped while it was starting", session_id=self.session_id
             )
-        if handshake.agent_info:
-            caps["agent_info"] = handshake.agent_info
-        self._update(acp_session_id=acp_session_id, acp_caps=caps, last_presence_at=self._clock.now())
+        state = dict(opened.state)
+        if "commands" in self._record.acp_state:
+            # Sent while the session opened (gemini announces them during session/load).
+            state.setdefault("commands", self._record.acp_state["commands"])
+        self._update(
+            acp_session_id=opened.acp_session_id,
+            acp_state=self._redact_json(state),
+            last_presence_at=self._clock.now(),
+        )
         self.move(SessionState.ACTIVE)
         await self._save()
-        for note in notes:
-            await self._append_durable(
-                EventDraft(EventType.SYSTEM, None, {"title": "resume", "text": note}, self._clock.now())
-            )
+        if self._auth.used:
+            await self.note(Note("auth", f"authenticated with {self._auth.used}", {"method": self._auth.used}))
+        for note in opened.notes:
+            await self.note(note)
         self._turns.start()
         self._heartbeat = self._tasks.spawn(self._beat(), "heartbeat")
         return self._record
 
-    async def _open_acp_session(self, spec: LaunchSpec, caps: JSON, *, resume: bool, notes: list[str]) -> str:
-        stored = self._record.acp_session_id
-        if resume and stored and caps.get("loadSession"):
-            self._loading = True
-            try:
-                await self._driver.load_session(stored, spec.cwd)
-                notes.append(
-                    f"resumed ACP session {stored} with session/load"
-                    + (f" ({self._replayed} replayed updates not recorded again)" if self._replayed else "")
-                )
-                return stored
-            except DriverFailure as failure:
-                if failure.fields.get("code") != RESOURCE_NOT_FOUND:
-                    raise
-                self._update(acp_session_id=None)
-                notes.append(
-                    f"the agent no longer knows ACP session {stored} (-32002 resource not found): "
-                    "started a fresh ACP session under the same AGH session id"
-                )
-            finally:
-                self._loading = False
-        elif resume:
-            notes.append(
-                "the agent cannot load sessions (no loadSession capability): started a fresh ACP session "
-                "under the same AGH session id"
-            )
-        return await self._driver.new_session(spec.cwd)
+    async def note(self, note: Note) -> None:
+        """Record a ``system`` event of the session (durable when this returns)."""
+        fields: JSON = {"title": note.title, "text": note.text}
+        if note.runtime:
+            fields["runtime"] = note.runtime
+        await self._append_durable(EventDraft(EventType.SYSTEM, None, fields, self._clock.now()))
+
+    def _set_loading(self, loading: bool) -> None:
+        self._loading = loading
 
     async def prepare_resume(self) -> None:
         """Move a stopped session back to ``starting`` and clear its stop outcome."""
@@ -210,13 +237,13 @@ class LiveSession:
         if self._record.state is SessionState.STARTING:
             self._update(permissions=mode)
 
-    async def fail_start(self, kind: FailureKind, summary: str) -> SessionRecord:
+    async def fail_start(self, kind: FailureKind, summary: str, *, code: int | None = None) -> SessionRecord:
         """Stop a session whose start failed (unknown agent, bad cwd, spawn or handshake error).
 
         The session never became active, so it goes ``starting -> stopped`` directly, through the
         same settling as any stop: classified failure, crash bundle, ``session_stopped``, ledger.
         """
-        return await self.stop(StopCause(CauseKind.STARTUP, kind, summary))
+        return await self.stop(StopCause(CauseKind.STARTUP, kind, summary, code=code))
 
     async def stop(self, cause: StopCause | None = None) -> SessionRecord:
         """Run the stop path once (first cause wins) and return the final record."""
@@ -241,10 +268,76 @@ class LiveSession:
         """Cooperatively cancel the running turn (``session/cancel``); True if one was running."""
         return await self._turns.cancel_running()
 
+    # -- the agent's settings -----------------------------------------------------------------
+
+    @property
+    def authenticator(self) -> Authenticator:
+        """Authenticates the agent when it asks (set once the agent answered ``initialize``)."""
+        assert self._auth is not None, "the agent has not started"
+        return self._auth
+
+    async def change(
+        self, *, mode: str | None = None, model: str | None = None, options: dict[str, str] | None = None
+    ) -> SessionRecord:
+        """Set the agent's mode, model and config options (``session set``).
+
+        Raises:
+            SessionNotActiveError: the session is not ``active``.
+            CapabilityError: a value the agent does not offer (the line lists what it offers).
+            AghError: the agent refused the change (its error, one line).
+        """
+        self.require_active()
+        async with self._changing:
+            acp_id = self._record.acp_session_id
+            assert acp_id is not None
+            changes = acp_state.plan_changes(
+                self._record.acp_state, agent_name=self._record.agent_name, mode=mode, model=model, options=options
+            )
+            for change in changes:
+                try:
+                    state = await apply_change(self._driver, acp_id, self._record.acp_state, change)
+                except DriverFailure as refused:
+                    raise CapabilityError(f"agent {self._record.agent_name!r} refused {change.label}: {refused.summary}") from None
+                self._update(acp_state=self._redact_json(state))
+                await self.note(Note("set", f"set {change.label}", {"kind": change.kind, "target": change.target}))
+            await self._save()
+        return self._record
+
+    async def authenticate(self, method: str) -> SessionRecord:
+        """Run ``authenticate`` by hand on an active session (``session auth``).
+
+        Raises:
+            CapabilityError: the agent offers no such method.
+            AghError: the agent refused it (an ``auth_failure`` summary, one line).
+        """
+        self.require_active()
+        try:
+            await self.authenticator.authenticate(method)
+        except DriverFailure as refused:
+            raise CapabilityError(refused.summary) from None
+        await self.note(Note("auth", f"authenticated with {method}", {"method": method}))
+        return self._record
+
+    @property
+    def last_stderr_line(self) -> str | None:
+        """The agent's last stderr line (redacted), for a silence warning."""
+        return self._log.last_line
+
     # -- DriverListener -----------------------------------------------------------------------
 
     def on_update(self, event_type: EventType, fields: JSON) -> None:
-        """Record one mapped ``session/update`` under the running turn."""
+        """Record one mapped ``session/update`` under the running turn; a mode, config or
+        commands update also changes the session's ``acp_state`` (saved in the background)."""
+        if event_type in STATE_EVENTS and self._record.state is not SessionState.STOPPED:
+            raw = fields.get("raw")
+            state = acp_state.apply_update(self._record.acp_state, event_type, raw if isinstance(raw, dict) else {})
+            if state is not None:
+                self._update(acp_state=self._redact_json(state))
+                if self._record.state is SessionState.ACTIVE:
+                    self._tasks.spawn(self._save(), "save-acp-state")
+            if self._loading:  # state, not conversation: recorded even while a load replays
+                self._append(EventDraft(event_type, None, fields, self._clock.now()))
+                return
         if self._loading:
             # session/load replays the conversation; those events are already stored.
             self._replayed += 1
@@ -270,6 +363,15 @@ class LiveSession:
         """Stop an active, idle session whose agent process ended on its own."""
         if self._record.state is SessionState.ACTIVE and self._turns.running is None:
             self.begin_stop(StopCause(CauseKind.AGENT_EXIT, FailureKind.PROCESS_EXIT, ""))
+
+    def on_stderr(self, data: bytes) -> None:
+        """Keep what the agent wrote to stderr in its log (redacted, bounded)."""
+        self._log.feed(data)
+
+    async def on_elicitation(self, message: str, schema: JSON, scope: JSON) -> JSON:
+        """Ask the user to fill the agent's form (see ``core.elicitations.elicit``)."""
+        self.touch()
+        return await elicit(self, self._elicitations, message, schema, scope)
 
     async def on_permission_request(self, tool_call: JSON, options: list[JSON]) -> str | None:
         """Answer ``session/request_permission`` (see ``PermissionGate``).
@@ -329,8 +431,8 @@ class LiveSession:
         await self._append_durable(draft)
 
     def has_pending_approvals(self) -> bool:
-        """True while a permission request of this session waits for the user."""
-        return bool(self._approvals.pending(self.session_id))
+        """True while a permission request or a form of this session waits for the user."""
+        return bool(self._approvals.pending(self.session_id) or self._elicitations.pending(self.session_id))
 
     def now(self) -> datetime:
         """The session's clock."""
@@ -343,6 +445,14 @@ class LiveSession:
     def redact(self, text: str) -> str:
         """Scrub the secrets this host knows from ``text``."""
         return self._redact(text)
+
+    def redact_json(self, value: Any) -> Any:
+        """Scrub the secrets this host knows from a JSON-like value."""
+        return self._redact_json(value)
+
+    def new_request_id(self) -> str:
+        """A fresh request id (``req_...``)."""
+        return self._ids.request_id()
 
     def end_turn_grants(self) -> None:
         """The running turn ended: its once-approvals end with it."""
@@ -374,13 +484,17 @@ class LiveSession:
         await self._save()
 
     async def end_heartbeat(self) -> None:
-        """Stop the heartbeat (a save under way finishes first)."""
+        """The stop began: end the heartbeat (a save under way finishes first) and cancel the
+        forms the agent is still waiting on."""
         self._halt.set()
+        await self._elicitations.cancel_session(self.session_id)
         if self._heartbeat is not None:
             await asyncio.wait({self._heartbeat})
 
     async def end_background(self) -> None:
-        """Cancel and await every task this session still owns (supervisors, usage merges)."""
+        """Write the rest of the agent log, then cancel and await every task this session still
+        owns (supervisors, usage merges)."""
+        await self._log.aclose()
         await self._tasks.aclose()
 
     def stopped(self) -> None:

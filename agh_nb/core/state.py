@@ -57,6 +57,8 @@ class FailureKind(str, Enum):
     PROCESS_EXIT = "process_exit"
     TRANSPORT_FAILURE = "transport_failure"
     TIMEOUT = "timeout"
+    AUTH_FAILURE = "auth_failure"
+    """The agent needs a login or a key it did not get (the summary names its methods)."""
     UNKNOWN_FAILURE = "unknown_failure"
 
     def __str__(self) -> str:

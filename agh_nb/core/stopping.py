@@ -209,6 +209,7 @@ class StopPath:
                 error_text=error_text or None,
                 redact=self._redact,
                 now=host.now(),
+                code=failure.code,
             )
         except OSError as exc:
             log.error("writing the crash bundle of %s failed: %s", host.session_id, exc)

@@ -36,6 +36,9 @@ class SupervisedSession(Protocol):
 
     def has_pending_approvals(self) -> bool: ...
 
+    @property
+    def last_stderr_line(self) -> str | None: ...
+
     def now(self) -> datetime: ...
 
     def append_event(self, draft: EventDraft) -> None: ...
@@ -89,11 +92,14 @@ async def supervise_turn(
             session.append_event(EventDraft(EventType.RUNTIME_PROGRESS, turn_id, {"runtime": runtime}, now))
         if settings.inactivity_warning_after and not warned and idle >= settings.inactivity_warning_after:
             warned = True
+            # An agent that went quiet is often retrying something and saying so on stderr.
+            last = session.last_stderr_line
+            text = f"no activity from the agent for {idle:.1f}s" + (f"; its last stderr line: {last}" if last else "")
             session.append_event(
                 EventDraft(
                     EventType.RUNTIME_WARNING,
                     turn_id,
-                    {"text": f"no activity from the agent for {idle:.1f}s", "runtime": runtime},
+                    {"text": text, "runtime": runtime | ({"last_stderr_line": last} if last else {})},
                     now,
                 )
             )

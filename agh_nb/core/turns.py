@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from agh_nb.config import Settings
 from agh_nb.core.approvals import ApprovalBroker
+from agh_nb.core.auth import Authenticator
 from agh_nb.core.classify import CauseKind, StopCause, turn_failure_cause, unexpected_failure_cause
 from agh_nb.core.clock import IdGenerator, SystemClock
 from agh_nb.core.ports import AgentDriver, DriverFailure, EventStore
@@ -53,6 +54,9 @@ class TurnHost(SupervisedSession, Protocol):
     def end_turn_grants(self) -> None: ...
 
     def redact(self, text: str) -> str: ...
+
+    @property
+    def authenticator(self) -> Authenticator: ...
 
 
 class TurnRunner:
@@ -138,6 +142,9 @@ class TurnRunner:
             )
         turn_id = self._ids.turn_id()
         fields: JSON = {"text": text, "runtime": {"replay_transcript": True}} if replay else {"text": text}
+        command = slash_command(text)
+        if command is not None:
+            fields["runtime"] = {"command": command}
         await host.append_event_durable(EventDraft(EventType.USER_MESSAGE, turn_id, fields, self._clock.now()))
         host.require_active()
         if interrupt:
@@ -170,7 +177,11 @@ class TurnRunner:
             # The watchdog ends by itself when the turn is done (or after it timed the turn out).
             self._tasks.spawn(supervise_turn(host, turn.turn_id, turn.future, self._settings), "supervise")
             try:
-                outcome = await self._driver.prompt(acp_id, turn.text)
+                # "Authentication required" at the prompt (claude-agent-acp without a key): one
+                # authenticate and one retry when a method fits, else the turn fails as auth_failure.
+                outcome = await host.authenticator.run(
+                    lambda: self._driver.prompt(acp_id, turn.text), "session/prompt"
+                )
                 if self._turn_failure is not None:
                     await self.fail(turn, self._turn_failure)
                     return
@@ -180,7 +191,7 @@ class TurnRunner:
                 await self.finish(turn, outcome.stop_reason, usage=outcome.usage)
             except DriverFailure as failure:
                 cause = self._turn_failure or turn_failure_cause(
-                    failure.kind, failure.summary, cancel_sent=self._cancelled_turn == turn.turn_id
+                    failure.kind, failure.summary, cancel_sent=self._cancelled_turn == turn.turn_id, code=failure.code
                 )
                 await self.fail(turn, cause)
                 return
@@ -217,7 +228,7 @@ class TurnRunner:
                 EventDraft(
                     EventType.ERROR,
                     turn.turn_id,
-                    {"error": summary, "failure": {"kind": kind.value, "summary": summary}},
+                    {"error": summary, "failure": {"kind": kind.value, "summary": summary, "code": cause.code}},
                     self._clock.now(),
                 ),
             )
@@ -351,3 +362,15 @@ class TurnRunner:
         if interrupted:
             await self.close_dangling(turn.turn_id)  # inside the turn, before its done
         await self.finish(turn, "cancelled", error="session stopped during the turn")
+
+
+def slash_command(text: str) -> str | None:
+    """The command a prompt runs, when it is one: ``/web agent client protocol`` -> ``web``.
+
+    ACP runs an advertised slash command as an ordinary prompt whose text starts with ``/name``
+    (the text is sent exactly as typed); this only names it for the ``user_message`` event.
+    """
+    stripped = text.lstrip()
+    if not stripped.startswith("/") or len(stripped) < 2 or stripped[1].isspace() or stripped[1] == "/":
+        return None
+    return stripped[1:].split(None, 1)[0]

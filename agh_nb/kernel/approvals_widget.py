@@ -1,7 +1,8 @@
 """``%agh approvals [ID]``: a live panel of pending permission requests with decision buttons.
 
 Owns: ``ApprovalPanel``. Requests appear when an agent asks and leave when resolved from any
-surface (this panel, ``%agh session approve``, HTTP, the timeout). Everything an agent wrote
+surface (this panel, ``%agh session approve``, HTTP, the timeout). Forms an agent asks to fill
+(elicitations) are shown below them as ``ElicitationForm`` widgets. Everything an agent wrote
 (titles, paths, diffs) is HTML-escaped before it is shown.
 """
 
@@ -15,6 +16,7 @@ import ipywidgets as widgets
 
 from agh_nb.core.permissions import DECISIONS
 from agh_nb.errors import AghError
+from agh_nb.kernel.elicitation_widget import ElicitationForm
 from agh_nb.events import JSON
 
 _LABELS = {"allow-once": "Allow once", "allow-always": "Allow always", "reject-once": "Reject once", "reject-always": "Reject always"}
@@ -83,10 +85,26 @@ class ApprovalPanel(widgets.VBox):  # type: ignore[misc]
         self._empty = widgets.HTML("<i>No pending approvals.</i>")
         scope = f"session {html.escape(session_id)}" if session_id else "all sessions"
         self._header = widgets.HTML(f"<b>Approvals</b> — {scope}")
+        self.forms: dict[str, ElicitationForm] = {}
         super().__init__([self._header, self._empty, self.status])
         for request in host.pending_approvals(session_id):
             self._add(request)
+        for form in host.pending_elicitations(session_id):
+            self._on_form("added", form)
         self._unwatch = host.watch_approvals(self._on_change)
+        # The embedded host says when forms come and go; a remote one is asked once, above.
+        watch = getattr(host, "watch_elicitations", None)
+        self._unwatch_forms = watch(self._on_form) if watch is not None else (lambda: None)
+        self._refresh()
+
+    def _on_form(self, change: str, request: JSON) -> None:
+        if self._session_id is not None and request["session_id"] != self._session_id:
+            return
+        with self._lock:
+            if change == "added" and request["request_id"] not in self.forms:
+                self.forms[request["request_id"]] = ElicitationForm(self._host, request)
+            elif change != "added" and request["request_id"] in self.forms:
+                self.forms.pop(request["request_id"]).done(str(request.get("action")))
         self._refresh()
 
     def _on_change(self, change: str, request: JSON) -> None:
@@ -107,7 +125,7 @@ class ApprovalPanel(widgets.VBox):  # type: ignore[misc]
 
     def _refresh(self) -> None:
         with self._lock:
-            rows = list(self.rows.values())
+            rows: list[Any] = [*self.rows.values(), *self.forms.values()]
         self.children = [self._header, *(rows or [self._empty]), self.status]
 
     def decide(self, request_id: str, session_id: str, decision: str) -> None:
@@ -143,4 +161,5 @@ class ApprovalPanel(widgets.VBox):  # type: ignore[misc]
     def close(self) -> None:
         """Stop watching and close the widget."""
         self._unwatch()
+        self._unwatch_forms()
         super().close()

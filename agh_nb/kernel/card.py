@@ -14,7 +14,8 @@ import html
 import logging
 from typing import Any
 
-from agh_nb.api import Session
+from agh_nb.api import Session, agent_view
+from agh_nb.core.record import SessionRecord
 from agh_nb.errors import AghError
 from agh_nb.events import JSON
 
@@ -25,6 +26,31 @@ HEALTH_COLOURS = {"healthy": "#1a7f37", "degraded": "#bf8700", "stale": "#bc4c00
 STOP_COLOURS = {"completed": "#1a7f37", "user_canceled": "#57606a", "budget_exceeded": "#bc4c00", "timeout": "#bc4c00"}
 FAILED_COLOUR = "#cf222e"  # error, agent_crashed, and any stop that carries a failure
 PENDING_SHOWN = 5  # pending requests listed by title on the card
+NAMES_SHOWN = 8  # modes, models, commands listed by name on the card
+
+
+def _choice(part: dict[str, Any]) -> str | None:
+    current, available = part.get("current"), part.get("available") or []
+    if not current and not available:
+        return None
+    others = [a for a in available if a != current][:NAMES_SHOWN]
+    return f"{current or '?'}" + (f" (also: {', '.join(others)})" if others else "")
+
+
+def _agent_rows(record: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Mode, model, slash commands and auth methods of the session's agent."""
+    view = agent_view(SessionRecord.from_dict(record))
+    commands = [f"/{c['name']}" for c in view["commands"]]
+    methods = [
+        f"{m['id']} ({m['type']}" + (f": {', '.join(m['vars'])}" if m.get("vars") else "") + ")"
+        for m in view["auth_methods"]
+    ]
+    return [
+        ("mode", _choice(view["mode"])),
+        ("model", _choice(view["model"])),
+        ("commands", " ".join(commands[:NAMES_SHOWN]) + (f" and {len(commands) - NAMES_SHOWN} more" if len(commands) > NAMES_SHOWN else "") or None),
+        ("auth methods", "; ".join(methods) or None),
+    ]
 
 
 def _badge(text: str, colour: str) -> str:
@@ -59,6 +85,8 @@ def render_card(status: dict[str, Any], record: dict[str, Any], pending: list[JS
         ("workspace", record.get("workspace_path")),
         ("permissions", record.get("permissions")),
         ("ACP session", record.get("acp_session_id")),
+        ("forked from", record.get("parent_id")),
+        *_agent_rows(record),
         ("active prompt", health.get("active_prompt")),
         ("queued turns", len(status.get("queue") or []) or None),
         ("last activity", health.get("last_activity_at")),
@@ -67,7 +95,8 @@ def render_card(status: dict[str, Any], record: dict[str, Any], pending: list[JS
         rows.append(("stop reason", f"{record['stop_reason']}" + (f" ({record['stop_detail']})" if record.get("stop_detail") else "")))
     failure = record.get("failure")
     if failure:
-        rows.append(("failure", f"{failure.get('kind')}: {failure.get('summary')}"))
+        code = f" (code {failure['code']})" if failure.get("code") is not None else ""
+        rows.append(("failure", f"{failure.get('kind')}{code}: {failure.get('summary')}"))
     if health.get("last_error") and not failure:
         rows.append(("last error", health.get("last_error")))
     rows.append(("pending approvals", _pending_text(pending)))

@@ -111,7 +111,7 @@ class AghMagics(Magics):
     def agh(self, line: str, cell: str | None = None) -> Any:
         """Run an agh_nb command; see ``%agh --help``."""
         from agh_nb.hosts import get_host
-        from agh_nb.commands import execute, parse
+        from agh_nb.commands import execute, follow_logs, parse
         from agh_nb.follow import follow_events
 
         try:
@@ -129,6 +129,7 @@ class AghMagics(Magics):
                 secret_prompt=_secret_prompt,
                 widgets=_widget,
                 waiter=_waiter(host, getattr(args, "output", None) == "json"),
+                follow_logs=follow_logs,
             )
         except AghError as exc:
             print(f"agh: error: {exc}", file=sys.stderr)

@@ -261,8 +261,10 @@ class ServerHost:
         live = runtime.manager.live(session_id)
         if live is not None:
             status = self._status(reader, live.record, live)
-            doc |= live.record.to_dict() | {"status": status, "queue": status["queue"]}
+            agent = await asyncio.to_thread(reader.agent, live.record)
+            doc |= live.record.to_dict() | {"status": status, "queue": status["queue"], "agent": agent}
         doc["pending_approvals"] = runtime.manager.approvals.pending(session_id)
+        doc["pending_elicitations"] = runtime.manager.elicitations.pending(session_id)
         return doc
 
     async def pending(self, session_id: str | None) -> list[JSON]:

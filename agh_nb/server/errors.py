@@ -21,6 +21,7 @@ from agh_nb.errors import (
     AgentStartError,
     AghError,
     ApprovalError,
+    CapabilityError,
     ConfigError,
     QueryError,
     QueueFullError,
@@ -50,6 +51,7 @@ STATUS_BY_ERROR: tuple[tuple[type[AghError], int], ...] = (
     (ApprovalError, 409),
     (ResumeError, 409),
     (QueueFullError, 409),
+    (CapabilityError, 409),  # the agent does not offer it: the message lists what it does
     (AgentStartError, 422),
 )
 """Status of each AghError class (first match wins; a subclass before its base); any other

@@ -232,6 +232,9 @@ class SessionsHandler(AghHandler):
                 "name": (str, False),
                 "permissions": (str, False),
                 "type": (str, False),
+                "mode": (str, False),
+                "model": (str, False),
+                "auth": (str, False),
             }
         )
         runtime = await self.runtime()
@@ -241,6 +244,9 @@ class SessionsHandler(AghHandler):
             name=body.get("name"),
             permissions=body.get("permissions"),
             session_type=body.get("type") or "user",
+            mode=body.get("mode"),
+            model=body.get("model"),
+            auth=body.get("auth"),
         )
         self.reply(record.to_dict(), 201)
 
@@ -526,6 +532,14 @@ def json_safe(value: Any) -> Any:
 
 def routes(prefix: str) -> list[tuple[str, type[AghHandler]]]:
     """The route table of docs/http-api.md under ``/<prefix>`` (the server adds its base_url)."""
+    from agh_nb.server.agent_handlers import (
+        AnswerHandler,
+        AuthHandler,
+        ElicitationsHandler,
+        ForkHandler,
+        LogsHandler,
+        SetHandler,
+    )
     from agh_nb.server.sse import ApprovalStreamHandler, SessionStreamHandler
 
     p = "/" + prefix.strip("/")
@@ -546,6 +560,12 @@ def routes(prefix: str) -> list[tuple[str, type[AghHandler]]]:
         (rf"{p}/sessions/{sid}/approve", ApproveHandler),
         (rf"{p}/sessions/{sid}/approvals", SessionApprovalsHandler),
         (rf"{p}/sessions/{sid}/repair", RepairHandler),
+        (rf"{p}/sessions/{sid}/set", SetHandler),
+        (rf"{p}/sessions/{sid}/auth", AuthHandler),
+        (rf"{p}/sessions/{sid}/fork", ForkHandler),
+        (rf"{p}/sessions/{sid}/answer", AnswerHandler),
+        (rf"{p}/sessions/{sid}/elicitations", ElicitationsHandler),
+        (rf"{p}/sessions/{sid}/logs", LogsHandler),
         (rf"{p}/sessions/{sid}/stream", SessionStreamHandler),
         (rf"{p}/approvals/?", ApprovalsHandler),
         (rf"{p}/approvals/stream", ApprovalStreamHandler),

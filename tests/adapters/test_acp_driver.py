@@ -50,6 +50,12 @@ class SlowListener:
     def on_exit(self, info: Any) -> None:
         return None
 
+    def on_stderr(self, data: bytes) -> None:
+        return None
+
+    async def on_elicitation(self, message: str, schema: Any, scope: Any) -> Any:
+        return {"action": "decline"}
+
     async def on_permission_request(self, tool_call: Any, options: Any) -> str | None:
         return None
 
@@ -65,7 +71,7 @@ def test_an_agent_faster_than_its_consumer_waits_on_the_pipe(tmp_path: Path) -> 
         listener = SlowListener(driver, n, 0.0002)
         try:
             await driver.start(LaunchSpec(agent_name="demo", argv=AGENT, cwd=str(tmp_path)), listener)
-            session = await driver.new_session(str(tmp_path))
+            session = (await driver.new_session(str(tmp_path))).session_id
             outcome = await asyncio.wait_for(driver.prompt(session, f"firehose {n}"), 90)
             assert outcome.stop_reason == "end_turn"
             await asyncio.wait_for(listener.done.wait(), 30)

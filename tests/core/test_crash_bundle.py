@@ -75,8 +75,9 @@ def test_bundle_schema_and_identity(tmp_path: Path, redactor: Redactor) -> None:
         "provider": {
             "agent_name": "demo",
             "agent_info": {"name": "agh-demo", "title": "AGH demo agent", "version": "0.1.0"},
+            "auth_methods": [],
         },
-        "failure": {"kind": "process_exit", "summary": "agent 'demo' (pid 30983) exited with exit code 3"},
+        "failure": {"kind": "process_exit", "summary": "agent 'demo' (pid 30983) exited with exit code 3", "code": None},
         "process": {"pid": 30983, "exit_code": 3, "signal": None},
         "error_text": "agent 'demo' (pid 30983) exited with exit code 3",
         "stderr_tail": STDERR,

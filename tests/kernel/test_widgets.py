@@ -393,3 +393,44 @@ def test_interrupting_a_wait_is_one_line_and_the_turn_goes_on(kernel: KernelSess
     events = wait_done(kernel, sid, turn_id)
     said = [e for e in events if e["type"] == "agent_message" and e["turn_id"] == turn_id]
     assert len(said) == 8, said  # the turn ran to its end after the cell stopped waiting
+
+
+# -- the agent on the card, and its forms ------------------------------------------------------
+
+
+def test_the_card_shows_the_agents_mode_model_commands_and_logins_escaped(kernel: KernelSession) -> None:
+    import sys as _sys
+
+    from tests.conftest import write_agent
+
+    write_agent(kernel.home, "featured", [_sys.executable, "-m", "agh_nb.agents.demo", "--fast", "--modes", "--commands", "--auth", "agent"], extra="auth: demo-login\n")
+    record = kernel.agh(f"session new --agent featured --cwd {kernel.workspace} --mode plan")
+    sid = record["id"]
+    kernel.poll(lambda: kernel.agh(f"session inspect {sid}")["agent"]["commands"], bool, 30, "the agent's commands")
+    kernel.ok("import agh_nb, agh_nb.api\nhost = agh_nb.get_host()")
+    page = kernel.ok(f"agh_nb.api.Session(host, {sid!r})").result["text/html"]  # type: ignore[index]
+    assert "mode</td><td><code>plan (also: ask, code)</code>" in page, page
+    assert "model</td><td><code>demo-small (also: demo-large)</code>" in page, page
+    assert "commands</td><td><code>/echo /mode</code>" in page, page
+    assert "auth methods</td><td><code>demo-login (agent)</code>" in page, page
+
+
+def test_a_form_the_agent_asks_for_is_a_widget_in_the_approval_panel(kernel: KernelSession) -> None:
+    record = kernel.agh(f"session new --agent demo --cwd {kernel.workspace}")
+    sid = record["id"]
+    turn = kernel.agh(f'session prompt {sid} "ask-form"')["turn_id"]
+    (form,) = kernel.poll(lambda: kernel.agh(f"session inspect {sid}")["pending_elicitations"], bool, 30, "a form")
+    kernel.ok(f"panel = %agh approvals {sid}")
+    shown = kernel.json(
+        "import json as _j\n(form,) = panel.forms.values()\n"
+        "print(_j.dumps({'html': form.children[0].value, 'inputs': {k: type(w).__name__ for k, w in form.inputs.items()},"
+        " 'choices': list(form.inputs['colour'].options)}))"
+    )
+    assert shown["html"].startswith("<b>Pick a colour</b>"), shown
+    assert shown["inputs"] == {"colour": "Dropdown", "count": "Text", "notify": "Checkbox"}
+    assert shown["choices"] == ["red", "green", "blue"]
+    kernel.ok("form.inputs['colour'].value = 'green'\nform.inputs['notify'].value = True\nform.send('accept')")
+    assert kernel.json("import json as _j\nprint(_j.dumps(form.status.value))") == f"{form['request_id']}: accept"
+    events = wait_done(kernel, sid, turn)
+    said = "".join(e["content"]["text"] for e in events if e["type"] == "agent_message" and e["turn_id"] == turn)
+    assert json.loads(said) == {"action": "accept", "content": {"colour": "green", "notify": True}}
