@@ -15,7 +15,7 @@ from agh_nb.api import Host
 from agh_nb.cli import main as cli_main
 from agh_nb.config import Settings
 from agh_nb.errors import AghError, AgentStartError
-from agh_nb.kernel.wait import TurnWaiter
+from agh_nb.waiting import TurnWaiter
 from agh_nb.runtime import Runtime
 from tests.conftest import DEMO, wait_until, write_agent
 
@@ -92,7 +92,7 @@ def test_a_silence_warning_quotes_the_agents_last_stderr_line(agh_home: Path, wo
 def test_wait_with_a_timeout_reports_the_time_it_really_waited(host: Host, workspace: Path) -> None:
     record = host.create("demo-fast", cwd=str(workspace))
     handle = host.prompt(record.id, "silent 3")
-    waiter = TurnWaiter(host, progress=False, ask=None, say=lambda _text: None)
+    waiter = TurnWaiter(host, line=None, ask=None, say=lambda _text: None)
     with pytest.raises(AghError) as waited:
         waiter.wait(handle, 0.6)
     seconds = float(str(waited.value).split("still running after ")[1].split("s;")[0])
@@ -129,7 +129,7 @@ def test_wait_names_a_form_the_agent_asks_for_and_how_to_answer_it(host: Host, w
 
     answering = threading.Thread(target=answer)
     answering.start()
-    result = TurnWaiter(host, progress=False, ask=None, say=said.append).wait(handle, 30)
+    result = TurnWaiter(host, line=None, ask=None, say=said.append).wait(handle, 30)
     answering.join()
     assert result.stop_reason == "end_turn"
     (hint,) = said

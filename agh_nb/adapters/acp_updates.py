@@ -131,6 +131,26 @@ def _usage(update: dict[str, Any], raw: JSON) -> tuple[EventType, JSON]:
     return EventType.USAGE, {"usage": usage, "raw": raw}
 
 
+def _config_values(update: dict[str, Any]) -> str:
+    options = update.get("configOptions")
+    if not isinstance(options, list):
+        raise _Invalid("configOptions must be a list")
+    values = []
+    for option in options:
+        option = _obj(option, "a config option")
+        value = option.get("currentValue")
+        shown = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        values.append(f"{_str(option.get('id'), 'id')}={shown}")
+    return ", ".join(values)
+
+
+def _command_names(update: dict[str, Any]) -> str:
+    commands = update.get("availableCommands")
+    if not isinstance(commands, list):
+        raise _Invalid("availableCommands must be a list")
+    return " ".join(f"/{_str(_obj(c, 'a command').get('name'), 'name')}" for c in commands)
+
+
 def map_raw_update(update: Any) -> tuple[EventType, JSON]:
     """Map one ``session/update`` payload (the notification's ``update``) to an event.
 
@@ -144,6 +164,9 @@ def map_raw_update(update: Any) -> tuple[EventType, JSON]:
       (title ``plan <planId>``; text: the entries, the markdown, ``[plan file: <uri>]``, or
       ``(plan removed)``)
     - ``usage_update`` -> ``usage`` (``usage {used, size, cost?}``)
+    - ``current_mode_update`` -> ``mode_changed`` (``text``: the mode id)
+    - ``config_option_update`` -> ``config_changed`` (``text``: ``id=value`` of each option)
+    - ``available_commands_update`` -> ``commands_available`` (``text``: ``/name`` of each)
     - every other kind, known or newer -> ``system`` (title: the kind)
 
     A payload that breaks its kind's shape -> ``system``, title ``invalid <kind>``, ``error``
@@ -174,6 +197,13 @@ def map_raw_update(update: Any) -> tuple[EventType, JSON]:
             return EventType.PLAN, {"title": f"plan {plan_id}", "text": "(plan removed)", "raw": update}
         if kind == "usage_update":
             return _usage(update, update)
+        if kind == "current_mode_update":
+            mode = _str(update.get("currentModeId"), "currentModeId")
+            return EventType.MODE_CHANGED, {"title": "mode", "text": mode, "raw": update}
+        if kind == "config_option_update":
+            return EventType.CONFIG_CHANGED, {"title": "config", "text": _config_values(update), "raw": update}
+        if kind == "available_commands_update":
+            return EventType.COMMANDS_AVAILABLE, {"title": "commands", "text": _command_names(update), "raw": update}
     except _Invalid as problem:
         return EventType.SYSTEM, {"title": f"invalid {kind}", "error": str(problem), "raw": update}
     title = kind if isinstance(kind, str) and kind else "session/update"

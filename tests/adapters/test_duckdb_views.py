@@ -316,9 +316,13 @@ def test_an_older_store_gets_the_same_derived_columns_when_opened(tmp_path: Path
     # The same rows in a store made before the derived columns: the old table, no views.
     old = tmp_path / "old.duckdb"
     con = duckdb.connect(str(old))
-    con.execute(schema.DDL[0])
-    con.execute(schema.DDL[2].split("timestamp TIMESTAMPTZ NOT NULL,")[0] + "timestamp TIMESTAMPTZ NOT NULL)")
-    con.execute(schema.DDL[3])
+    def ddl(start: str) -> str:
+        return next(d for d in schema.DDL if d.strip().startswith(start))
+
+    con.execute(ddl("CREATE TABLE IF NOT EXISTS sessions"))
+    events = ddl("CREATE TABLE IF NOT EXISTS events")
+    con.execute(events.split("timestamp TIMESTAMPTZ NOT NULL,")[0] + "timestamp TIMESTAMPTZ NOT NULL)")
+    con.execute(ddl("CREATE TABLE IF NOT EXISTS token_usage"))
     con.execute(f"ATTACH '{tmp_path / 'new.duckdb'}' AS src (READ_ONLY)")
     con.execute(f"INSERT INTO events SELECT {', '.join(schema.EVENT_COLUMNS)} FROM src.events")
     con.execute("DETACH src")
