@@ -14,8 +14,10 @@ import collections
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from importlib import metadata
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import acp
@@ -23,9 +25,11 @@ from acp import schema
 
 from agh_nb.adapters.acp_client import Client
 from agh_nb.adapters.acp_mapping import dump, usage_from_prompt
-from agh_nb.adapters.acp_transport import CheckedTransport, build_environment, spawn_agent
+from agh_nb.adapters.acp_transport import CheckedTransport, build_environment, check_command, spawn_agent
+from agh_nb.adapters.sandbox import Confinement, SandboxUnavailableError, confinement, unconfined
 from agh_nb.adapters.terminals import TerminalManager
 from agh_nb.core.classify import exit_summary
+from agh_nb.core.leftovers import ProcessBook, ProcessEntry
 from agh_nb.core.ports import (
     DriverFailure,
     DriverListener,
@@ -35,6 +39,7 @@ from agh_nb.core.ports import (
     TurnOutcome,
 )
 from agh_nb.core.redaction import redact_strings
+from agh_nb.core.sandbox_policy import PROCESS_TAG
 from agh_nb.core.state import FailureKind
 from agh_nb.core.tasks import TaskOwner
 
@@ -93,6 +98,8 @@ class AcpDriver:
         self._closed_info: ExitInfo | None = None
         self._exit_info: ExitInfo | None = None
         self._phase = "spawn"
+        self._book: ProcessBook | None = None
+        self._confinement: Confinement | None = None
         self.terminals = TerminalManager()
 
     # -- public surface -----------------------------------------------------------------------
@@ -101,6 +108,11 @@ class AcpDriver:
     def pid(self) -> int | None:
         """The child's pid once spawned."""
         return self._proc.pid if self._proc else None
+
+    @property
+    def sandboxed(self) -> bool:
+        """True when the agent (and its terminals) run inside the sandbox."""
+        return self._confinement is not None
 
     @property
     def listener(self) -> DriverListener:
@@ -130,10 +142,24 @@ class AcpDriver:
         self._fatal = loop.create_future()
         self._exit = loop.create_future()
         argv = list(spec.argv)
+        env = build_environment(dict(spec.env), self._base_env)
+        if spec.session_id:
+            env[PROCESS_TAG] = spec.session_id  # how crash repair knows our processes
         try:
-            self._proc = await spawn_agent(
-                argv, env=build_environment(dict(spec.env), self._base_env), cwd=spec.cwd
-            )
+            resolved = check_command(argv[0], env)
+            keep = [resolved, os.path.realpath(resolved), sys.prefix, sys.base_prefix]
+            self._confinement = await confinement(spec.sandbox, keep=keep)
+            if self._confinement is not None:
+                await asyncio.to_thread(self._confinement.prepare)
+            launch = self._confinement.launch(argv, env, spec.cwd) if self._confinement else unconfined(argv, env, spec.cwd)
+            try:
+                self._proc = await spawn_agent(launch)
+            finally:
+                launch.close()
+        except SandboxUnavailableError as exc:
+            raise DriverFailure(
+                FailureKind.STARTUP_FAILURE, f"cannot start agent {spec.agent_name!r}: {exc}"
+            ) from None
         except FileNotFoundError as exc:
             raise DriverFailure(
                 FailureKind.STARTUP_FAILURE,
@@ -151,6 +177,12 @@ class AcpDriver:
                 f"cannot start agent {spec.agent_name!r}: {exc.strerror or exc}",
             ) from exc
         assert self._proc.stdin is not None and self._proc.stdout is not None
+        if spec.state_dir:
+            self._book = ProcessBook(Path(spec.state_dir))
+            entry = ProcessEntry.of(self._proc.pid, kind="agent", name=spec.agent_name)
+            with contextlib.suppress(OSError):  # a crash could then leave it running; nothing worse
+                await asyncio.to_thread(self._book.add, entry)
+        self.terminals.confine(self._confinement, book=self._book, tag=env.get(PROCESS_TAG))
         transport = CheckedTransport(
             self._proc.stdout, self._proc.stdin, on_garbage=self._garbage, on_eof=self._stdout_closed
         )
@@ -178,7 +210,10 @@ class AcpDriver:
         caps = redact_strings(dump(response.agent_capabilities), self._redact) if response.agent_capabilities else {}
         info = redact_strings(dump(response.agent_info), self._redact) if response.agent_info else None
         return Handshake(
-            protocol_version=response.protocol_version, agent_caps=caps, agent_info=info
+            protocol_version=response.protocol_version,
+            agent_caps=caps,
+            agent_info=info,
+            sandboxed=self.sandboxed,
         )
 
     async def new_session(self, cwd: str) -> str:
@@ -407,6 +442,9 @@ class AcpDriver:
             signal=-returncode if returncode < 0 else None,
             stderr_tail=self.stderr_tail(),
         )
+        if self._book is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._book.remove, proc.pid)
         if self._exit is not None and not self._exit.done():
             self._exit.set_result(info)
         self._exit_info = info

@@ -1,6 +1,7 @@
 """The byte-level side of an ACP agent: spawning it, and the framing of what it writes.
 
-Owns: the child's environment (an allowlist), spawning the agent in its own process group with
+Owns: the child's environment (an allowlist), checking the command exists, spawning the agent
+(a prepared ``sandbox.Launch``: confined or not) in its own process group with
 a stdout reader that has a read-ahead bound (backpressure on a fast agent), and the NDJSON
 transport that tells ACP frames from garbage (reported, never skipped) and hands each
 ``session/update`` payload on as received. Imports acp's transport classes; must not import
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterable
+import shutil
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, SupportsIndex, cast
 
 from acp._transport import NdjsonTransport  # the SDK's framing; we only change bad-line handling
 from acp.task import MessageSender, TaskSupervisor
 
+from agh_nb.adapters.sandbox import Launch
 from agh_nb.events import loads
 
 # The SDK's default; multimodal payloads can be large.
@@ -114,18 +117,42 @@ class AgentProtocol(asyncio.subprocess.SubprocessStreamProtocol):
             self.stdout = reader
 
 
-async def spawn_agent(argv: list[str], *, env: dict[str, str], cwd: str) -> asyncio.subprocess.Process:
-    """``asyncio.create_subprocess_exec`` with piped stdio and the bounded stdout reader."""
+def check_command(command: str, env: Mapping[str, str]) -> str:
+    """Return where ``command`` is found on ``env``'s ``PATH`` (as ``execvp`` would look).
+
+    Checked before spawning, so a missing or non-executable command is reported as such even when
+    the process that is spawned first is the sandbox's.
+
+    Raises:
+        FileNotFoundError: no such command.
+        PermissionError: the file exists but is not executable.
+    """
+    if "/" in command:
+        if not os.path.isfile(command):
+            raise FileNotFoundError(command)
+        if not os.access(command, os.X_OK):
+            raise PermissionError(command)
+        return command
+    found = shutil.which(command, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise FileNotFoundError(command)
+    return found
+
+
+async def spawn_agent(launch: Launch) -> asyncio.subprocess.Process:
+    """Spawn a prepared launch in its own process group, with piped stdio and the bounded
+    stdout reader (``asyncio.create_subprocess_exec`` otherwise)."""
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.subprocess_exec(
         lambda: AgentProtocol(limit=STREAM_LIMIT, loop=loop),
-        *argv,
+        *launch.argv,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=cwd,
+        env=launch.env,
+        cwd=launch.cwd,
         start_new_session=True,
+        pass_fds=launch.pass_fds,
     )
     return asyncio.subprocess.Process(transport, protocol, loop)
 

@@ -54,11 +54,14 @@ DDL: tuple[str, ...] = (
         created_at TIMESTAMPTZ NOT NULL,
         updated_at TIMESTAMPTZ NOT NULL,
         host_pid BIGINT,
-        last_presence_at TIMESTAMPTZ
+        last_presence_at TIMESTAMPTZ,
+        sandboxed BOOLEAN
     )
     """,
     # Stores created before the heartbeat existed get its column.
     "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS last_presence_at TIMESTAMPTZ",
+    # Stores created before the sandbox existed (issue 11): their sessions ran unconfined.
+    "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS sandboxed BOOLEAN",
     """
     CREATE TABLE IF NOT EXISTS events (
         id VARCHAR NOT NULL,
@@ -148,6 +151,7 @@ SESSION_COLUMNS: tuple[str, ...] = (
     "updated_at",
     "host_pid",
     "last_presence_at",
+    "sandboxed",
 )
 _SESSION_TIMES = ("created_at", "updated_at", "last_presence_at")
 UPSERT_SESSION = (
@@ -286,6 +290,7 @@ def session_params(record: SessionRecord) -> list[Any]:
         _aware(record.updated_at),
         record.host_pid,
         _aware(record.last_presence_at) if record.last_presence_at else None,
+        record.sandboxed,
     ]
 
 

@@ -1,7 +1,7 @@
 """The built-in ``demo`` ACP agent: a real, scripted, deterministic agent subprocess.
 
 Run it as ``python -m agh_nb.agents.demo [--delay SECONDS] [--fast] [--fail-startup MODE]
-[--no-load] [--fail-load] [--forget] [--fail-new] [--on-cancel garbage|close-stdout]``. It speaks the Agent Client Protocol (JSON-RPC over stdio) through the official
+[--no-load] [--fail-load] [--forget] [--fail-new] [--on-cancel garbage|close-stdout|ignore]``. It speaks the Agent Client Protocol (JSON-RPC over stdio) through the official
 ``acp`` SDK, so agh_nb can exercise every part of a session -- messages, thoughts, plans, tool
 calls, file reads and writes, terminal commands, permission requests, usage, cancellation,
 crashes and protocol garbage -- with no API key and no network.
@@ -36,11 +36,17 @@ What a prompt does is chosen by its first word (case-insensitive); see ``_SCRIPT
 ``run-swap SHOWN... -- ACTUAL...``  asks to run SHOWN, then creates a terminal for ACTUAL
 ``ask-empty``             a permission request that offers no option at all
 ``huge-usage``            token counts past 64 bits (a usage_update and the prompt's usage)
+``shell CMD...``          runs ``sh -c CMD`` itself (the agent's own shell, as Claude Code or
+                          Codex do, not a client terminal); a tool call with the exit code and
+                          output
+``stream KIND SIZES TEXT``  TEXT streamed in chunks of SIZES characters (``3,5``: 3, then 5, then
+                          5...) as KIND: ``message``, ``thought`` or ``tool`` (updates of one
+                          tool call, each carrying one chunk)
 anything else             the default script (thoughts, plan, chunks, two tool calls, usage)
 
 Permission answers "allow always" / "reject always" are remembered per tool kind for the
-session. ``--on-cancel`` makes ``session/cancel`` misbehave (a non-JSON line, or closing stdout,
-instead of cancelling the turn).
+session. ``--on-cancel`` makes ``session/cancel`` misbehave (a non-JSON line, closing stdout, or
+``ignore``: the turn just goes on streaming, instead of cancelling the turn).
 
 Keywords that take numbers fall back to the default script when the numbers do not parse, so
 ordinary English ("slow down, please") still gets a normal answer.
@@ -436,6 +442,9 @@ class DemoAgent:
             log.warning("closing stdout on session/cancel on purpose")
             await self._close_stdout()
             return
+        if self.on_cancel == "ignore":
+            log.warning("ignoring session/cancel on purpose")
+            return
         session.current.cancel.set()
 
     async def prompt(self, prompt: list[Any], session_id: str, **kwargs: Any) -> PromptResponse:
@@ -664,6 +673,65 @@ class DemoAgent:
             return PromptResponse(stop_reason="end_turn")
         name = names[0]
         await turn.message(f"{name}={os.environ.get(name, '<unset>')}\n")
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _script_shell(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``shell CMD...``: run ``sh -c CMD`` as this process's own child (not a client terminal),
+        the way real agents run their own tools; report the exit code and output in a tool call."""
+        if not rest.strip():
+            await turn.message("usage: shell CMD...\n")
+            return PromptResponse(stop_reason="end_turn")
+        call_id = turn.new_tool_call_id()
+        await turn.tool_start(call_id, f"Shell {_shorten(rest, 80)}", kind="execute", raw_input={"command": rest})
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", rest, cwd=turn.session.cwd, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await turn.guard(proc.communicate())
+        text = output.decode("utf-8", "replace")
+        await turn.tool_update(
+            call_id,
+            status="completed" if proc.returncode == 0 else "failed",
+            content=[_text_content(text)],
+            raw_output={"exit_code": proc.returncode, "output": text},
+        )
+        await turn.message(f"shell exited with code {proc.returncode}\n")
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _script_stream(self, turn: _Turn, rest: str) -> PromptResponse | None:
+        """``stream KIND SIZES TEXT``: TEXT in chunks of the given sizes, as message chunks,
+        thought chunks, or content updates of one tool call (``tool``)."""
+        parts = rest.split(" ", 2)
+        if len(parts) < 3 or parts[0] not in ("message", "thought", "tool"):
+            await turn.message("usage: stream message|thought|tool SIZES TEXT\n")
+            return PromptResponse(stop_reason="end_turn")
+        kind, spec, text = parts
+        try:
+            sizes = [int(n) for n in spec.split(",")]
+        except ValueError:
+            sizes = []
+        if not sizes or min(sizes) < 1:
+            await turn.message("stream: SIZES is a comma-separated list of positive integers\n")
+            return PromptResponse(stop_reason="end_turn")
+        chunks: list[str] = []
+        index = 0
+        while index < len(text):
+            size = sizes[min(len(chunks), len(sizes) - 1)]
+            chunks.append(text[index : index + size])
+            index += size
+        call_id = turn.new_tool_call_id() if kind == "tool" else ""
+        if kind == "tool":
+            await turn.tool_start(call_id, "Streaming output", kind="other", raw_input={"chunks": len(chunks)})
+        for chunk in chunks:
+            if kind == "message":
+                await turn.message(chunk)
+            elif kind == "thought":
+                await turn.thought(chunk)
+            else:
+                await turn.tool_update(call_id, status="in_progress", content=[_text_content(chunk)])
+            await turn.pause()
+        if kind == "tool":
+            await turn.tool_update(call_id, status="completed")
         return PromptResponse(stop_reason="end_turn")
 
     async def _ask(
@@ -1054,6 +1122,8 @@ _SCRIPTS: dict[str, ScriptFn] = {
     "run-swap": DemoAgent._script_run_swap,
     "ask-empty": DemoAgent._script_ask_empty,
     "huge-usage": DemoAgent._script_huge_usage,
+    "shell": DemoAgent._script_shell,
+    "stream": DemoAgent._script_stream,
 }
 
 
@@ -1082,9 +1152,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--fail-new", action="store_true", help="answer session/new with a JSON-RPC error")
     parser.add_argument(
         "--on-cancel",
-        choices=("garbage", "close-stdout"),
+        choices=("garbage", "close-stdout", "ignore"),
         default=None,
-        help="answer session/cancel with a non-JSON line, or by closing stdout, instead of cancelling",
+        help="answer session/cancel with a non-JSON line, by closing stdout, or not at all (the turn goes on)",
     )
     args = parser.parse_args(argv)
     if args.delay < 0:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agh_nb.core.record import SessionRecord
+from agh_nb.core.sandbox_policy import SandboxPolicy
 from agh_nb.core.state import FailureKind
 from agh_nb.errors import AghError
 from agh_nb.events import JSON, Event, EventDraft, EventQuery, EventType
@@ -80,6 +81,12 @@ class LaunchSpec:
     env: dict[str, str] = field(default_factory=dict, repr=False)
     secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     """``(ref, value)`` of every ``env`` value that came from a ``vault:`` or ``env:`` ref."""
+    session_id: str | None = None
+    """The AGH session: every process spawned for it carries it (``PROCESS_TAG``)."""
+    state_dir: str | None = None
+    """The session's directory, where the processes spawned for it are recorded."""
+    sandbox: SandboxPolicy | None = None
+    """How the agent and its terminals are confined (None: not at all)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,8 @@ class Handshake:
     protocol_version: int
     agent_caps: JSON
     agent_info: JSON | None
+    sandboxed: bool = False
+    """True when the agent (and so its terminals) runs inside the sandbox."""
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,9 @@ class SessionRecord:
     last_presence_at: datetime | None = None
     """When the host running the session last said it is alive (its heartbeat, SPEC 3): metadata
     only, never an event. None for a session no host has run since this field existed."""
+    sandboxed: bool = False
+    """True when the agent (and its terminals) last ran inside the sandbox (bubblewrap); False
+    for one that ran unconfined, or never started, or was recorded before this field existed."""
 
     def replace(self, **changes: Any) -> SessionRecord:
         """Return a copy with ``changes`` applied."""
@@ -99,6 +102,7 @@ class SessionRecord:
             "updated_at": format_timestamp(self.updated_at),
             "host_pid": self.host_pid,
             "last_presence_at": format_timestamp(self.last_presence_at) if self.last_presence_at else None,
+            "sandboxed": self.sandboxed,
         }
 
     @classmethod
@@ -122,6 +126,7 @@ class SessionRecord:
             acp_caps=dict(data.get("acp_caps") or {}),
             host_pid=data.get("host_pid"),
             last_presence_at=_parse_ts(data["last_presence_at"]) if data.get("last_presence_at") else None,
+            sandboxed=bool(data.get("sandboxed") or False),
         )
 
 
