@@ -149,8 +149,6 @@ class AcpDriver:
             resolved = check_command(argv[0], env)
             keep = [resolved, os.path.realpath(resolved), sys.prefix, sys.base_prefix]
             self._confinement = await confinement(spec.sandbox, keep=keep)
-            if self._confinement is not None:
-                await asyncio.to_thread(self._confinement.prepare)
             launch = self._confinement.launch(argv, env, spec.cwd) if self._confinement else unconfined(argv, env, spec.cwd)
             try:
                 self._proc = await spawn_agent(launch)

@@ -105,6 +105,9 @@ def jupyter_runtime_dirs(env: Mapping[str, str], home: str) -> list[str]:
 class Confinement:
     """Spawns commands inside the bubblewrap sandbox a ``SandboxPolicy`` describes.
 
+    Building one touches the disk (it creates the policy's agent-state directories and looks at
+    what exists): do it off the event loop.
+
     Args:
         policy: what to allow and hide.
         bwrap: the bubblewrap binary (an absolute path).
@@ -122,6 +125,7 @@ class Confinement:
     ) -> None:
         self.policy = policy
         self.bwrap = bwrap
+        self._create_state_dirs()  # before planning: only existing paths are bound
         self._options = self._plan(policy, keep, os.environ if environ is None else environ)
 
     @property
@@ -129,8 +133,8 @@ class Confinement:
         """The bubblewrap options (without the environment and the command)."""
         return list(self._options)
 
-    def prepare(self) -> None:
-        """Create the agent-state directories the policy asks for (0700), before the first spawn."""
+    def _create_state_dirs(self) -> None:
+        """Create the agent-state directories the policy asks for (0700)."""
         for path in self.policy.create:
             try:
                 os.makedirs(path, mode=0o700, exist_ok=True)
@@ -284,7 +288,7 @@ async def confinement(
         else:
             reason = await probe(bwrap, network=policy.network)
     if reason is None and bwrap is not None:
-        return Confinement(policy, bwrap, keep=keep)
+        return await asyncio.to_thread(Confinement, policy, bwrap, keep=keep)
     if policy.mode == "required":
         raise SandboxUnavailableError(f"the sandbox is required ([sandbox] mode = \"required\") but {reason}")
     return None

@@ -77,8 +77,12 @@ class ProcessEntry:
 
     @classmethod
     def of(cls, pid: int, *, kind: str, name: str, proc: Path = PROC) -> ProcessEntry:
-        """Describe a just-spawned process (its group is its own pid: ``start_new_session``)."""
-        return cls(pid=pid, pgid=pid, start_time=start_time(pid, proc), boot_id=boot_id(proc), kind=kind, name=name)
+        """Describe a just-spawned process (its group is normally its own: ``start_new_session``)."""
+        try:
+            pgid = os.getpgid(pid)
+        except OSError:
+            pgid = pid
+        return cls(pid=pid, pgid=pgid, start_time=start_time(pid, proc), boot_id=boot_id(proc), kind=kind, name=name)
 
 
 class ProcessBook:
@@ -164,7 +168,10 @@ def kill_leftovers(state_dir: Path, session_id: str, *, proc: Path = PROC) -> li
         if start_time(entry.pid, proc) != entry.start_time:
             continue  # gone, or the pid now belongs to someone else
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(entry.pgid, signal.SIGKILL) if entry.pgid == entry.pid else os.kill(entry.pid, signal.SIGKILL)
+            if entry.pgid == entry.pid:
+                os.killpg(entry.pgid, signal.SIGKILL)  # the leader lives: the whole group is ours
+            else:
+                os.kill(entry.pid, signal.SIGKILL)
             killed.append(entry.pid)
     if entries or (state_dir / BOOK_DIR).is_dir():
         for pid in tagged_pids(session_id, proc):
@@ -172,6 +179,7 @@ def kill_leftovers(state_dir: Path, session_id: str, *, proc: Path = PROC) -> li
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
     book.clear()
+    killed = list(dict.fromkeys(killed))
     if killed:
         log.warning("killed %d process(es) left running by a dead host for session %s", len(killed), session_id)
     return killed
