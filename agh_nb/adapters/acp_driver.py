@@ -26,7 +26,7 @@ from acp import schema
 from agh_nb.adapters.acp_client import Client
 from agh_nb.adapters.acp_mapping import dump, usage_from_prompt
 from agh_nb.adapters.acp_transport import CheckedTransport, build_environment, check_command, spawn_agent
-from agh_nb.adapters.sandbox import Confinement, SandboxUnavailableError, confinement, unconfined
+from agh_nb.adapters.sandbox import Confinement, SandboxUnavailableError, confinement
 from agh_nb.adapters.terminals import TerminalManager
 from agh_nb.core.classify import exit_summary
 from agh_nb.core.leftovers import ProcessBook, ProcessEntry
@@ -149,11 +149,7 @@ class AcpDriver:
             resolved = check_command(argv[0], env)
             keep = [resolved, os.path.realpath(resolved), sys.prefix, sys.base_prefix]
             self._confinement = await confinement(spec.sandbox, keep=keep)
-            launch = self._confinement.launch(argv, env, spec.cwd) if self._confinement else unconfined(argv, env, spec.cwd)
-            try:
-                self._proc = await spawn_agent(launch)
-            finally:
-                launch.close()
+            self._proc = await spawn_agent(argv, env=env, cwd=spec.cwd, confinement=self._confinement)
         except SandboxUnavailableError as exc:
             raise DriverFailure(
                 FailureKind.STARTUP_FAILURE, f"cannot start agent {spec.agent_name!r}: {exc}"

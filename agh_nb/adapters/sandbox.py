@@ -63,7 +63,7 @@ class Launch:
     _closed: bool = field(default=False, repr=False)
 
     def close(self) -> None:
-        """Close the fds handed to the child (ours only)."""
+        """Close the fds handed to the child (ours only: the child has its copies)."""
         if not self._closed:
             self._closed = True
             for fd in self.pass_fds:
@@ -141,8 +141,18 @@ class Confinement:
             except OSError as exc:
                 log.warning("cannot create agent state directory %s: %s", path, exc.strerror)
 
-    def launch(self, argv: Sequence[str], env: Mapping[str, str], cwd: str) -> Launch:
-        """Wrap ``argv`` (run in ``cwd`` with exactly ``env``) in the sandbox."""
+    def launch(
+        self, argv: Sequence[str], env: Mapping[str, str], cwd: str, *, stdio: tuple[int, int] | None = None
+    ) -> Launch:
+        """Wrap ``argv`` (run in ``cwd`` with exactly ``env``) in the sandbox.
+
+        Args:
+            stdio: ``(read end, write end)`` of two pipes to become the command's stdin and
+                stdout. bubblewrap keeps its own stdin and stdout open while the sandbox lives,
+                so a command that closes its stdout would never be seen doing it; passed as extra
+                fds (which bubblewrap closes in its own processes) and moved into place by a
+                ``/bin/sh`` step inside, the pipes belong to the command alone.
+        """
         inner_env = dict(env)
         tmpdir = inner_env.get("TMPDIR")
         if tmpdir and not _within(os.path.realpath(tmpdir), self.policy.workspace):
@@ -158,8 +168,13 @@ class Confinement:
         except BaseException:
             os.close(fd)
             raise
+        command = list(argv)
+        fds: tuple[int, ...] = (fd,)
+        if stdio is not None:
+            command = [*_stdio_mover(*stdio), *command]
+            fds = (fd, *stdio)
         # bubblewrap runs with an empty environment: nothing the agent chose applies to it.
-        return Launch([self.bwrap, "--args", str(fd), "--", *argv], {}, "/", (fd,))
+        return Launch([self.bwrap, "--args", str(fd), "--", *command], {}, "/", fds)
 
     @staticmethod
     def _plan(policy: SandboxPolicy, keep: Sequence[str], environ: Mapping[str, str]) -> list[str]:
@@ -205,6 +220,22 @@ class Confinement:
             # The workspace lies inside a hidden directory: it alone comes back.
             opts += ["--bind" if policy.workspace_writable else "--ro-bind", workspace, workspace]
         return opts
+
+
+def _stdio_mover(stdin_fd: int, stdout_fd: int) -> list[str]:
+    """A command prefix that makes ``stdin_fd``/``stdout_fd`` the stdin/stdout of what follows.
+
+    bash (Debian's is essential) takes fd numbers past 9, which dash does not; without bash, this
+    interpreter does the same in a few lines.
+    """
+    if os.path.isfile("/bin/bash"):
+        move = f"exec 0<&{stdin_fd} 1>&{stdout_fd} {stdin_fd}<&- {stdout_fd}>&- && exec \"$@\""
+        return ["/bin/bash", "-c", move, "bash"]
+    code = (
+        f"import os,sys; os.dup2({stdin_fd},0); os.dup2({stdout_fd},1); os.close({stdin_fd}); "
+        f"os.close({stdout_fd}); os.execvp(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-S", "-c", code]
 
 
 def _write_all(fd: int, data: bytes) -> None:
