@@ -217,8 +217,9 @@ class SandboxOverride:
     Attributes:
         mode: overrides ``[sandbox] mode`` when set.
         network: overrides ``[sandbox] network`` when set.
-        writable: agent-state paths (``~/...``) added to ``[sandbox] writable``; missing
-            directories named with a trailing ``/`` are created (0700) before the agent starts.
+        writable: agent-state paths (``~/...``) added to ``[sandbox] writable``; when missing,
+            one with a trailing ``/`` is created as a directory (0700), one ending in ``.json``
+            as a file holding ``{}`` (0600), before the agent starts.
     """
 
     mode: str | None = None

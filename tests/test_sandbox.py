@@ -116,7 +116,7 @@ def test_agent_state_under_home_stays_writable(
     (home / ".agent-state").mkdir(parents=True)
     (home / ".profile").write_text("# not the agent's\n")
     monkeypatch.setenv("HOME", str(home))
-    write_agent(agh_home, "stateful", [*DEMO, "--fast"], "sandbox:\n  writable: ['~/.agent-state', '~/.fresh-state/']\n")
+    write_agent(agh_home, "stateful", [*DEMO, "--fast"], "sandbox:\n  writable: ['~/.agent-state', '~/.fresh-state/', '~/.fresh.json']\n")
     h = Host(Runtime.start(home=agh_home))
     try:
         record = h.create("stateful", cwd=str(workspace), permissions="approve-all")
@@ -124,13 +124,15 @@ def test_agent_state_under_home_stays_writable(
         result = attempt(
             h, record.id, "shell",
             "echo login > $HOME/.agent-state/token && echo a-ok; echo s > $HOME/.fresh-state/s && echo b-ok; "
-            "echo x >> $HOME/.profile; echo y > $HOME/.other",
+            "echo x >> $HOME/.profile; echo y > $HOME/.other; cat $HOME/.fresh.json; echo '{\"a\": 1}' > $HOME/.fresh.json",
         )
         assert "a-ok" in str(result["output"]) and "b-ok" in str(result["output"]), result
         assert (home / ".agent-state" / "token").read_text() == "login\n"
         assert (home / ".fresh-state" / "s").read_text() == "s\n"  # created 0700 before the agent ran
         assert oct((home / ".fresh-state").stat().st_mode & 0o777) == "0o700"
         assert (home / ".profile").read_text() == "# not the agent's\n" and not (home / ".other").exists()
+        assert "{}" in str(result["output"]) and (home / ".fresh.json").read_text() == '{"a": 1}\n'
+        assert oct((home / ".fresh.json").stat().st_mode & 0o777) == "0o600"
     finally:
         h.close()
 

@@ -134,12 +134,22 @@ class Confinement:
         return list(self._options)
 
     def _create_state_dirs(self) -> None:
-        """Create the agent-state directories the policy asks for (0700)."""
+        """Create the agent-state paths the policy asks for: directories (``.../``, 0700) and
+        JSON files (``{}``, 0600; an agent such as Claude Code fails on a missing or empty one
+        it cannot create itself in a read-only home)."""
         for path in self.policy.create:
             try:
-                os.makedirs(path, mode=0o700, exist_ok=True)
+                if path.endswith("/"):
+                    os.makedirs(path, mode=0o700, exist_ok=True)
+                elif not os.path.lexists(path):
+                    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                        fh.write("{}")
+            except FileExistsError:
+                pass
             except OSError as exc:
-                log.warning("cannot create agent state directory %s: %s", path, exc.strerror)
+                log.warning("cannot create agent state %s: %s", path, exc.strerror)
 
     def launch(
         self, argv: Sequence[str], env: Mapping[str, str], cwd: str, *, stdio: tuple[int, int] | None = None

@@ -29,8 +29,9 @@ class SandboxPolicy:
         workspace_writable: False under ``deny-all``: the workspace is read-only too.
         home: the user's home directory (agent state lives there).
         writable: absolute agent-state paths bound writable when they exist.
-        create: absolute directories to create (0700) before the agent starts, so an agent can
-            keep its state in them the first time it runs.
+        create: agent-state paths to create before the agent starts, so an agent can keep its
+            state in them the first time it runs: a directory (0700) for a path ending in ``/``,
+            a file holding ``{}`` (0600) for one ending in ``.json``.
         hidden: absolute paths that must not be visible at all (``$AGH_HOME`` first).
         bwrap: the bubblewrap binary to use (None: ``bwrap`` on the ``PATH``).
     """
@@ -81,7 +82,7 @@ def sandbox_policy(
     network = settings.sandbox_network if override is None or override.network is None else override.network
     extra = override.writable if override else ()
     writable = tuple(dict.fromkeys(_expand(p, home) for p in (*settings.sandbox_writable, *extra)))
-    create = tuple(_expand(p, home) for p in extra if p.endswith("/"))
+    create = tuple(_expand(p, home) + ("/" if p.endswith("/") else "") for p in extra if p.endswith(("/", ".json")))
     default_home = _expand("~/.agh-nb", home)
     hidden = tuple(dict.fromkeys((os.path.realpath(agh_home), agh_home, default_home)))
     return SandboxPolicy(

@@ -279,10 +279,10 @@ def test_agent_md_overrides_config(tmp_path: Path) -> None:
 
     settings = Settings(sandbox_mode="auto", sandbox_network=True)
     definition = AgentDefinition(
-        name="a", command=("x",), sandbox=SandboxOverride(mode="required", network=False, writable=("~/.a/", "~/.b"))
+        name="a", command=("x",), sandbox=SandboxOverride(mode="required", network=False, writable=("~/.a/", "~/.b", "~/.c.json"))
     )
     p = sandbox_policy(settings, definition, workspace="/w", permissions="deny-all", agh_home="/h", home="/u")
     assert (p.mode, p.network, p.workspace_writable) == ("required", False, False)
     assert "/u/.a" in p.writable and "/u/.b" in p.writable and "/u/.claude" in p.writable
-    assert p.create == ("/u/.a",)
+    assert p.create == ("/u/.a/", "/u/.c.json")
     assert p.hidden[0] == "/h" and "/u/.agh-nb" in p.hidden
