@@ -227,8 +227,14 @@ class SandboxOverride:
     writable: tuple[str, ...] = ()
 
 
+def _yaml_mode(raw: Any) -> Any:
+    # YAML 1.1 reads an unquoted off/no as false and on/yes as true.
+    return {False: "off", True: "auto"}.get(raw, raw) if isinstance(raw, bool) else raw
+
+
 def _sandbox_override(raw: Any, path: Path) -> SandboxOverride | None:
     label = f"{path}: 'sandbox'"
+    raw = _yaml_mode(raw)
     if raw is None:
         return None
     if isinstance(raw, str):
@@ -239,7 +245,7 @@ def _sandbox_override(raw: Any, path: Path) -> SandboxOverride | None:
     if unknown:
         raise ConfigError(f"{label}: unknown key {sorted(unknown)[0]!r} (known: mode, network, writable)")
     return SandboxOverride(
-        mode=_convert(raw["mode"], "sandbox_mode", f"{label} mode") if "mode" in raw else None,
+        mode=_convert(_yaml_mode(raw["mode"]), "sandbox_mode", f"{label} mode") if "mode" in raw else None,
         network=_convert(raw["network"], "bool", f"{label} network") if "network" in raw else None,
         writable=_state_paths(raw.get("writable") or [], f"{label} writable"),
     )
