@@ -194,7 +194,7 @@ class Confinement:
         opts += ["--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent"]
         if not policy.network:
             opts.append("--unshare-net")
-        for private in ("/tmp", "/var/tmp", "/run"):
+        for private in ("/tmp", "/var/tmp", "/run", "/var/run"):
             if os.path.isdir(private) and not os.path.islink(private):
                 opts += ["--tmpfs", private]
         # /etc/resolv.conf is often a symlink into /run (systemd-resolved): bind its target back.
@@ -216,9 +216,11 @@ class Confinement:
         if os.path.isdir("/root") and not any(_within(v, "/root") for v in visible):
             opts += ["--tmpfs", "/root"]
         for path in policy.writable:
+            # Bound where it really is (a symlinked ~/.claude then resolves to it inside too),
+            # and only inside the home: a state path never opens anything else.
             real = os.path.realpath(path)
-            if _exists(path) and _within(real, home or "/") and real != home:
-                opts += ["--bind", real, path]
+            if _exists(real) and _within(real, home or "/") and real != home:
+                opts += ["--bind", real, real]
         opts += ["--bind" if policy.workspace_writable else "--ro-bind", workspace, workspace]
         hidden = list(dict.fromkeys([*policy.hidden, *jupyter_runtime_dirs(environ, home)]))
         for path in hidden:

@@ -52,6 +52,11 @@ class SandboxPolicy:
         return self.mode != "off"
 
 
+def _within(path: str, root: str) -> bool:
+    root = root.rstrip("/") or "/"
+    return path == root or path.startswith(root if root == "/" else root + "/")
+
+
 def _expand(path: str, home: str) -> str:
     """``~/x`` under ``home`` (a trailing ``/`` is dropped)."""
     rest = path[2:] if path.startswith("~/") else path
@@ -67,7 +72,10 @@ def sandbox_policy(
     agh_home: str,
     home: str,
 ) -> SandboxPolicy:
-    """Settle the sandbox of a session: the AGENT.md ``sandbox:`` key wins over ``[sandbox]``.
+    """Settle the sandbox of a session: the AGENT.md ``sandbox:`` key wins over ``[sandbox]``,
+    except that a definition found in the workspace (``<workspace>/.agh/agents``) may only
+    tighten it: the agent can write there, so what it says must not open the sandbox for the next
+    session (no ``off``, no network the config cut, no writable path of its choosing).
 
     Args:
         settings: ``config.toml``.
@@ -81,6 +89,10 @@ def sandbox_policy(
     mode = (override.mode if override and override.mode else None) or settings.sandbox_mode
     network = settings.sandbox_network if override is None or override.network is None else override.network
     extra = override.writable if override else ()
+    if definition is not None and _within(os.path.realpath(definition.source or "/"), workspace):
+        mode = "required" if "required" in (mode, settings.sandbox_mode) else settings.sandbox_mode
+        network = network and settings.sandbox_network
+        extra = ()
     writable = tuple(dict.fromkeys(_expand(p, home) for p in (*settings.sandbox_writable, *extra)))
     create = tuple(_expand(p, home) + ("/" if p.endswith("/") else "") for p in extra if p.endswith(("/", ".json")))
     default_home = _expand("~/.agh-nb", home)
