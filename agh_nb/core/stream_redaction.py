@@ -166,10 +166,16 @@ class StreamRedaction:
 def _hold_start(buffer: str, view: StreamView, lo: int) -> int:
     """The first position at or after ``lo`` from which the rest of ``buffer`` may begin a secret."""
     n = len(buffer)
-    for i in range(max(lo, n - view.longest + 1), n):
-        if buffer[i] in view.by_first and view.starts_secret(buffer[i:]):
-            return i
-    return n
+    start = max(lo, n - view.longest + 1)
+    best = n
+    for first in view.by_first:  # one per distinct first character: few, and found by str.find
+        i = buffer.find(first, start, best)
+        while i != -1:
+            if view.starts_secret(buffer[i:]):
+                best = i
+                break
+            i = buffer.find(first, i + 1, best)
+    return best
 
 
 def _redact(text: str, view: StreamView | None) -> str:
