@@ -1,6 +1,8 @@
 """The ACP driver: one agent subprocess spoken to through the official ``acp`` SDK.
 
-Owns: ``AcpDriver`` — the agent-facing calls (``initialize`` / ``session/new`` /
+Owns: ``AcpDriver`` — deciding the agent's sandbox (``adapters.sandbox``: bubblewrap, per the
+launch's ``SandboxPolicy``; its terminals get the same one) and recording its process for crash
+repair, the agent-facing calls (``initialize`` / ``session/new`` /
 ``session/load`` / ``session/prompt`` / ``session/cancel``), stderr capture (bounded tail), the
 exit watcher, the escalating close, and turning every way those fail into a classified
 ``DriverFailure``. Spawning and framing live in ``acp_transport``, the methods an agent calls on

@@ -16,6 +16,12 @@ children); ``release`` kills, waits, closes the pipe and forgets the id; ``aclos
 Owning the pipe ourselves (rather than ``stdout=PIPE``) means the read side is a transport we can
 close on release even when a backgrounded grandchild still holds the write end open; with
 ``stdout=PIPE`` the process transport would stay open and leak.
+
+Confined (``confine``, set by the driver once the agent runs): each command runs inside the
+session's bubblewrap sandbox (``adapters.sandbox``), the same one as the agent, and carries
+``AGH_NB_SESSION``; each spawned process is written to the session's ``ProcessBook`` and removed
+once reaped, so a host starting after a crash can kill what a dead host left (``core.leftovers``).
+For the shutdown path: ``kill``/``release``/``aclose`` are the whole API (SIGKILL to the group).
 """
 
 from __future__ import annotations
