@@ -25,6 +25,13 @@ from agh_nb.errors import AgentNotFoundError, ConfigError
 PERMISSION_MODES = ("deny-all", "approve-reads", "approve-all")
 DEFAULT_PERMISSION_MODE = "approve-reads"
 
+SANDBOX_MODES = ("auto", "off", "required")
+"""``[sandbox] mode``: ``auto`` sandboxes wherever bubblewrap works, ``off`` never, ``required``
+refuses to start an agent it cannot sandbox."""
+AGENT_STATE_PATHS = ("~/.claude", "~/.claude.json", "~/.claude.json.backup", "~/.codex", "~/.gemini")
+"""Where the agents we know keep their logins and sessions (REAL-AGENTS.md): writable inside the
+sandbox when they exist. ``[sandbox] writable`` replaces the list; an AGENT.md adds to it."""
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -93,6 +100,11 @@ class Settings:
     progress_notify_interval: float = 30.0
     queue_cap: int = 16
     stale_after: float = 900.0
+    sandbox_mode: str = "auto"
+    sandbox_network: bool = True
+    sandbox_bwrap: str | None = None
+    """The bubblewrap binary (default: ``bwrap`` on the ``PATH``)."""
+    sandbox_writable: tuple[str, ...] = AGENT_STATE_PATHS
 
 
 # section -> key -> (Settings attribute, kind)
@@ -107,6 +119,12 @@ _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     },
     "session.busy_input": {"queue_cap": ("queue_cap", "count")},
     "health": {"stale_after": ("stale_after", "duration")},
+    "sandbox": {
+        "mode": ("sandbox_mode", "sandbox_mode"),
+        "network": ("sandbox_network", "bool"),
+        "bwrap": ("sandbox_bwrap", "path"),
+        "writable": ("sandbox_writable", "paths"),
+    },
 }
 
 
@@ -162,6 +180,20 @@ def _convert(raw: Any, kind: str, label: str) -> Any:
         if raw not in PERMISSION_MODES:
             raise ConfigError(f"{label}: expected one of {', '.join(PERMISSION_MODES)}, got {raw!r}")
         return raw
+    if kind == "sandbox_mode":
+        if raw not in SANDBOX_MODES:
+            raise ConfigError(f"{label}: expected one of {', '.join(SANDBOX_MODES)}, got {raw!r}")
+        return raw
+    if kind == "bool":
+        if not isinstance(raw, bool):
+            raise ConfigError(f"{label}: expected true or false, got {raw!r}")
+        return raw
+    if kind == "path":
+        if not isinstance(raw, str) or not raw.strip() or "\x00" in raw:
+            raise ConfigError(f"{label}: expected a file path, got {raw!r}")
+        return raw
+    if kind == "paths":
+        return _state_paths(raw, label)
     if kind == "count":
         if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
             raise ConfigError(f"{label}: expected a positive integer, got {raw!r}")
@@ -169,12 +201,66 @@ def _convert(raw: Any, kind: str, label: str) -> Any:
     raise AssertionError(kind)
 
 
+def _state_paths(raw: Any, label: str) -> tuple[str, ...]:
+    """Validate a list of agent-state paths: each under the user's home (``~/...``)."""
+    if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+        raise ConfigError(f"{label}: expected a list of paths like [\"~/.claude\"], got {raw!r}")
+    for path in raw:
+        parts = path.split("/")
+        if not path.startswith("~/") or len(path) < 3 or ".." in parts or "\x00" in path:
+            raise ConfigError(
+                f"{label}: {path!r} is not a path under the home directory (write it as ~/NAME, no '..')"
+            )
+    return tuple(raw)
+
+
+@dataclass(frozen=True)
+class SandboxOverride:
+    """An AGENT.md's ``sandbox:`` key: a mode, or a mapping of ``mode``, ``network``, ``writable``.
+
+    Attributes:
+        mode: overrides ``[sandbox] mode`` when set.
+        network: overrides ``[sandbox] network`` when set.
+        writable: agent-state paths (``~/...``) added to ``[sandbox] writable``; when missing,
+            one with a trailing ``/`` is created as a directory (0700), one ending in ``.json``
+            as a file holding ``{}`` (0600), before the agent starts.
+    """
+
+    mode: str | None = None
+    network: bool | None = None
+    writable: tuple[str, ...] = ()
+
+
+def _yaml_mode(raw: Any) -> Any:
+    # YAML 1.1 reads an unquoted off/no as false and on/yes as true.
+    return {False: "off", True: "auto"}.get(raw, raw) if isinstance(raw, bool) else raw
+
+
+def _sandbox_override(raw: Any, path: Path) -> SandboxOverride | None:
+    label = f"{path}: 'sandbox'"
+    raw = _yaml_mode(raw)
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        return SandboxOverride(mode=_convert(raw, "sandbox_mode", label))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{label} must be one of {', '.join(SANDBOX_MODES)} or a mapping (mode, network, writable)")
+    unknown = set(raw) - {"mode", "network", "writable"}
+    if unknown:
+        raise ConfigError(f"{label}: unknown key {sorted(unknown)[0]!r} (known: mode, network, writable)")
+    return SandboxOverride(
+        mode=_convert(_yaml_mode(raw["mode"]), "sandbox_mode", f"{label} mode") if "mode" in raw else None,
+        network=_convert(raw["network"], "bool", f"{label} network") if "network" in raw else None,
+        writable=_state_paths(raw.get("writable") or [], f"{label} writable"),
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Agent definitions
 # ---------------------------------------------------------------------------------------------
 
 PRESETS_DIR = Path(__file__).parent / "agents" / "presets"
-_AGENT_KEYS = {"name", "command", "env", "permissions", "description", "mcp_servers", "auth"}
+_AGENT_KEYS = {"name", "command", "env", "permissions", "description", "mcp_servers", "auth", "sandbox"}
 OPTIONAL_SUFFIX = "?"
 """Ends an ``env:``/``vault:`` ref whose absence is no error: ``env:ANTHROPIC_API_KEY?`` is left out
 of the agent's environment when the variable is unset (the agent may be logged in another way)."""
@@ -237,6 +323,7 @@ class AgentDefinition:
         mcp_servers: MCP servers handed to the agent with each ACP session.
         auth: the ACP ``authenticate`` method id to use when the agent asks for authentication
             and none of its ``env_var`` methods fits (e.g. gemini's ``gemini-api-key``).
+        sandbox: the definition's ``sandbox:`` override, if any.
     """
 
     name: str
@@ -247,6 +334,7 @@ class AgentDefinition:
     source: str = ""
     mcp_servers: tuple[McpServerDef, ...] = ()
     auth: str | None = None
+    sandbox: SandboxOverride | None = None
 
     def argv(self) -> tuple[str, ...]:
         """Return the command with ``{python}`` replaced by the running interpreter."""
@@ -307,6 +395,7 @@ def parse_agent_md(path: Path) -> AgentDefinition:
         source=str(path),
         mcp_servers=_parse_mcp_servers(meta.get("mcp_servers"), path),
         auth=auth.strip() if auth else None,
+        sandbox=_sandbox_override(meta.get("sandbox"), path),
     )
 
 

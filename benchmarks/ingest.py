@@ -1,6 +1,6 @@
 """End-to-end ingest: a real ACP agent firehose into agh_nb, next to a bare SDK client and SQLite.
 
-Run: ``python benchmarks/ingest.py [--n 50000] [--quick] [--sqlite-n N] [--repeat K] [--profile]``
+Run: ``python benchmarks/ingest.py [--n 50000] [--quick] [--sqlite-n N] [--repeat K] [--profile] [--with-secret]``
 
 One run measures, against the built-in demo agent (``python -m agh_nb.agents.demo --fast``)
 answering ``firehose N`` (N ``agent_message_chunk`` updates, each stamped with ``_meta``
@@ -62,7 +62,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import acp  # noqa: E402
 from acp import schema  # noqa: E402
 
-from agh_nb.adapters.acp_driver import STREAM_LIMIT, AcpDriver  # noqa: E402
+from agh_nb.adapters.acp_driver import AcpDriver  # noqa: E402
+from agh_nb.adapters.acp_transport import STREAM_LIMIT  # noqa: E402
 from agh_nb.adapters.acp_mapping import map_update  # noqa: E402
 from agh_nb.adapters.duckdb_schema import EVENT_COLUMNS  # noqa: E402
 from agh_nb.api import Host  # noqa: E402
@@ -322,6 +323,10 @@ def grouped_times(stats: pstats.Stats) -> list[tuple[str, float]]:
     return sorted(totals.items(), key=lambda kv: -kv[1])
 
 
+WITH_SECRET = False
+"""``--with-secret``: a vault value is registered for redaction during the agh_nb legs."""
+
+
 def run_agh(n: int, *, rate: float = 0.0, profile: bool = False, top: int = 25) -> dict[str, Any]:
     """Firehose ``n`` updates (at ``rate`` a second; 0 = as fast as possible) through the embedded
     runtime; return rate and latencies."""
@@ -332,6 +337,8 @@ def run_agh(n: int, *, rate: float = 0.0, profile: bool = False, top: int = 25) 
         saved_home = os.environ.get("AGH_HOME")
         os.environ["AGH_HOME"] = str(home)  # belt and braces: nothing may touch the user's store
         host = Host(Runtime.start(home=home))
+        if WITH_SECRET:  # a registered secret: every chunk goes through streaming redaction
+            host.vault_put("vault:providers/bench", "bench-secret-" + "7" * 40)
         profiles: ThreadProfiles | None = None
         try:
             record = host.create(AGENT_PRESET, cwd=str(workspace), name="ingest-bench")
@@ -681,8 +688,12 @@ def main() -> int:
     parser.add_argument("--no-driver", action="store_true",
                         help="skip the diagnostic leg (agh_nb's AcpDriver alone, nothing stored)")
     parser.add_argument("--profile", action="store_true", help="also profile an extra agh_nb run per thread")
+    parser.add_argument("--with-secret", action="store_true",
+                        help="register a vault secret first (the cost of streaming redaction)")
     parser.add_argument("--profile-top", type=int, default=25, help="functions listed per profile table")
     args = parser.parse_args()
+    global WITH_SECRET
+    WITH_SECRET = args.with_secret
     n = args.n if args.n is not None else (5_000 if args.quick else 50_000)
     if n < 1 or args.repeat < 1:
         parser.error("--n and --repeat must be positive")

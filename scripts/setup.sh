@@ -89,6 +89,17 @@ if command -v npm >/dev/null 2>&1; then
 else
   echo "setup: npm not found; tests/test_third_party.py will fail until Node.js and npm are installed" >&2
 fi
+# Debian's bubblewrap: the sandbox of agent processes and their terminals ([sandbox] in config.toml).
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's bubblewrap for the agent sandbox (apt-get)" >&2
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }; then
+      echo "setup: apt-get install bubblewrap failed; agents will run unsandboxed and the sandbox tests will fail" >&2
+    fi
+  else
+    echo "setup: bwrap is missing and we are not root; agents run unsandboxed (as root: apt-get install bubblewrap)" >&2
+  fi
+fi
 # Debian's Chromium for tests/browser (Playwright drives /usr/bin/chromium; no browser download).
 if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -142,3 +142,36 @@ def test_valid_agent_names_are_looked_up(tmp_path: Path, name: str) -> None:
     home = tmp_path / "home"
     write(home / "agents" / name / "AGENT.md", f"---\nname: {name}\ncommand: cmd\n---\n")
     assert find_agent(name, home=home, workspace=None).name == name
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param('[sandbox]\nmode = "maybe"\n', r"\[sandbox\] mode: expected one of auto, off, required, got 'maybe'", id="bad-mode"),
+        pytest.param('[sandbox]\nnetwork = "no"\n', r"\[sandbox\] network: expected true or false", id="bad-network"),
+        pytest.param('[sandbox]\nwritable = ["/etc"]\n', "not a path under the home directory", id="writable-outside-home"),
+        pytest.param('[sandbox]\nwritable = ["~/../x"]\n', "not a path under the home directory", id="writable-dotdot"),
+        pytest.param('[sandbox]\nbwrap = 3\n', r"\[sandbox\] bwrap: expected a file path", id="bad-bwrap"),
+        pytest.param('[sandbox]\nnetwrk = false\n', "unknown key 'netwrk' in \\[sandbox\\]", id="unknown-key"),
+    ],
+)
+def test_bad_sandbox_config_is_named(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "config.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(tmp_path)
+
+
+def test_sandbox_config_and_agent_override(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('[sandbox]\nmode = "required"\nnetwork = false\nwritable = ["~/.x"]\nbwrap = "/opt/bwrap"\n')
+    s = load_settings(tmp_path)
+    assert (s.sandbox_mode, s.sandbox_network, s.sandbox_writable, s.sandbox_bwrap) == ("required", False, ("~/.x",), "/opt/bwrap")
+    agent = write(tmp_path / "a" / "AGENT.md", "---\nname: a\ncommand: x\nsandbox: off\n---\n")
+    definition = parse_agent_md(agent)
+    assert definition.sandbox is not None and definition.sandbox.mode == "off"
+    write(agent, "---\nname: a\ncommand: x\nsandbox:\n  network: false\n  writable: ['~/.a/']\n---\n")
+    definition = parse_agent_md(agent)
+    assert definition.sandbox is not None and (definition.sandbox.mode, definition.sandbox.network) == (None, False)
+    for bad, message in (("sandbox: sometimes", "'sandbox'.*expected one of"), ("sandbox:\n  mood: x", "unknown key 'mood'")):
+        write(agent, f"---\nname: a\ncommand: x\n{bad}\n---\n")
+        with pytest.raises(ConfigError, match=message):
+            parse_agent_md(agent)

@@ -1,10 +1,13 @@
 """The ACP driver: one agent subprocess spoken to through the official ``acp`` SDK.
 
-Owns: ``AcpDriver`` — the agent-facing calls (``initialize``, ``authenticate``, ``session/new``,
-``/load``, ``/resume``, ``/fork``, ``/set_mode``, ``/set_config_option``, ``/set_model``,
-``/prompt``, ``/cancel``, ``/close``), stderr capture (bounded tail, and every chunk handed to
-the session's log), the exit watcher, the escalating close, and turning every way those fail
-into a classified ``DriverFailure`` (what an error answer means: ``acp_errors``). Spawning and framing live in ``acp_transport``, the methods an agent calls on
+Owns: ``AcpDriver`` — deciding the agent's sandbox (``adapters.sandbox``: bubblewrap, per the
+launch's ``SandboxPolicy``; its terminals get the same one) and recording its process for crash
+repair, the agent-facing calls (``initialize``, ``authenticate``, ``session/new``, ``/load``,
+``/resume``, ``/fork``, ``/set_mode``, ``/set_config_option``, ``/set_model``, ``/prompt``,
+``/cancel``, ``/close``), stderr capture (bounded tail, and every chunk handed to the session's
+log), the exit watcher, the escalating close, and turning every way those fail into a classified
+``DriverFailure`` (what an error answer means: ``acp_errors``). Spawning and framing live in
+``acp_transport``, the methods an agent calls on
 us in ``acp_client``. Imports acp; must not import core.session, runtime, kernel or server.
 """
 
@@ -15,8 +18,10 @@ import collections
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from importlib import metadata
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import acp
@@ -25,10 +30,12 @@ from acp import schema
 from agh_nb.adapters.acp_client import Client
 from agh_nb.adapters.acp_errors import is_auth_required, is_unknown_session
 from agh_nb.adapters.acp_mapping import dump, mcp_servers as _mcp, raw_result as _raw_result, usage_from_prompt
-from agh_nb.adapters.acp_transport import CheckedTransport, build_environment, spawn_agent
+from agh_nb.adapters.acp_transport import CheckedTransport, build_environment, check_command, spawn_agent
+from agh_nb.adapters.sandbox import Confinement, SandboxUnavailableError, confinement
 from agh_nb.adapters.terminals import TerminalManager
 from agh_nb.config import McpServerDef
 from agh_nb.core.classify import exit_summary
+from agh_nb.core.leftovers import ProcessBook, ProcessEntry
 from agh_nb.core.ports import (
     DriverFailure,
     DriverListener,
@@ -39,6 +46,7 @@ from agh_nb.core.ports import (
     TurnOutcome,
 )
 from agh_nb.core.redaction import redact_strings
+from agh_nb.core.sandbox_policy import PROCESS_TAG
 from agh_nb.core.state import FailureKind
 from agh_nb.core.tasks import TaskOwner
 
@@ -103,6 +111,8 @@ class AcpDriver:
         self._phase = "spawn"
         self._caps: dict[str, Any] = {}
         self._open_sessions: list[str] = []  # ACP sessions opened here, closed at stop
+        self._book: ProcessBook | None = None
+        self._confinement: Confinement | None = None
         self.terminals = TerminalManager()
 
     # -- public surface -----------------------------------------------------------------------
@@ -111,6 +121,11 @@ class AcpDriver:
     def pid(self) -> int | None:
         """The child's pid once spawned."""
         return self._proc.pid if self._proc else None
+
+    @property
+    def sandboxed(self) -> bool:
+        """True when the agent (and its terminals) run inside the sandbox."""
+        return self._confinement is not None
 
     @property
     def listener(self) -> DriverListener:
@@ -140,10 +155,18 @@ class AcpDriver:
         self._fatal = loop.create_future()
         self._exit = loop.create_future()
         argv = list(spec.argv)
+        env = build_environment(dict(spec.env), self._base_env)
+        if spec.session_id:
+            env[PROCESS_TAG] = spec.session_id  # how crash repair knows our processes
         try:
-            self._proc = await spawn_agent(
-                argv, env=build_environment(dict(spec.env), self._base_env), cwd=spec.cwd
-            )
+            resolved = check_command(argv[0], env)
+            keep = [resolved, os.path.realpath(resolved), sys.prefix, sys.base_prefix]
+            self._confinement = await confinement(spec.sandbox, keep=keep)
+            self._proc = await spawn_agent(argv, env=env, cwd=spec.cwd, confinement=self._confinement)
+        except SandboxUnavailableError as exc:
+            raise DriverFailure(
+                FailureKind.STARTUP_FAILURE, f"cannot start agent {spec.agent_name!r}: {exc}"
+            ) from None
         except FileNotFoundError as exc:
             raise DriverFailure(
                 FailureKind.STARTUP_FAILURE,
@@ -161,6 +184,12 @@ class AcpDriver:
                 f"cannot start agent {spec.agent_name!r}: {exc.strerror or exc}",
             ) from exc
         assert self._proc.stdin is not None and self._proc.stdout is not None
+        if spec.state_dir:
+            self._book = ProcessBook(Path(spec.state_dir))
+            entry = ProcessEntry.of(self._proc.pid, kind="agent", name=spec.agent_name)
+            with contextlib.suppress(OSError):  # a crash could then leave it running; nothing worse
+                await asyncio.to_thread(self._book.add, entry)
+        self.terminals.confine(self._confinement, book=self._book, tag=env.get(PROCESS_TAG))
         transport = CheckedTransport(
             self._proc.stdout, self._proc.stdin, on_garbage=self._garbage, on_eof=self._stdout_closed
         )
@@ -209,6 +238,7 @@ class AcpDriver:
             agent_caps=caps,
             agent_info=info,
             auth_methods=[m for m in redact_strings(methods, self._redact) if isinstance(m, dict)],
+            sandboxed=self.sandboxed,
         )
 
     async def authenticate(self, method_id: str) -> None:
@@ -543,6 +573,9 @@ class AcpDriver:
             signal=-returncode if returncode < 0 else None,
             stderr_tail=self.stderr_tail(),
         )
+        if self._book is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._book.remove, proc.pid)
         if self._exit is not None and not self._exit.done():
             self._exit.set_result(info)
         self._exit_info = info

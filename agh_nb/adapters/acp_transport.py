@@ -1,6 +1,7 @@
 """The byte-level side of an ACP agent: spawning it, and the framing of what it writes.
 
-Owns: the child's environment (an allowlist), spawning the agent in its own process group with
+Owns: the child's environment (an allowlist), checking the command exists, spawning the agent
+(confined in the sandbox or not) in its own process group with
 a stdout reader that has a read-ahead bound (backpressure on a fast agent), and the NDJSON
 transport that tells ACP frames from garbage (reported, never skipped) and hands each
 ``session/update`` payload on as received. Imports acp's transport classes; must not import
@@ -10,13 +11,17 @@ core.session, runtime, kernel or server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
-from collections.abc import Callable, Iterable
+import shutil
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, SupportsIndex, cast
 
 from acp._transport import NdjsonTransport  # the SDK's framing; we only change bad-line handling
 from acp.task import MessageSender, TaskSupervisor
 
+from agh_nb.adapters.sandbox import Confinement, unconfined
 from agh_nb.events import loads
 
 # The SDK's default; multimodal payloads can be large.
@@ -131,20 +136,95 @@ class AgentProtocol(asyncio.subprocess.SubprocessStreamProtocol):
             self.stdout = reader
 
 
-async def spawn_agent(argv: list[str], *, env: dict[str, str], cwd: str) -> asyncio.subprocess.Process:
-    """``asyncio.create_subprocess_exec`` with piped stdio and the bounded stdout reader."""
+def check_command(command: str, env: Mapping[str, str]) -> str:
+    """Return where ``command`` is found on ``env``'s ``PATH`` (as ``execvp`` would look).
+
+    Checked before spawning, so a missing or non-executable command is reported as such even when
+    the process that is spawned first is the sandbox's.
+
+    Raises:
+        FileNotFoundError: no such command.
+        PermissionError: the file exists but is not executable.
+    """
+    if "/" in command:
+        if not os.path.isfile(command):
+            raise FileNotFoundError(command)
+        if not os.access(command, os.X_OK):
+            raise PermissionError(command)
+        return command
+    found = shutil.which(command, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise FileNotFoundError(command)
+    return found
+
+
+async def spawn_agent(
+    argv: list[str], *, env: dict[str, str], cwd: str, confinement: Confinement | None = None
+) -> asyncio.subprocess.Process:
+    """Spawn the agent in its own process group, with piped stdio and the bounded stdout reader
+    (``asyncio.create_subprocess_exec`` otherwise); inside ``confinement`` when given.
+
+    Sandboxed, the agent's stdin and stdout are pipes of its own (see ``Confinement.launch``),
+    connected here to the same reader and writer types the unconfined path gets from asyncio.
+    """
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.subprocess_exec(
-        lambda: AgentProtocol(limit=STREAM_LIMIT, loop=loop),
-        *argv,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=cwd,
-        start_new_session=True,
-    )
-    return asyncio.subprocess.Process(transport, protocol, loop)
+    if confinement is None:
+        launch = unconfined(argv, env, cwd)
+        transport, protocol = await loop.subprocess_exec(
+            lambda: AgentProtocol(limit=STREAM_LIMIT, loop=loop),
+            *launch.argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=launch.env,
+            cwd=launch.cwd,
+            start_new_session=True,
+        )
+        return asyncio.subprocess.Process(transport, protocol, loop)
+    stdin_r, stdin_w = (_above_stdio(fd) for fd in os.pipe())
+    stdout_r, stdout_w = (_above_stdio(fd) for fd in os.pipe())
+    ours = [stdin_w, stdout_r]
+    try:
+        launch = confinement.launch(argv, env, cwd, stdio=(stdin_r, stdout_w))
+        try:
+            boxed_transport, boxed_protocol = await loop.subprocess_exec(
+                lambda: asyncio.subprocess.SubprocessStreamProtocol(limit=STREAM_LIMIT, loop=loop),
+                *launch.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env=launch.env,
+                cwd=launch.cwd,
+                start_new_session=True,
+                pass_fds=launch.pass_fds,
+            )
+        finally:
+            launch.close()  # closes stdin_r and stdout_w too: the child has them
+        process = asyncio.subprocess.Process(boxed_transport, boxed_protocol, loop)
+        reader = BoundedReader(limit=STREAM_LIMIT, read_ahead=READ_AHEAD, loop=loop)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(stdout_r, "rb", 0))
+        ours.remove(stdout_r)
+        write_transport, write_protocol = await loop.connect_write_pipe(
+            lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(loop=loop), loop=loop), os.fdopen(stdin_w, "wb", 0)
+        )
+        ours.remove(stdin_w)
+    except BaseException:
+        for fd in ours:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        raise
+    process.stdout = reader
+    process.stdin = asyncio.StreamWriter(write_transport, write_protocol, None, loop)
+    return process
+
+
+def _above_stdio(fd: int) -> int:
+    """``fd``, moved above 2 if it is not: the child's own stdio will take 0-2."""
+    if fd > 2:
+        return fd
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return moved
 
 
 class CheckedTransport(NdjsonTransport):

@@ -63,7 +63,8 @@ DDL: tuple[str, ...] = (
         last_presence_at TIMESTAMPTZ,
         parent_id VARCHAR,
         acp_state JSON,
-        failure_code BIGINT
+        failure_code BIGINT,
+        sandboxed BOOLEAN
     )
     """,
     # Stores created before the heartbeat existed get its column.
@@ -72,6 +73,8 @@ DDL: tuple[str, ...] = (
     "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS parent_id VARCHAR",
     "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS acp_state JSON",
     "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS failure_code BIGINT",
+    # Stores created before the sandbox existed (issue 11): their sessions ran unconfined.
+    "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS sandboxed BOOLEAN",
     """
     CREATE TABLE IF NOT EXISTS events (
         id VARCHAR NOT NULL,
@@ -181,6 +184,7 @@ SESSION_COLUMNS: tuple[str, ...] = (
     "parent_id",
     "acp_state",
     "failure_code",
+    "sandboxed",
 )
 _SESSION_TIMES = ("created_at", "updated_at", "last_presence_at")
 UPSERT_SESSION = (
@@ -322,6 +326,7 @@ def session_params(record: SessionRecord) -> list[Any]:
         record.parent_id,
         dumps(record.acp_state),
         record.failure.code if record.failure else None,
+        record.sandboxed,
     ]
 
 

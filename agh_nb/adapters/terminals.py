@@ -16,6 +16,12 @@ children); ``release`` kills, waits, closes the pipe and forgets the id; ``aclos
 Owning the pipe ourselves (rather than ``stdout=PIPE``) means the read side is a transport we can
 close on release even when a backgrounded grandchild still holds the write end open; with
 ``stdout=PIPE`` the process transport would stay open and leak.
+
+Confined (``confine``, set by the driver once the agent runs): each command runs inside the
+session's bubblewrap sandbox (``adapters.sandbox``), the same one as the agent, and carries
+``AGH_NB_SESSION``; each spawned process is written to the session's ``ProcessBook`` and removed
+once reaped, so a host starting after a crash can kill what a dead host left (``core.leftovers``).
+For the shutdown path: ``kill``/``release``/``aclose`` are the whole API (SIGKILL to the group).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Mapping
@@ -32,6 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TypedDict
 
+from agh_nb.adapters.sandbox import Confinement, unconfined
+from agh_nb.core.leftovers import ProcessBook, ProcessEntry
+from agh_nb.core.sandbox_policy import PROCESS_TAG
 from agh_nb.errors import AghError
 
 log = logging.getLogger(__name__)
@@ -179,6 +189,21 @@ class TerminalManager:
         self._kill_timeout = kill_timeout
         self._terminals: dict[str, _Terminal] = {}
         self._closed = False
+        self._confinement: Confinement | None = None
+        self._book: ProcessBook | None = None
+        self._tag: str | None = None
+
+    def confine(self, confinement: Confinement | None, *, book: ProcessBook | None = None, tag: str | None = None) -> None:
+        """Run later commands in ``confinement`` (None: unconfined), record each spawned process
+        in ``book`` (crash repair kills what a dead host left) and give each ``AGH_NB_SESSION=tag``."""
+        self._confinement = confinement
+        self._book = book
+        self._tag = tag
+
+    @property
+    def confined(self) -> bool:
+        """True when commands run inside the sandbox."""
+        return self._confinement is not None
 
     async def __aenter__(self) -> TerminalManager:
         return self
@@ -232,24 +257,35 @@ class TerminalManager:
             raise FileNotFoundError(
                 f"working directory '{cwd}' does not exist or is not a directory"
             )
+        if self._confinement is not None and "/" not in command and shutil.which(command, path=child_env.get("PATH", os.defpath)) is None:
+            # Inside the sandbox, bubblewrap is what starts: say it the way an unconfined spawn would.
+            raise FileNotFoundError(
+                f"command not found: '{command}' (looked up on the terminal's PATH)"
+            )
+        launch = (
+            self._confinement.launch([command, *args], child_env, str(cwd))
+            if self._confinement is not None
+            else unconfined([command, *args], child_env, str(cwd))
+        )
 
         loop = asyncio.get_running_loop()
         read_fd, write_fd = os.pipe()
         try:
             try:
                 process = await asyncio.create_subprocess_exec(
-                    command,
-                    *args,
+                    *launch.argv,
                     stdin=subprocess.DEVNULL,
                     stdout=write_fd,
                     stderr=subprocess.STDOUT,
-                    cwd=cwd,
-                    env=child_env,
+                    cwd=launch.cwd,
+                    env=launch.env,
                     start_new_session=True,  # own process group: kill reaches its children too
+                    pass_fds=launch.pass_fds,
                 )
             finally:
                 # The child has its copy; ours must go or the pipe never reaches end of file.
                 os.close(write_fd)
+                launch.close()
         except FileNotFoundError as exc:
             os.close(read_fd)
             raise FileNotFoundError(
@@ -271,6 +307,7 @@ class TerminalManager:
             await self._reap_unwatched(process)
             raise
         terminal = _Terminal(self._new_id(), process, output, transport, pipe_closed)
+        await self._record(terminal)
         terminal.watcher = asyncio.create_task(
             self._watch(terminal), name=f"agh-terminal-{terminal.id}-watch"
         )
@@ -375,6 +412,8 @@ class TerminalManager:
                     f"invalid environment variable {name!r}: names must be non-empty, without '=' or NUL"
                 )
             env[name] = value
+        if self._tag:
+            env[PROCESS_TAG] = self._tag  # last: the agent cannot take its commands out of crash repair
         return env
 
     async def _watch(self, terminal: _Terminal) -> None:
@@ -385,6 +424,22 @@ class TerminalManager:
         await asyncio.wait({terminal.pipe_closed}, timeout=self._drain_timeout)
         terminal.exit_status = _exit_status(returncode)
         log.debug("terminal %s exited %s", terminal.id, terminal.exit_status)
+        if terminal.pipe_closed.done():  # nothing of its group holds the pipe: all gone
+            await self._forget(terminal)
+
+    async def _record(self, terminal: _Terminal) -> None:
+        """Write the terminal's process to the session's book (crash repair reads it)."""
+        if self._book is not None:
+            entry = ProcessEntry.of(terminal.process.pid, kind="terminal", name=terminal.id)
+            try:
+                await asyncio.to_thread(self._book.add, entry)
+            except OSError as exc:
+                log.warning("cannot record terminal %s (pid %s): %s", terminal.id, terminal.process.pid, exc)
+
+    async def _forget(self, terminal: _Terminal) -> None:
+        if self._book is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._book.remove, terminal.process.pid)
 
     def _report_watcher_failure(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -429,6 +484,8 @@ class TerminalManager:
             # writes: it gets EPIPE instead of filling memory we no longer watch.
             terminal.pipe.close()
             await asyncio.wait({terminal.pipe_closed}, timeout=self._drain_timeout)
+            if terminal.process.returncode is not None:
+                await self._forget(terminal)
         except Exception:
             log.exception("releasing terminal %s failed", terminal.id)
 

@@ -1,7 +1,7 @@
 """The built-in ``demo`` ACP agent: a real, scripted, deterministic agent subprocess.
 
 Run it as ``python -m agh_nb.agents.demo [--delay SECONDS] [--fast] [--fail-startup MODE]
-[--no-load] [--fail-load] [--forget] [--fail-new] [--on-cancel garbage|close-stdout]`` plus the
+[--no-load] [--fail-load] [--forget] [--fail-new] [--on-cancel garbage|close-stdout|ignore]`` plus the
 session features of real agents, each off unless asked for (``demo_features``):
 ``--auth env:VAR|agent|terminal [--auth-at new|prompt] [--auth-code N] [--auth-always]``
 (answer "authentication required" until ``authenticate``), ``--modes`` (modes, a model and a
@@ -46,11 +46,17 @@ What a prompt does is chosen by its first word (case-insensitive); see ``_SCRIPT
 ``ask-form``              an elicitation (form: colour, count, notify); replies with the answer
 ``ask-url``               a URL-mode elicitation (clients may decline it); replies with the answer
 ``/NAME ARGS``            a slash command: ``/echo ARGS`` and ``/mode`` (see ``--commands``)
+``shell CMD...``          runs ``sh -c CMD`` itself (the agent's own shell, as Claude Code or
+                          Codex do, not a client terminal); a tool call with the exit code and
+                          output
+``stream KIND SIZES TEXT``  TEXT streamed in chunks of SIZES characters (``3,5``: 3, then 5, then
+                          5...) as KIND: ``message``, ``thought`` or ``tool`` (updates of one
+                          tool call, each carrying one chunk)
 anything else             the default script (thoughts, plan, chunks, two tool calls, usage)
 
 Permission answers "allow always" / "reject always" are remembered per tool kind for the
-session. ``--on-cancel`` makes ``session/cancel`` misbehave (a non-JSON line, or closing stdout,
-instead of cancelling the turn).
+session. ``--on-cancel`` makes ``session/cancel`` misbehave (a non-JSON line, closing stdout, or
+``ignore``: the turn just goes on streaming, instead of cancelling the turn).
 
 Keywords that take numbers fall back to the default script when the numbers do not parse, so
 ordinary English ("slow down, please") still gets a normal answer.
@@ -496,6 +502,9 @@ class DemoAgent(SessionFeatures):
             log.warning("closing stdout on session/cancel on purpose")
             await self._close_stdout()
             return
+        if self.on_cancel == "ignore":
+            log.warning("ignoring session/cancel on purpose")
+            return
         session.current.cancel.set()
 
     async def prompt(self, prompt: list[Any], session_id: str, **kwargs: Any) -> PromptResponse:
@@ -728,6 +737,65 @@ class DemoAgent(SessionFeatures):
             return PromptResponse(stop_reason="end_turn")
         name = names[0]
         await turn.message(f"{name}={os.environ.get(name, '<unset>')}\n")
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _script_shell(self, turn: _Turn, rest: str) -> PromptResponse:
+        """``shell CMD...``: run ``sh -c CMD`` as this process's own child (not a client terminal),
+        the way real agents run their own tools; report the exit code and output in a tool call."""
+        if not rest.strip():
+            await turn.message("usage: shell CMD...\n")
+            return PromptResponse(stop_reason="end_turn")
+        call_id = turn.new_tool_call_id()
+        await turn.tool_start(call_id, f"Shell {_shorten(rest, 80)}", kind="execute", raw_input={"command": rest})
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", rest, cwd=turn.session.cwd, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await turn.guard(proc.communicate())
+        text = output.decode("utf-8", "replace")
+        await turn.tool_update(
+            call_id,
+            status="completed" if proc.returncode == 0 else "failed",
+            content=[_text_content(text)],
+            raw_output={"exit_code": proc.returncode, "output": text},
+        )
+        await turn.message(f"shell exited with code {proc.returncode}\n")
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _script_stream(self, turn: _Turn, rest: str) -> PromptResponse | None:
+        """``stream KIND SIZES TEXT``: TEXT in chunks of the given sizes, as message chunks,
+        thought chunks, or content updates of one tool call (``tool``)."""
+        parts = rest.split(" ", 2)
+        if len(parts) < 3 or parts[0] not in ("message", "thought", "tool"):
+            await turn.message("usage: stream message|thought|tool SIZES TEXT\n")
+            return PromptResponse(stop_reason="end_turn")
+        kind, spec, text = parts
+        try:
+            sizes = [int(n) for n in spec.split(",")]
+        except ValueError:
+            sizes = []
+        if not sizes or min(sizes) < 1:
+            await turn.message("stream: SIZES is a comma-separated list of positive integers\n")
+            return PromptResponse(stop_reason="end_turn")
+        chunks: list[str] = []
+        index = 0
+        while index < len(text):
+            size = sizes[min(len(chunks), len(sizes) - 1)]
+            chunks.append(text[index : index + size])
+            index += size
+        call_id = turn.new_tool_call_id() if kind == "tool" else ""
+        if kind == "tool":
+            await turn.tool_start(call_id, "Streaming output", kind="other", raw_input={"chunks": len(chunks)})
+        for chunk in chunks:
+            if kind == "message":
+                await turn.message(chunk)
+            elif kind == "thought":
+                await turn.thought(chunk)
+            else:
+                await turn.tool_update(call_id, status="in_progress", content=[_text_content(chunk)])
+            await turn.pause()
+        if kind == "tool":
+            await turn.tool_update(call_id, status="completed")
         return PromptResponse(stop_reason="end_turn")
 
     async def _ask(
@@ -1136,6 +1204,8 @@ _SCRIPTS: dict[str, ScriptFn] = {
     "mcp": DemoAgent._script_mcp,
     "ask-form": DemoAgent._script_ask_form,
     "ask-url": DemoAgent._script_ask_url,
+    "shell": DemoAgent._script_shell,
+    "stream": DemoAgent._script_stream,
 }
 
 
@@ -1164,9 +1234,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--fail-new", action="store_true", help="answer session/new with a JSON-RPC error")
     parser.add_argument(
         "--on-cancel",
-        choices=("garbage", "close-stdout"),
+        choices=("garbage", "close-stdout", "ignore"),
         default=None,
-        help="answer session/cancel with a non-JSON line, or by closing stdout, instead of cancelling",
+        help="answer session/cancel with a non-JSON line, by closing stdout, or not at all (the turn goes on)",
     )
     features = parser.add_argument_group("session features of real agents (see demo_features)")
     features.add_argument("--auth", help="env:VAR | agent | terminal: answer 'authentication required' until authenticate")

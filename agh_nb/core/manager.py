@@ -8,6 +8,7 @@ Imports no third-party library.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
@@ -29,11 +30,13 @@ from agh_nb.core.elicitations import ElicitationBroker
 from agh_nb.core.opening import Note, StartOptions, session_caps
 from agh_nb.core.classify import CauseKind, StopCause
 from agh_nb.core.clock import IdGenerator, SystemClock
+from agh_nb.core.leftovers import kill_leftovers
 from agh_nb.core.ports import DriverFactory, EventStore, LaunchSpec
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.redaction import Redactor
 from agh_nb.core.session import LiveSession, Turn
 from agh_nb.core.repair import plan_repair
+from agh_nb.core.sandbox_policy import sandbox_policy
 from agh_nb.core.session_dir import read_meta, session_dir, write_meta, write_session_ledger
 from agh_nb.core.transcript import build_transcript, transcript_text
 from agh_nb.core.state import FailureKind, SessionState, SessionType
@@ -194,7 +197,9 @@ class SessionManager:
         except AghError as exc:
             await live.fail_start(FailureKind.STARTUP_FAILURE, str(exc))
             raise AgentStartError(f"session {record.id} could not start: {exc}", session_id=record.id) from None
-        live.set_permissions(resolve_permissions(permissions, definition, self._settings, session_type))
+        mode = resolve_permissions(permissions, definition, self._settings, session_type)
+        live.set_permissions(mode)
+        spec = self._confine(spec, definition, record.id, mode)
         self._pin_secrets(record.id, spec)
         options = StartOptions(mode=mode, model=model, auth=auth, fork_from=parent.acp_session_id if parent else None)
         started = await live.start(spec, options=options)
@@ -277,6 +282,7 @@ class SessionManager:
         spec, definition, events = await asyncio.to_thread(self._check_resumable, record)
         live = self._track(record)
         await live.prepare_resume()
+        spec = self._confine(spec, definition, session_id, record.permissions)
         self._pin_secrets(session_id, spec)
         started = await live.start(spec, resume=True, options=StartOptions(auth=auth))
         if replay_transcript and started.acp_session_id != record.acp_session_id:
@@ -316,6 +322,9 @@ class SessionManager:
         if session_id in self._live:
             return {"session_id": session_id, "empty": True, "record": None, "events": [], "applied": False}
         record = await self.get(session_id)
+        if not dry_run and record.state is not SessionState.STOPPED:
+            # Its host died: whatever it spawned for the session (agent, terminals) may still run.
+            await asyncio.to_thread(kill_leftovers, session_dir(self._home, session_id), session_id)
         events = await asyncio.to_thread(self._store.query_events, session_id, EventQuery())
         plan = plan_repair(record, events, self._clock.now())
         doc = plan.to_dict() | {"applied": False}
@@ -386,6 +395,18 @@ class SessionManager:
             if value.startswith(("vault:", "env:")):
                 secrets.append((value, out[key]))
         return out
+    def _confine(self, spec: LaunchSpec, definition: AgentDefinition, session_id: str, permissions: str) -> LaunchSpec:
+        """The launch with its session, its process book and its sandbox policy."""
+        policy = sandbox_policy(
+            self._settings,
+            definition,
+            workspace=spec.cwd,
+            permissions=permissions,
+            agh_home=str(self._home),
+            home=os.path.expanduser("~"),
+        )
+        state_dir = str(session_dir(self._home, session_id))
+        return dataclasses.replace(spec, session_id=session_id, state_dir=state_dir, sandbox=policy)
 
     def _pin_secrets(self, session_id: str, spec: LaunchSpec) -> None:
         """Keep the values handed to this session's agent redacted until the session stops."""
@@ -418,6 +439,7 @@ class SessionManager:
             ids=self._ids,
             redact=self._redact,
             redact_json=self._redact_json,
+            stream_view=self._redactor.stream_view if self._redactor is not None else lambda: None,
         )
         self._live[record.id] = live
         return live

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from agh_nb.config import McpServerDef
 from agh_nb.core.record import SessionRecord
+from agh_nb.core.sandbox_policy import SandboxPolicy
 from agh_nb.core.state import FailureKind
 from agh_nb.errors import AghError
 from agh_nb.events import JSON, Event, EventDraft, EventQuery, EventType
@@ -87,6 +88,12 @@ class LaunchSpec:
     """The AGENT.md ``mcp_servers``, refs resolved (so values may be secrets)."""
     auth_method: str | None = None
     """The AGENT.md ``auth``: the method to authenticate with when no ``env_var`` method fits."""
+    session_id: str | None = None
+    """The AGH session: every process spawned for it carries it (``PROCESS_TAG``)."""
+    state_dir: str | None = None
+    """The session's directory, where the processes spawned for it are recorded."""
+    sandbox: SandboxPolicy | None = None
+    """How the agent and its terminals are confined (None: not at all)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,8 @@ class Handshake:
     agent_caps: JSON
     agent_info: JSON | None
     auth_methods: list[JSON] = field(default_factory=list)
+    sandboxed: bool = False
+    """True when the agent (and so its terminals) runs inside the sandbox."""
 
 
 @dataclass(frozen=True)

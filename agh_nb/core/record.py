@@ -87,6 +87,9 @@ class SessionRecord:
     (``currentModeId``, ``availableModes``), ``models`` (``currentModelId``, ``availableModels``),
     ``configOptions`` and ``commands`` (``availableCommands``), each in the wire form received.
     Empty for sessions older than this field."""
+    sandboxed: bool = False
+    """True when the agent (and its terminals) last ran inside the sandbox (bubblewrap); False
+    for one that ran unconfined, or never started, or was recorded before this field existed."""
 
     def replace(self, **changes: Any) -> SessionRecord:
         """Return a copy with ``changes`` applied."""
@@ -114,6 +117,7 @@ class SessionRecord:
             "last_presence_at": format_timestamp(self.last_presence_at) if self.last_presence_at else None,
             "parent_id": self.parent_id,
             "acp_state": self.acp_state,
+            "sandboxed": self.sandboxed,
         }
 
     @classmethod
@@ -139,6 +143,7 @@ class SessionRecord:
             last_presence_at=_parse_ts(data["last_presence_at"]) if data.get("last_presence_at") else None,
             parent_id=data.get("parent_id"),
             acp_state=dict(data.get("acp_state") or {}),
+            sandboxed=bool(data.get("sandboxed") or False),
         )
 
 

@@ -48,6 +48,7 @@ class Redactor:
         self._labels: dict[str, list[str]] = {}
         # (compiled pattern, matched text -> replacement) or None when empty; swapped whole
         self._snapshot: tuple[re.Pattern[str], dict[str, str]] | None = None
+        self._stream_view: StreamView | None = None  # built from the snapshot on first use
 
     def register(self, value: str, label: str) -> bool:
         """Register ``value`` to be replaced by ``[redacted:<label>]``.
@@ -116,6 +117,17 @@ class Redactor:
         pattern, replacements = snapshot
         return pattern.sub(lambda match: replacements[match.group(0)], text)
 
+    def stream_view(self) -> StreamView | None:
+        """What a streaming redactor needs (``core.stream_redaction``); None when nothing is
+        registered. Built once per registry change."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            return None
+        view = self._stream_view
+        if view is None or view.pattern is not snapshot[0]:
+            view = self._stream_view = StreamView.of(*snapshot)
+        return view
+
     def redact_json(self, obj: T) -> T:
         """Return a copy of a JSON-like value with every string (keys included) redacted.
 
@@ -141,6 +153,34 @@ class Redactor:
         ordered = sorted(replacements, key=len, reverse=True)
         pattern = re.compile("|".join(re.escape(value) for value in ordered))
         self._snapshot = (pattern, replacements)
+
+
+class StreamView:
+    """The registered values seen from a stream: the pattern, and every proper prefix of a value.
+
+    A stream's tail that is a proper prefix of some value may be the start of a secret the next
+    chunk completes; ``core.stream_redaction`` holds such a tail back.
+    """
+
+    __slots__ = ("pattern", "replacements", "by_first", "longest")
+
+    def __init__(self, pattern: re.Pattern[str], replacements: dict[str, str]) -> None:
+        self.pattern = pattern
+        self.replacements = replacements
+        by_first: dict[str, list[str]] = {}
+        for value in replacements:
+            by_first.setdefault(value[0], []).append(value)
+        self.by_first = {first: tuple(values) for first, values in by_first.items()}
+        self.longest = max(len(value) for value in replacements)
+
+    def starts_secret(self, tail: str) -> bool:
+        """True when ``tail`` is a proper prefix of a registered value (its start, not all of it)."""
+        return any(len(value) > len(tail) and value.startswith(tail) for value in self.by_first.get(tail[0], ()))
+
+    @classmethod
+    def of(cls, pattern: re.Pattern[str], replacements: dict[str, str]) -> StreamView:
+        """Build the view of one registry snapshot."""
+        return cls(pattern, replacements)
 
 
 def redact_strings(obj: Any, redact: Callable[[str], str]) -> Any:

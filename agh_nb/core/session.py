@@ -36,7 +36,9 @@ from agh_nb.core.opening import Note, SessionOpener, StartOptions, apply_change
 from agh_nb.core.ports import AgentDriver, DriverFailure, EventStore, ExitInfo, LaunchSpec
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.session_dir import session_dir, write_meta
+from agh_nb.core.redaction import StreamView
 from agh_nb.core.state import FailureKind, SessionState, transition
+from agh_nb.core.stream_redaction import StreamRedaction
 from agh_nb.core.stopping import STOP_GRACE as STOP_GRACE, StopPath
 from agh_nb.core.tasks import TaskOwner
 from agh_nb.core.turn import Turn as Turn, TurnResult as TurnResult, storable_usage
@@ -64,6 +66,8 @@ class LiveSession:
         approvals: the host's broker of pending permission requests.
         elicitations: the host's broker of pending elicitations (a private one by default).
         clock, ids, redact, redact_json: collaborators with real defaults (redaction: none).
+        stream_view: the secrets as a stream sees them (``Redactor.stream_view``), so a secret
+            split across chunks is never stored whole (``core.stream_redaction``).
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class LiveSession:
         ids: IdGenerator | None = None,
         redact: Callable[[str], str] = str,
         redact_json: Callable[[Any], Any] = lambda value: value,
+        stream_view: Callable[[], StreamView | None] = lambda: None,
     ) -> None:
         self._record = record
         self._store = store
@@ -93,6 +98,7 @@ class LiveSession:
         self._ids = ids or IdGenerator()
         self._redact = redact
         self._redact_json = redact_json
+        self._streams = StreamRedaction(stream_view)
         self._loading = False
         self._replayed = 0
         self._save_lock = asyncio.Lock()  # one meta.json + sessions-row write at a time
@@ -168,7 +174,7 @@ class LiveSession:
             caps = dict(handshake.agent_caps) | {"authMethods": handshake.auth_methods}
             if handshake.agent_info:
                 caps["agent_info"] = handshake.agent_info
-            self._update(acp_caps=caps)
+            self._update(acp_caps=caps, sandboxed=handshake.sandboxed)
             self._auth = Authenticator(
                 self._driver,
                 agent_name=spec.agent_name,
@@ -229,7 +235,7 @@ class LiveSession:
     async def prepare_resume(self) -> None:
         """Move a stopped session back to ``starting`` and clear its stop outcome."""
         self.move(SessionState.STARTING)
-        self._update(stop_reason=None, stop_detail=None, failure=None, host_pid=os.getpid())
+        self._update(stop_reason=None, stop_detail=None, failure=None, host_pid=os.getpid(), sandboxed=False)
         await self._save()
 
     def set_permissions(self, mode: str) -> None:
@@ -346,8 +352,9 @@ class LiveSession:
             log.debug("dropping update for stopped session %s", self.session_id)
             return
         self.last_activity_at = now = self._clock.now()
-        turn_id = self.active_turn_id
-        self._append(EventDraft(event_type, turn_id, fields, now))
+        turn_id = self._turns.update_turn_id
+        for stored_type, stored in self._streams.feed(turn_id, event_type, fields):
+            self._append(EventDraft(stored_type, turn_id, stored, now))
         if event_type is EventType.USAGE and turn_id is not None:
             usage = storable_usage(fields.get("usage"))
             if usage:
@@ -453,6 +460,17 @@ class LiveSession:
     def new_request_id(self) -> str:
         """A fresh request id (``req_...``)."""
         return self._ids.request_id()
+    def flush_streams(self, turn_id: str | None) -> None:
+        """Store the text held back from the streams of ``turn_id`` (its end has come)."""
+        now = self._clock.now()
+        for held_turn, event_type, fields in self._streams.flush(turn_id):
+            self._append(EventDraft(event_type, held_turn, fields, now))
+
+    def flush_all_streams(self) -> None:
+        """Store every text still held back (the session is stopping)."""
+        now = self._clock.now()
+        for held_turn, event_type, fields in self._streams.flush_all():
+            self._append(EventDraft(event_type, held_turn, fields, now))
 
     def end_turn_grants(self) -> None:
         """The running turn ended: its once-approvals end with it."""

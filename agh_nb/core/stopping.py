@@ -63,6 +63,8 @@ class StoppingHost(Protocol):
 
     async def end_background(self) -> None: ...
 
+    def flush_all_streams(self) -> None: ...
+
     def stopped(self) -> None: ...
 
 
@@ -173,6 +175,7 @@ class StopPath:
             settled = host.record.replace(state=SessionState.STOPPED)  # what the record is about to be
             for draft in plan_transcript_repair(settled, events, host.now()):
                 host.append_event(draft)
+        host.flush_all_streams()  # text held back from a stream (redaction) is stored before the end
         exit_json = {"pid": exit_info.pid, "returncode": exit_info.returncode, "signal": exit_info.signal}
         await host.append_event_durable(
             EventDraft(

@@ -13,14 +13,15 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable
+from typing import Any, Protocol, TypeVar
 
 from agh_nb.config import Settings
 from agh_nb.core.approvals import ApprovalBroker
 from agh_nb.core.auth import Authenticator
 from agh_nb.core.classify import CauseKind, StopCause, turn_failure_cause, unexpected_failure_cause
 from agh_nb.core.clock import IdGenerator, SystemClock
-from agh_nb.core.ports import AgentDriver, DriverFailure, EventStore
+from agh_nb.core.ports import AgentDriver, DriverFailure, EventStore, TurnOutcome
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.repair import plan_interrupted_tool_results, plan_turn_end_tool_results
 from agh_nb.core.state import FailureKind, SessionState
@@ -31,6 +32,8 @@ from agh_nb.errors import QueueFullError
 from agh_nb.events import JSON, Event, EventDraft, EventQuery, EventType
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CANCEL_SEND_TIMEOUT = 2.0
 """Seconds ``session/cancel`` (a notification) may take to be handed to the agent."""
@@ -57,6 +60,8 @@ class TurnHost(SupervisedSession, Protocol):
 
     @property
     def authenticator(self) -> Authenticator: ...
+
+    def flush_streams(self, turn_id: str | None) -> None: ...
 
 
 class TurnRunner:
@@ -101,6 +106,9 @@ class TurnRunner:
         self._turn_failure: StopCause | None = None  # what broke the running turn from our side
         self._turn_closed = asyncio.Event()  # the running turn failed and is recorded as such
         self._deferred: list[tuple[Turn, TurnResult]] = []  # failed turns, resolved once stopped
+        self._abandon: asyncio.Future[None] | None = None  # set: end the running turn locally
+        self._orphan: Turn | None = None  # ended locally; its session/prompt is still unanswered
+        self._orphan_call: asyncio.Task[Any] | None = None
 
     # -- views --------------------------------------------------------------------------------
 
@@ -108,6 +116,16 @@ class TurnRunner:
     def running(self) -> Turn | None:
         """The running turn, if any."""
         return self._current
+
+    @property
+    def update_turn_id(self) -> str | None:
+        """The turn an agent's update belongs to: a turn ended locally while its prompt request is
+        still unanswered keeps every update until that answer comes (its late updates never land
+        in the next turn); otherwise the running turn."""
+        orphan = self._orphan
+        if orphan is not None:
+            return orphan.turn_id
+        return self._current.turn_id if self._current else None
 
     @property
     def cancel_failure(self) -> StopCause | None:
@@ -154,6 +172,8 @@ class TurnRunner:
             if self._current is not None and host.record.acp_session_id:
                 await self._approvals.cancel_session(host.session_id)
                 await self.send_cancel(self._current)
+                if self._settings.timeout_cancel_grace > 0:
+                    self._tasks.spawn(self._cancel_grace(self._current), "cancel-grace")
         ahead = len(self._queue) + (1 if self._current is not None else 0)
         turn = Turn(host.session_id, turn_id, text, ahead)
         self._queue.append(turn)
@@ -177,11 +197,10 @@ class TurnRunner:
             # The watchdog ends by itself when the turn is done (or after it timed the turn out).
             self._tasks.spawn(supervise_turn(host, turn.turn_id, turn.future, self._settings), "supervise")
             try:
-                # "Authentication required" at the prompt (claude-agent-acp without a key): one
-                # authenticate and one retry when a method fits, else the turn fails as auth_failure.
-                outcome = await host.authenticator.run(
-                    lambda: self._driver.prompt(acp_id, turn.text), "session/prompt"
-                )
+                outcome = await self._prompt(turn, acp_id)
+                if outcome is None:  # the agent ignored session/cancel: ended locally, go on
+                    self._current = None
+                    continue
                 if self._turn_failure is not None:
                     await self.fail(turn, self._turn_failure)
                     return
@@ -200,6 +219,71 @@ class TurnRunner:
                 await self.fail(turn, unexpected_failure_cause(f"during turn {turn.turn_id}", exc))
                 return
             self._current = None
+
+    async def _prompt(self, turn: Turn, acp_id: str) -> TurnOutcome | None:
+        """Run ``session/prompt`` for ``turn``; None when the turn was ended locally first.
+
+        Raises what the driver raises (``DriverFailure``...).
+        """
+        # "Authentication required" at the prompt (claude-agent-acp without a key): one
+        # authenticate and one retry when a method fits, else the turn fails as auth_failure.
+        prompt = self._host.authenticator.run(lambda: self._driver.prompt(acp_id, turn.text), "session/prompt")
+        call = self._tasks.spawn(_settled(prompt), "prompt")
+        abandon = self._abandon = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait({call, abandon}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        finally:
+            self._abandon = None
+        if call.done():
+            result = call.result()
+            if isinstance(result, BaseException):
+                raise result
+            return result
+        await self._end_locally(turn, call)
+        return None
+
+    async def _cancel_grace(self, turn: Turn) -> None:
+        """After an interrupting ``session/cancel``: a turn still running ``timeout_cancel_grace``
+        later is ended locally (the worker then runs the next turn)."""
+        await asyncio.wait({turn.future}, timeout=self._settings.timeout_cancel_grace)
+        abandon = self._abandon
+        if turn is self._current and not turn.recorded and abandon is not None and not abandon.done():
+            abandon.set_result(None)
+
+    async def _end_locally(self, turn: Turn, call: asyncio.Task[Any]) -> None:
+        """Record ``turn`` as cancelled by us, keep its unanswered prompt request as the orphan
+        whose late updates stay in this turn, and give the agent one more grace to answer it; an
+        agent that never does stops the session as ``cancellation``."""
+        grace = self._settings.timeout_cancel_grace
+        self._orphan, self._orphan_call = turn, call
+        reason = (
+            f"the agent did not end the turn within timeout_cancel_grace ({grace:g}s) after session/cancel: "
+            "ended by agh_nb; its later updates stay in this turn"
+        )
+        await self.finish(turn, "cancelled", error=reason, runtime={"ended_locally": True})
+        self._tasks.spawn(self._await_orphan(turn, call), "orphan-turn")
+
+    async def _await_orphan(self, turn: Turn, call: asyncio.Task[Any]) -> None:
+        host = self._host
+        grace = self._settings.timeout_cancel_grace
+        done, _ = await asyncio.wait({call}, timeout=grace)
+        if not done:
+            cause = StopCause(
+                CauseKind.FAILURE,
+                FailureKind.CANCELLATION,
+                f"agent {host.record.agent_name!r} did not answer session/cancel: turn {turn.turn_id} was still "
+                f"running {2 * grace:g}s after the cancel (timeout_cancel_grace {grace:g}s)",
+            )
+            if self._cancel_failure is None:
+                self._cancel_failure = cause
+            host.begin_stop(cause)
+            return
+        if self._orphan is turn:
+            self._orphan = self._orphan_call = None
+            host.flush_streams(turn.turn_id)
 
     # -- how turns end ------------------------------------------------------------------------
 
@@ -223,6 +307,7 @@ class TurnRunner:
         kind = cause.failure_kind or FailureKind.UNKNOWN_FAILURE
         summary = host.redact(cause.summary)
         try:
+            host.flush_streams(turn.turn_id)  # held-back text first, in the turn it belongs to
             await self.close_dangling(turn.turn_id)
             host.append_event(
                 EventDraft(
@@ -260,6 +345,7 @@ class TurnRunner:
         error: str | None = None,
         usage: JSON | None = None,
         resolve: bool = True,
+        runtime: JSON | None = None,
     ) -> None:
         """Record the turn's durable ``done`` event (once), then resolve whoever waits on it.
 
@@ -270,12 +356,15 @@ class TurnRunner:
         """
         if turn.future.done() or turn.recorded:
             return
+        self._host.flush_streams(turn.turn_id)
         if turn is self._current and stop_reason != "error":
             for draft in plan_turn_end_tool_results(await self._turn_events(turn.turn_id), turn.turn_id, stop_reason, self._clock.now()):
                 self._host.append_event(draft)
         fields: JSON = {"stop_reason": stop_reason, "usage": usage}
         if error:
             fields["error"] = error
+        if runtime:
+            fields["runtime"] = runtime
         await self._host.append_event_durable(EventDraft(EventType.DONE, turn.turn_id, fields, self._clock.now()))
         turn.recorded = True
         if turn is self._current:
@@ -349,7 +438,11 @@ class TurnRunner:
         return running
 
     async def stop_worker(self) -> None:
-        """End the worker task (no turn runs after this)."""
+        """End the worker task (no turn runs after this), and an orphan prompt request's wait."""
+        orphan = self._orphan_call
+        if orphan is not None and not orphan.done():
+            orphan.cancel()
+            await asyncio.wait({orphan})
         worker = self._worker
         if worker is not None and not worker.done():
             worker.cancel()
@@ -374,3 +467,12 @@ def slash_command(text: str) -> str | None:
     if not stripped.startswith("/") or len(stripped) < 2 or stripped[1].isspace() or stripped[1] == "/":
         return None
     return stripped[1:].split(None, 1)[0]
+
+
+async def _settled(call: Awaitable[T]) -> T | Exception:
+    """Await ``call``; return its exception instead of raising it (a failed prompt is a result
+    for the worker to classify, not a task failure to log)."""
+    try:
+        return await call
+    except Exception as exc:
+        return exc

@@ -71,6 +71,14 @@ def _pending_text(pending: list[JSON]) -> str:
     return f"{len(pending)} — " + "; ".join(titles + more)
 
 
+def _sandbox_text(record: dict[str, Any]) -> str | None:
+    if record.get("sandboxed"):
+        return "bubblewrap (workspace writable, $AGH_HOME hidden)" if record.get("permissions") != "deny-all" else "bubblewrap (workspace read-only, $AGH_HOME hidden)"
+    if record.get("state") in ("active", "stopping") or record.get("acp_session_id"):
+        return "none: the agent runs with your rights"
+    return None
+
+
 def render_card(status: dict[str, Any], record: dict[str, Any], pending: list[JSON]) -> str:
     """HTML for one session card (everything escaped).
 
@@ -84,6 +92,7 @@ def render_card(status: dict[str, Any], record: dict[str, Any], pending: list[JS
         ("agent", record.get("agent_name")),
         ("workspace", record.get("workspace_path")),
         ("permissions", record.get("permissions")),
+        ("sandbox", _sandbox_text(record)),
         ("ACP session", record.get("acp_session_id")),
         ("forked from", record.get("parent_id")),
         *_agent_rows(record),

@@ -777,7 +777,7 @@ def read_agent_md(path: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("name", ["demo", "demo-fast", "claude", "gemini", "codex"])
 def test_preset_front_matter(name: str) -> None:
     data = read_agent_md(PRESETS / name / "AGENT.md")
-    assert set(data) <= {"name", "command", "env", "permissions", "description", "auth", "mcp_servers"}
+    assert set(data) <= {"name", "command", "env", "permissions", "description", "auth", "mcp_servers", "sandbox"}
     assert data["name"] == name
     assert isinstance(data["command"], list) and all(isinstance(arg, str) for arg in data["command"])
     for key, value in (data.get("env") or {}).items():
