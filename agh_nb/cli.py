@@ -229,6 +229,10 @@ def show(value: Any, console: Any = None) -> None:
         console.print(rows_table(columns, ([row.get(c) for c in columns] for row in value), width))
     elif isinstance(value, list) and not value:
         console.print("(none)")
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        # Lines of text (``session logs``): printed as they are, one per line, never cut.
+        for line in value:
+            print(line, file=console.file)
     elif callable(to_dict):
         console.print(dict_table(to_dict()))
     else:

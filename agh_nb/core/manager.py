@@ -197,9 +197,9 @@ class SessionManager:
         except AghError as exc:
             await live.fail_start(FailureKind.STARTUP_FAILURE, str(exc))
             raise AgentStartError(f"session {record.id} could not start: {exc}", session_id=record.id) from None
-        mode = resolve_permissions(permissions, definition, self._settings, session_type)
-        live.set_permissions(mode)
-        spec = self._confine(spec, definition, record.id, mode)
+        resolved = resolve_permissions(permissions, definition, self._settings, session_type)
+        live.set_permissions(resolved)
+        spec = self._confine(spec, definition, record.id, resolved)
         self._pin_secrets(record.id, spec)
         options = StartOptions(mode=mode, model=model, auth=auth, fork_from=parent.acp_session_id if parent else None)
         started = await live.start(spec, options=options)
