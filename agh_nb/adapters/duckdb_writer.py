@@ -36,6 +36,7 @@ from typing import Any
 import duckdb
 
 from agh_nb.adapters import duckdb_schema as schema
+from agh_nb.core.private import make_private_file
 from agh_nb.core.record import SessionRecord
 from agh_nb.errors import StoreError
 from agh_nb.events import JSON, Event, EventDraft, EventType, dumps
@@ -321,6 +322,13 @@ class GroupCommitWriter:
             self._wal_grew = True
             logger.debug("idle checkpoint skipped: %s", _first_line(exc))
 
+    def _private_wal(self) -> None:
+        # DuckDB deletes the WAL at each checkpoint and creates the next one with the umask's
+        # mode; the store's files are owner-only (SPEC 7). One lstat per commit, about 1 us.
+        if self._wal_path is not None:
+            with contextlib.suppress(OSError):
+                make_private_file(self._wal_path)
+
     def _linger(self, deadline: float) -> None:
         # Called with the lock held: wait until ``deadline`` for a burst to gather, unless a
         # durability waiter is queued or a batch is full.
@@ -378,6 +386,7 @@ class GroupCommitWriter:
             )
             self._fail_rest(error, [*steps, *rest])
             return False
+        self._private_wal()
         rows: list[schema.EventRow] = []
         for step in steps:
             if type(step) is list:

@@ -630,9 +630,9 @@ def test_sql_returns_a_dataframe(populated: DuckDBStore) -> None:
         pytest.param("SELECT * FROM no_such_table", "no_such_table", id="unknown-table"),
         pytest.param("SELEC 1", "syntax", id="syntax"),
         pytest.param("DELETE FROM events", "read-only", id="write-refused"),
-        pytest.param("SELECT * FROM pg_catalog.pg_settings", "not part of the store", id="pg-catalog"),
-        pytest.param("SELECT * FROM other.main.events", "not part of the store", id="other-catalog"),
-        pytest.param("SELECT * FROM information_schema.\"vault.key\"", "not part of the store", id="file-behind-catalog"),
+        pytest.param("SELECT * FROM read_text('/etc/hostname')", "not reachable", id="file-function"),
+        pytest.param("SELECT * FROM other.main.events", "does not exist", id="other-catalog"),
+        pytest.param("SELECT * FROM information_schema.\"vault.key\"", "does not exist", id="file-behind-catalog"),
         pytest.param("SELECT '5877642-06-25'::DATE AS d", "cannot be shown as a dataframe", id="unshowable-value"),
     ],
 )
