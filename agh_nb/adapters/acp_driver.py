@@ -228,6 +228,10 @@ class _CheckedTransport(NdjsonTransport):
             await self._supervisor.shutdown()
 
 
+def _outside(exc: PathOutsideWorkspaceError) -> acp.RequestError:
+    return acp.RequestError(-32602, f"path-outside-workspace: {exc}", {"reason": "path_outside_workspace"})
+
+
 class _Client:
     """The ACP ``Client`` side we implement: updates, permission requests, files and terminals.
 
@@ -242,9 +246,7 @@ class _Client:
         try:
             return await self._driver.listener.authorize(operation, path, command)
         except PathOutsideWorkspaceError as exc:
-            raise acp.RequestError(
-                -32602, f"path-outside-workspace: {exc}", {"reason": "path_outside_workspace"}
-            ) from None
+            raise _outside(exc) from None
         except PermissionDeniedError as exc:
             raise acp.RequestError(
                 -32602, f"permission-denied: {exc}", {"reason": "permission_denied"}
@@ -261,8 +263,10 @@ class _Client:
         resolved = await self._authorize("fs/read_text_file", path)
         try:
             content = await asyncio.to_thread(
-                fs_ops.read_text_file, resolved, line=line, limit=limit
+                fs_ops.read_text_file, self._driver.workspace, resolved, line=line, limit=limit
             )
+        except PathOutsideWorkspaceError as exc:  # the path changed after the check
+            raise _outside(exc) from None
         except FileNotFoundError:
             raise acp.RequestError.resource_not_found(path) from None
         except (ValueError, OSError) as exc:
@@ -274,7 +278,9 @@ class _Client:
     ) -> schema.WriteTextFileResponse:
         resolved = await self._authorize("fs/write_text_file", path)
         try:
-            await asyncio.to_thread(fs_ops.write_text_file, resolved, content)
+            await asyncio.to_thread(fs_ops.write_text_file, self._driver.workspace, resolved, content)
+        except PathOutsideWorkspaceError as exc:  # the path changed after the check
+            raise _outside(exc) from None
         except OSError as exc:
             raise acp.RequestError.internal_error(
                 {"details": f"cannot write {path}: {exc.strerror or exc}"}
@@ -399,6 +405,7 @@ class AcpDriver:
         self._conn: Any = None
         self._listener: DriverListener | None = None
         self._agent_name = "agent"
+        self.workspace = Path(".")  # the session's workspace (``spec.cwd``), set by start()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stderr: collections.deque[bytes] = collections.deque()
         self._stderr_size = 0
@@ -437,6 +444,7 @@ class AcpDriver:
         loop = asyncio.get_running_loop()
         self._listener = listener
         self._agent_name = spec.agent_name
+        self.workspace = Path(spec.cwd)
         self._fatal = loop.create_future()
         self._exit = loop.create_future()
         argv = list(spec.argv)
