@@ -80,7 +80,7 @@ def check_query(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.Statement:
             query=query,
         )
     if statement.type != duckdb.StatementType.SELECT:
-        raise QueryError(f"only queries are allowed here, not {statement.type.name}: {READ_ONLY}", query=query)
+        raise QueryError(f"only SELECT queries are allowed here, not {statement.type.name}: {READ_ONLY}", query=query)
     try:
         row = con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()
     except duckdb.Error as exc:
