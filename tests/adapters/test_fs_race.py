@@ -132,7 +132,6 @@ UNPRIVILEGED = textwrap.dedent(
     from agh_nb.core.boundary import resolve_in_workspace
     from agh_nb.adapters.fs_ops import read_text_file
     from agh_nb.errors import PathOutsideWorkspaceError
-from tests.race import Swapper
     ws, out = sys.argv[1], []
     for path in sys.argv[2:]:
         try:
