@@ -47,6 +47,9 @@ IDLE_CHECKPOINT_AFTER = 1.0
 """Seconds without work after which the writer checkpoints a grown WAL."""
 IDLE_CHECKPOINT_MIN_WAL = 1 << 20
 """Smallest WAL (bytes) worth an idle checkpoint."""
+OOM_RETRY_FOR = 150.0
+"""Seconds a commit that ran out of memory is retried: longer than a user query may run
+(``duckdb_store.QUERY_TIMEOUT``), whose memory it waits for."""
 
 
 class WriterState(Enum):
@@ -373,7 +376,7 @@ class GroupCommitWriter:
 
     def _commit_or_fail(self, steps: list[_Step], rest: list[schema.EventRow | Op]) -> bool:
         try:
-            self._commit(steps)
+            self._commit_retrying(steps)
         except Exception as exc:
             error = StoreError(
                 f"the event store could not commit: {_first_line(exc)}", cause=_first_line(exc)
@@ -399,6 +402,42 @@ class GroupCommitWriter:
             if type(step) is not list:
                 step.waiter.resolve()  # type: ignore[union-attr]
         return True
+
+    def _commit_retrying(self, steps: list[_Step]) -> None:
+        # Memory is shared by the whole DuckDB instance: a user's query holding most of it (a
+        # huge aggregate) can make a commit fail for want of a few KiB. That commit was rolled
+        # back and nothing is lost yet, so it is tried again once memory frees (the query ends
+        # or is interrupted), rather than failing the writer for good.
+        deadline = time.monotonic() + OOM_RETRY_FOR
+        pause = 0.01
+        while True:
+            try:
+                self._commit(steps)
+                return
+            except duckdb.OutOfMemoryException as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                level = logging.WARNING if pause == 0.01 else logging.DEBUG  # one line per commit
+                logger.log(level, "event store commit out of memory, retrying: %s", _first_line(exc))
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
+                self._roll_back(deadline)
+
+    def _roll_back(self, deadline: float) -> None:
+        # The failed transaction stays open (aborted) until rolled back, and the ROLLBACK can
+        # itself run out of memory while the query still holds it: repeat it until it goes.
+        pause = 0.01
+        while True:
+            try:
+                self._cursor.execute("ROLLBACK")
+                return
+            except duckdb.TransactionException:
+                return  # no transaction open: nothing to roll back
+            except duckdb.OutOfMemoryException:
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
 
     def _commit(self, steps: list[_Step]) -> None:
         if all(type(step) is Barrier for step in steps):
