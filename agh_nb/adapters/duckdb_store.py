@@ -13,7 +13,6 @@ only. Subscriber callbacks run on the writer thread after the commit they report
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -26,11 +25,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
 
 from agh_nb.adapters import duckdb_schema as schema
 from agh_nb.adapters.duckdb_subscriptions import Subscription, SubscriptionHub
-from agh_nb.adapters.sql_guard import check_query, refusal
+from agh_nb.adapters.user_sql import QUERY_TIMEOUT, RESULT_MAX_BYTES, run_user_query
 from agh_nb.adapters.duckdb_writer import (
     Barrier,
     GroupCommitWriter,
@@ -41,7 +39,7 @@ from agh_nb.adapters.duckdb_writer import (
 from agh_nb.core.ports import EventCallback
 from agh_nb.core.private import make_private_dirs, make_private_file
 from agh_nb.core.record import SessionRecord
-from agh_nb.errors import QueryError, StoreError, StoreLockedError
+from agh_nb.errors import StoreError, StoreLockedError
 from agh_nb.events import JSON, Event, EventDraft, EventQuery, build_content, utcnow
 
 if TYPE_CHECKING:
@@ -73,13 +71,7 @@ They hold for the whole DuckDB instance: one process has one instance of a file,
 cursor runs under them too (it needs none of what they forbid: inserts, Arrow scans of registered
 tables, checkpoints). agh_nb itself reaches no folder through DuckDB, so no
 ``allowed_directories``: anything written outside the store (an export) goes through pyarrow."""
-QUERY_TIMEOUT = 120.0
-"""Seconds a user query may run before it is interrupted: a runaway query otherwise holds a
-thread (a server worker, for HTTP) and keeps DuckDB from checkpointing for as long as it runs."""
-RESULT_MAX_BYTES = 512 * 1024 * 1024
-"""The largest user query result, in Arrow bytes: ``SELECT * FROM range(1e12)`` must not take the
-host's memory (the DataFrame made from it costs about as much again)."""
-_RESULT_BATCH_ROWS = 65536
+
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
 
 
@@ -360,11 +352,7 @@ class DuckDBStore:
     def sql(
         self, query: str, *, timeout: float | None = QUERY_TIMEOUT, max_bytes: int = RESULT_MAX_BYTES
     ) -> pandas.DataFrame:
-        """Run a user's SQL query in DuckDB's sandbox and return a DataFrame.
-
-        The query runs on a cursor of its own inside a ``READ ONLY`` transaction that is always
-        rolled back, on a database instance whose external access is off and whose
-        configuration is locked (see ``SANDBOX_CONFIG``); ``sql_guard`` only words refusals.
+        """Run a user's SQL query in DuckDB's sandbox and return a DataFrame (see ``user_sql``).
 
         Args:
             query: one query (SELECT, FROM-first, VALUES, SHOW, DESCRIBE, SUMMARIZE).
@@ -377,52 +365,7 @@ class DuckDBStore:
                 ``max_bytes``, or the result cannot be shown as a DataFrame.
             StoreError: the store itself failed.
         """
-        cur = self._cursor()
-        interrupted = threading.Event()
-
-        def interrupt() -> None:
-            interrupted.set()
-            cur.interrupt()
-
-        timer = threading.Timer(timeout, interrupt) if timeout is not None else None
-        try:
-            statement = check_query(cur, query)
-            cur.execute("BEGIN TRANSACTION READ ONLY")
-            if timer is not None:
-                timer.daemon = True
-                timer.start()
-            relation = cur.sql(statement)
-            table = _collect(relation, max_bytes, query) if relation is not None else None
-        except (duckdb.InternalException, duckdb.FatalException) as exc:
-            raise StoreError(f"the agh_nb store failed: {_first_line(exc)}", query=query) from exc
-        except (duckdb.Error, OSError, pa.ArrowException) as exc:
-            # OSError/ArrowException: an error raised while Arrow pulled the result's batches.
-            if interrupted.is_set():
-                raise QueryError(
-                    f"the query ran longer than {timeout:g} s and was stopped: narrow it (WHERE, LIMIT)",
-                    query=query,
-                ) from None
-            message = refusal(exc) if isinstance(exc, duckdb.Error) else _first_line(exc)
-            raise QueryError(message, query=query) from None
-        finally:
-            if timer is not None:
-                timer.cancel()
-            with contextlib.suppress(duckdb.Error):
-                cur.execute("ROLLBACK")
-            cur.close()
-        if table is None:
-            import pandas
-
-            return pandas.DataFrame()
-        try:
-            return table.to_pandas()
-        except (ValueError, TypeError, NotImplementedError, pa.ArrowException) as exc:
-            # A value pandas cannot hold (a date past year 9999, a UNION): name it, no traceback.
-            raise QueryError(
-                f"the result cannot be shown as a DataFrame ({type(exc).__name__}: {_first_line(exc)}); "
-                "cast that column to VARCHAR in the query",
-                query=query,
-            ) from exc
+        return run_user_query(self._cursor(), query, timeout=timeout, max_bytes=max_bytes)
 
     def _fetch(self, sql: str, params: list[Any], *, one: bool = False) -> list[Any]:
         cur = self._cursor()
@@ -521,23 +464,6 @@ def _open_error(path: Path, exc: duckdb.Error) -> StoreError:
             path=str(path),
         )
     return StoreError(f"cannot open the agh_nb store {path}: {_first_line(exc)}", path=str(path))
-
-
-def _collect(relation: duckdb.DuckDBPyRelation, max_bytes: int, query: str) -> pa.Table:
-    """Pull a result batch by batch, refusing it once it grows past ``max_bytes``."""
-    reader = relation.to_arrow_reader(_RESULT_BATCH_ROWS)
-    batches: list[pa.RecordBatch] = []
-    size = 0
-    for batch in reader:
-        size += batch.nbytes
-        if size > max_bytes:
-            raise QueryError(
-                f"the result is larger than {max_bytes // (1 << 20)} MiB: select fewer columns or rows "
-                "(WHERE, LIMIT) or aggregate",
-                query=query,
-            )
-        batches.append(batch)
-    return pa.Table.from_batches(batches, schema=reader.schema)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,16 +1,18 @@
 """The user SQL surface's guard: one query at a time, and a clear line when DuckDB says no.
 
-Owns: ``check_query`` (before a query runs) and ``refusal`` (after DuckDB refused one). Must not
-import core.session, runtime or kernel.
+Owns: ``check_query`` (before a query runs) and ``refusal`` (after DuckDB refused one), both used
+by ``user_sql``. Must not import core.session, runtime or kernel.
 
 What keeps user SQL harmless is DuckDB itself, not this module (``DuckDBStore.open`` and
-``DuckDBStore.sql``): the database instance runs with ``enable_external_access = false`` and
+``user_sql.run_user_query``): the database instance runs with ``enable_external_access = false`` and
 ``lock_configuration = true`` (no file, URL, extension, ATTACH, COPY or setting is reachable,
 whatever the query says), and every user query runs on its own cursor inside a ``READ ONLY``
 transaction that is rolled back (a write fails in DuckDB's transaction manager). This guard only:
 
 - splits the text with DuckDB's own parser: exactly one statement, and it must be a query
-  (``SELECT``, ``FROM``-first, ``VALUES``, ``SHOW``, ``DESCRIBE``, ``SUMMARIZE``);
+  (``SELECT``, ``FROM``-first, ``VALUES``, ``SHOW``, ``DESCRIBE``, ``SUMMARIZE``). This one is
+  load-bearing: DuckDB runs ``CHECKPOINT``, ``FORCE CHECKPOINT`` (which aborts other
+  transactions: the writer's) and ``VACUUM`` inside a read-only transaction;
 - refuses the few table functions the sandbox lets through that are not questions about the
   store: ``checkpoint()``/``force_checkpoint()`` (maintenance that holds up the writer's commits),
   ``query()``/``query_table()`` (SQL text assembled while the query runs, which this check cannot

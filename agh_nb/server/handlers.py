@@ -16,7 +16,6 @@ import functools
 import json
 import math
 import os
-import re
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -31,6 +30,7 @@ from agh_nb.api import build_query
 from agh_nb.errors import AghError
 from agh_nb.events import JSON, dumps
 from agh_nb.server.errors import ApiError, api_error, bad_request, error_body, not_found
+from agh_nb.server.validation import DECIMAL, MAX_DEPTH, MAX_INT, check_body_value, parse_count
 
 if TYPE_CHECKING:
     import pandas
@@ -51,30 +51,6 @@ class PathText(str):
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
-MAX_INT = 2**63 - 1
-"""The largest whole number any route takes (DuckDB's BIGINT: sequences, limits)."""
-MAX_DEPTH = 32
-"""The deepest nesting a JSON body may have (the routes' bodies are flat objects)."""
-# ASCII digits only: int() and float() also take other scripts' digits ("٣") and "1_000".
-_WHOLE = re.compile(r"[0-9]{1,19}")
-_DECIMAL = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
-
-
-def parse_count(raw: str, what: str, *, minimum: int = 0, maximum: int = MAX_INT) -> int:
-    """Parse a whole number sent by a client (query argument, header), or raise a 400.
-
-    Only ASCII digits, no sign, within ``minimum..maximum``: anything else is the caller's
-    mistake, answered in one line (never a 500 further down, in DuckDB or Python).
-
-    Raises:
-        ApiError: 400 naming ``what`` and the accepted range.
-    """
-    text = raw.strip()
-    if not _WHOLE.fullmatch(text) or not minimum <= int(text) <= maximum:
-        raise bad_request(f"{what} must be a whole number from {minimum} to {maximum}")
-    return int(text)
-
-
 def endpoint(method: Method) -> Method:
     """Authenticate, authorize on ``agh_nb``, and turn an ``AghError`` into its JSON status."""
 
@@ -132,7 +108,7 @@ class AghHandler(ExtensionHandlerMixin, APIHandler):
                 raise bad_request(f"the request body is nested too deeply (at most {MAX_DEPTH} levels)") from None
         if not isinstance(data, dict):
             raise bad_request("the request body must be a JSON object")
-        _check_value(data, "the request body")
+        check_body_value(data, "the request body")
         unknown = sorted(set(data) - set(fields))
         if unknown:
             known = ", ".join(fields) or "none"
@@ -175,7 +151,7 @@ class AghHandler(ExtensionHandlerMixin, APIHandler):
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return 0.0
-        if not _DECIMAL.fullmatch(raw.strip()):
+        if not DECIMAL.fullmatch(raw.strip()):
             raise bad_request(f"query argument {name!r} must be a number of seconds (0 or more, like 2.5)")
         return float(raw)
 
@@ -217,29 +193,6 @@ class AghHandler(ExtensionHandlerMixin, APIHandler):
             self.log.warning("%d %s %s (%s)", self.get_status(), self.request.method, self.request.path, error_type)
         else:
             super()._log()
-
-
-def _check_value(value: Any, where: str) -> None:
-    """Refuse a body nested deeper than ``MAX_DEPTH`` or holding text that is not Unicode.
-
-    A lone surrogate (``"\\ud800"`` is valid JSON) cannot be stored, written to a file or sent to
-    an agent as UTF-8: it is the caller's mistake, refused here rather than failing later.
-    """
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise bad_request(f"{where} is nested too deeply (at most {MAX_DEPTH} levels)")
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise bad_request(f"{where} holds text that is not valid Unicode (a lone surrogate)") from None
-        elif isinstance(item, dict):
-            stack.extend((k, depth) for k in item)
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
 
 
 def _kind(kind: type) -> str:

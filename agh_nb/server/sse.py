@@ -30,7 +30,8 @@ from agh_nb.core.state import SessionState
 from agh_nb.errors import AghError
 from agh_nb.events import JSON, Event, EventType, dumps
 from agh_nb.runtime import Runtime
-from agh_nb.server.handlers import AghHandler, endpoint, parse_count
+from agh_nb.server.handlers import AghHandler, endpoint
+from agh_nb.server.validation import parse_count
 
 log = logging.getLogger(__name__)
 

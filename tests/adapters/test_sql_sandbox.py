@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agh_nb.adapters import duckdb_store
+from agh_nb.adapters import user_sql
 from agh_nb.adapters.duckdb_store import DuckDBStore
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.state import SessionState
@@ -177,7 +177,7 @@ def test_the_sandbox_holds_without_the_guard(
     # The hand-written guard only words refusals: with it reduced to "one statement", DuckDB's
     # own sandbox (external access off, configuration locked, read-only transaction) refuses
     # every file, setting and write by itself.
-    monkeypatch.setattr(duckdb_store, "check_query", lambda con, query: duckdb.extract_statements(query)[0])
+    monkeypatch.setattr(user_sql, "check_query", lambda con, query: duckdb.extract_statements(query)[0])
     only_the_statement_type_refuses = {
         # DuckDB runs these inside a read-only transaction; none reads or writes anything outside
         # the store, but the maintenance ones hold up (FORCE CHECKPOINT: abort) the writer's
