@@ -32,7 +32,8 @@ AGENT_STATE_PATHS = ("~/.claude", "~/.claude.json", "~/.claude.json.backup", "~/
 """Where the agents we know keep their logins and sessions (REAL-AGENTS.md): writable inside the
 sandbox when they exist. ``[sandbox] writable`` replaces the list; an AGENT.md adds to it."""
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+# [0-9], not \d: \d also matches other scripts' digits ("٣"), which float() would then accept.
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -74,13 +75,16 @@ def parse_since(value: str, *, now: datetime | None = None) -> datetime:
         return now - timedelta(seconds=parse_duration(value, name="--since"))
     except ConfigError:
         pass
+    except (OverflowError, ValueError):  # a duration reaching back past year 1
+        raise ConfigError(f"--since: {value!r} reaches back further than a date can") from None
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        # In UTC, as stored: a time whose UTC falls outside years 1..9999 is refused here.
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         raise ConfigError(
             f"--since: expected an RFC3339 time (2026-01-02T15:04:05Z) or a duration (5m), got {value!r}"
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)

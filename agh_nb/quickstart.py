@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from agh_nb.config import agh_home
+from agh_nb.core.private import make_private_dirs
 
 REPO_NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -30,9 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quickstart: no notebook at {source}", file=sys.stderr)
         return 1
     home = agh_home()
-    out_dir = home / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_private_dirs(home / "notebooks")  # under $AGH_HOME: owner-only (SPEC 7)
     target = out_dir / source.name
+    target.touch(mode=0o600)
+    target.chmod(0o600)  # an older copy may be wider; nbformat.write keeps the mode
     nb = nbformat.read(source, as_version=4)
     client = NotebookClient(nb, timeout=args.timeout, kernel_name="python3", resources={"metadata": {"path": str(source.parent)}})
     print(f"quickstart: executing {source} against the built-in demo agent ...", flush=True)

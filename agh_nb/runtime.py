@@ -23,6 +23,7 @@ from agh_nb.adapters.duckdb_store import DuckDBStore
 from agh_nb.adapters.vault import Vault
 from agh_nb.config import Settings, agh_home, load_settings
 from agh_nb.core.manager import SessionManager
+from agh_nb.core.private import make_private_dirs, tighten_home
 from agh_nb.core.redaction import Redactor, install_log_redaction
 from agh_nb.errors import HostError, UsageError
 from agh_nb.events import JSON
@@ -37,7 +38,14 @@ SHUTDOWN_TIMEOUT = 20.0
 
 
 def open_store(home: Path, *, read_only: bool = False) -> DuckDBStore:
-    """Open the DuckDB store of ``home`` (raises StoreLockedError when another process holds it)."""
+    """Open the DuckDB store of ``home`` (raises StoreLockedError when another process holds it).
+
+    The home is private (SPEC 7): created 0700 when missing, and any group or other access an
+    older home had is taken away first (one log line says how many paths changed).
+    """
+    if not read_only:
+        make_private_dirs(home)
+    tighten_home(home)
     return DuckDBStore.open(home / STORE_FILE, read_only=read_only)
 
 
@@ -82,7 +90,7 @@ class Runtime:
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.home = home or agh_home()
-        self.home.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.home)
         self.settings = settings or load_settings(self.home)
         self.redactor = Redactor()
         self.store = open_store(self.home)

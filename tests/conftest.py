@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agh_nb.api import Host
+from agh_nb.core.private import make_private_dirs
 from agh_nb.runtime import Runtime
 
 DEMO = [sys.executable, "-m", "agh_nb.agents.demo"]
@@ -61,11 +62,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def write_agent(home: Path, name: str, command: list[str], extra: str = "") -> Path:
     """Write ``$AGH_HOME/agents/<name>/AGENT.md`` with the given argv."""
-    directory = home / "agents" / name
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_private_dirs(home / "agents" / name)  # as agh_nb keeps its home (SPEC 7)
     argv = ", ".join(f'"{part}"' for part in command)
     path = directory / "AGENT.md"
     path.write_text(f"---\nname: {name}\ncommand: [{argv}]\n{extra}---\nTest agent {name}.\n", encoding="utf-8")
+    path.chmod(0o600)
     return path
 
 
@@ -85,7 +86,7 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval:
 def agh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh ``$AGH_HOME`` for this test."""
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(mode=0o700)  # private, as agh_nb makes it: an open home is tightened with a warning
     monkeypatch.setenv("AGH_HOME", str(home))
     return home
 

@@ -223,7 +223,7 @@ def test_ledger_is_read_only_and_rebuilds_byte_identical(host: Host, agh_home: P
     stopped = host.stop(record.id)
     path = ledger_path(agh_home, stopped)
     assert path.is_file()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert stat.S_IMODE(path.stat().st_mode) == 0o400
     first = path.read_bytes()
     digest = (path.parent / "ledger.sha256").read_text().split()[0]
     assert verify_ledger(path)

@@ -199,7 +199,7 @@ def check_recovery(nb: Any, home: Path, tmp: Path) -> None:
     assert "nothing left to repair: True" in text
     assert "gapless: True | session_stopped events: 2" in text
     assert "verified:    True" in text
-    assert "mode:        0o444 (read-only)" in text
+    assert "mode:        0o400 (read-only)" in text
 
 
 CHECKS = {

@@ -27,6 +27,10 @@ from agh_nb.errors import PathOutsideWorkspaceError, PermissionDeniedError
 T = TypeVar("T")
 
 
+def _outside(exc: PathOutsideWorkspaceError) -> acp.RequestError:
+    return acp.RequestError(-32602, f"path-outside-workspace: {exc}", {"reason": "path_outside_workspace"})
+
+
 class Client:
     """The ACP ``Client`` side we implement: updates, permission requests, files and terminals.
 
@@ -34,20 +38,23 @@ class Client:
         listener: the session (decides permissions, authorises client methods, takes updates).
         terminals: the terminals of this agent.
         redact: scrubs secrets from error text sent back to the agent.
+        workspace: the session's workspace: every file is opened beneath it, component by
+            component (``fs_ops``), whatever was checked before.
     """
 
-    def __init__(self, listener: DriverListener, terminals: TerminalManager, redact: Callable[[str], str]) -> None:
+    def __init__(
+        self, listener: DriverListener, terminals: TerminalManager, redact: Callable[[str], str], workspace: Path
+    ) -> None:
         self._listener = listener
         self._terminals = terminals
         self._redact = redact
+        self._workspace = workspace
 
     async def _authorize(self, operation: str, path: str | None, command: list[str] | None = None) -> Path:
         try:
             return await self._listener.authorize(operation, path, command)
         except PathOutsideWorkspaceError as exc:
-            raise acp.RequestError(
-                -32602, f"path-outside-workspace: {exc}", {"reason": "path_outside_workspace"}
-            ) from None
+            raise _outside(exc) from None
         except PermissionDeniedError as exc:
             raise acp.RequestError(
                 -32602, f"permission-denied: {exc}", {"reason": "permission_denied"}
@@ -64,8 +71,10 @@ class Client:
         resolved = await self._authorize("fs/read_text_file", path)
         try:
             content = await asyncio.to_thread(
-                fs_ops.read_text_file, resolved, line=line, limit=limit
+                fs_ops.read_text_file, self._workspace, resolved, line=line, limit=limit
             )
+        except PathOutsideWorkspaceError as exc:  # the path changed after the check
+            raise _outside(exc) from None
         except FileNotFoundError:
             raise acp.RequestError.resource_not_found(path) from None
         except (ValueError, OSError) as exc:
@@ -77,7 +86,9 @@ class Client:
     ) -> schema.WriteTextFileResponse:
         resolved = await self._authorize("fs/write_text_file", path)
         try:
-            await asyncio.to_thread(fs_ops.write_text_file, resolved, content)
+            await asyncio.to_thread(fs_ops.write_text_file, self._workspace, resolved, content)
+        except PathOutsideWorkspaceError as exc:  # the path changed after the check
+            raise _outside(exc) from None
         except OSError as exc:
             raise acp.RequestError.internal_error(
                 {"details": f"cannot write {path}: {exc.strerror or exc}"}

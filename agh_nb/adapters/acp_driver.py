@@ -100,6 +100,7 @@ class AcpDriver:
         self._conn: Any = None
         self._listener: DriverListener | None = None
         self._agent_name = "agent"
+        self.workspace = Path(".")  # the session's workspace (``spec.cwd``), set by start()
         self._tasks = TaskOwner("agent", logger=log)
         self._stderr: collections.deque[bytes] = collections.deque()
         self._stderr_size = 0
@@ -152,6 +153,7 @@ class AcpDriver:
         self._listener = listener
         self._agent_name = spec.agent_name
         self._tasks.rename(spec.agent_name)
+        self.workspace = Path(spec.cwd)
         self._fatal = loop.create_future()
         self._exit = loop.create_future()
         argv = list(spec.argv)
@@ -198,7 +200,7 @@ class AcpDriver:
         # _Client implements the part of acp.Client we support; the SDK answers the rest.
         # The unstable protocol lets the SDK route elicitation/create to us.
         self._conn = acp.connect_to_agent(
-            cast(acp.Client, Client(listener, self.terminals, self._redact)), transport, use_unstable_protocol=True
+            cast(acp.Client, Client(listener, self.terminals, self._redact, self.workspace)), transport, use_unstable_protocol=True
         )
         self._phase = "initialize"
         response = await self._guard(

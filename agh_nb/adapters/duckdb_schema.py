@@ -303,7 +303,15 @@ def _bigint(value: Any) -> int | None:
 
 
 def session_params(record: SessionRecord) -> list[Any]:
-    """Return the ``UPSERT_SESSION`` parameters for ``record``."""
+    """Return the ``UPSERT_SESSION`` parameters for ``record``.
+
+    Text is scrubbed of lone surrogates (a workspace path that is not UTF-8, a name sent as
+    ``"\\ud800"``): DuckDB refuses them, and one refused row would fail the writer for good.
+    """
+    return [_scrub(value) for value in _session_values(record)]
+
+
+def _session_values(record: SessionRecord) -> list[Any]:
     return [
         record.id,
         record.name,

@@ -27,13 +27,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
-
-from agh_nb.adapters.sql_guard import check_query
 
 from agh_nb.adapters import duckdb_schema as schema
 from agh_nb.adapters.duckdb_subscriptions import Subscription, SubscriptionHub
 from agh_nb.adapters.duckdb_views import prepare_analytics
+from agh_nb.adapters.user_sql import QUERY_TIMEOUT, RESULT_MAX_BYTES, run_user_query
 from agh_nb.adapters.duckdb_writer import (
     Barrier,
     GroupCommitWriter,
@@ -42,8 +40,9 @@ from agh_nb.adapters.duckdb_writer import (
     SaveSession,
 )
 from agh_nb.core.ports import EventCallback
+from agh_nb.core.private import make_private_dirs, make_private_file
 from agh_nb.core.record import SessionRecord
-from agh_nb.errors import QueryError, StoreError, StoreLockedError
+from agh_nb.errors import StoreError, StoreLockedError
 from agh_nb.events import JSON, Event, EventDraft, EventQuery, build_content, utcnow
 
 if TYPE_CHECKING:
@@ -59,6 +58,23 @@ core and each event waits 20-30 ms (p99) to be stored and visible; durable write
 (benchmarks/ingest.py, paced leg)."""
 CHECKPOINT_THRESHOLD = "64MB"
 """DuckDB's automatic checkpoint threshold (default 16MB); measured in store_throughput.py."""
+SANDBOX_CONFIG: dict[str, str | bool] = {
+    # No file, URL, ATTACH, COPY, EXPORT, INSTALL or LOAD for any query on this instance.
+    # DuckDB still reaches its own files (the database, its WAL, its temp directory).
+    "enable_external_access": False,
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    # A query must not read the calling Python frame's variables as tables.
+    "python_enable_replacements": False,
+    "checkpoint_threshold": CHECKPOINT_THRESHOLD,
+}
+"""Settings every agh_nb store instance opens with; ``open`` then locks the configuration.
+
+They hold for the whole DuckDB instance: one process has one instance of a file, so the writer's
+cursor runs under them too (it needs none of what they forbid: inserts, Arrow scans of registered
+tables, checkpoints). agh_nb itself reaches no folder through DuckDB, so no
+``allowed_directories``: anything written outside the store (an export) goes through pyarrow."""
+
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
 
 
@@ -110,7 +126,7 @@ class DuckDBStore:
                 flush_interval=flush_interval,
                 max_batch=max_batch,
                 publish=self._publish,
-                wal_path=path.with_name(path.name + ".wal"),
+                wal_path=wal_path(path),
             )
 
     @classmethod
@@ -148,8 +164,8 @@ class DuckDBStore:
         path = Path(path)
         try:
             if not read_only:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            con = duckdb.connect(str(path), read_only=read_only)
+                make_private_dirs(path.parent)
+            con = duckdb.connect(str(path), read_only=read_only, config=dict(SANDBOX_CONFIG))
         except duckdb.Error as exc:
             raise _open_error(path, exc) from exc
         except OSError as exc:
@@ -157,19 +173,23 @@ class DuckDBStore:
                 f"cannot open the agh_nb store {path}: {exc.strerror or exc}", path=str(path)
             ) from exc
         try:
-            # The SQL surface shows the SPEC's zone (UTC) whatever the machine's zone is.
+            # The SQL surface shows the SPEC's zone (UTC) whatever the machine's zone is. (ICU's
+            # option is unknown to connect(config=...), hence a SET before the lock.)
             con.execute("SET GLOBAL TimeZone = 'UTC'")
-            # Fewer, idle-time checkpoints: see GroupCommitWriter._idle_checkpoint.
-            con.execute(f"SET GLOBAL checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
             if not read_only:
                 for ddl in schema.DDL:
                     con.execute(ddl)
                 prepare_analytics(con)  # derived columns on older stores, and the views
+            # From here on no statement on any cursor of this instance (the writer's included)
+            # can change a setting: the sandbox above holds for every user query.
+            con.execute("SET GLOBAL lock_configuration = true")
         except duckdb.Error as exc:
             con.close()
             raise StoreError(
                 f"cannot prepare the agh_nb store {path}: {_first_line(exc)}", path=str(path)
             ) from exc
+        if not read_only:
+            private_store_files(path)
         return cls(
             path,
             con,
@@ -333,41 +353,23 @@ class DuckDBStore:
         rows = self._fetch(schema.MAX_SEQUENCE, [session_id], one=True)
         return int(rows[0][0]) if rows else 0
 
-    def sql(self, query: str) -> pandas.DataFrame:
-        """Run a user's SQL query in a read-only transaction and return a DataFrame.
+    def sql(
+        self, query: str, *, timeout: float | None = QUERY_TIMEOUT, max_bytes: int = RESULT_MAX_BYTES
+    ) -> pandas.DataFrame:
+        """Run a user's SQL query in DuckDB's sandbox and return a DataFrame (see ``user_sql``).
+
+        Args:
+            query: one query (SELECT, FROM-first, VALUES, SHOW, DESCRIBE, SUMMARIZE).
+            timeout: seconds after which the query is interrupted (None: never).
+            max_bytes: the largest result (Arrow bytes) returned; a larger one is refused.
 
         Raises:
-            QueryError: the query is not a single SELECT over the store, DuckDB rejected it (its
-                one-line message), or its result cannot be shown as a DataFrame.
-            StoreError: the store itself failed (I/O).
+            QueryError: the query is not a single query over the store, DuckDB refused or
+                rejected it (one line), it ran past ``timeout``, its result is larger than
+                ``max_bytes``, or the result cannot be shown as a DataFrame.
+            StoreError: the store itself failed.
         """
-        cur = self._cursor()
-        try:
-            check_query(cur, query)
-            cur.execute("SET python_enable_replacements = false")  # no Python locals as tables
-            cur.execute("BEGIN TRANSACTION READ ONLY")
-            relation = cur.sql(query)
-            table = relation.to_arrow_table() if relation is not None else None
-            cur.execute("ROLLBACK")
-        except (duckdb.IOException, duckdb.InternalException, duckdb.FatalException) as exc:
-            raise StoreError(f"the agh_nb store failed: {_first_line(exc)}", query=query) from exc
-        except duckdb.Error as exc:
-            raise QueryError(_first_line(exc), query=query) from exc
-        finally:
-            cur.close()
-        if table is None:
-            import pandas
-
-            return pandas.DataFrame()
-        try:
-            return table.to_pandas()
-        except (ValueError, TypeError, NotImplementedError, pa.ArrowException) as exc:
-            # A value pandas cannot hold (a date past year 9999, a UNION): name it, no traceback.
-            raise QueryError(
-                f"the result cannot be shown as a DataFrame ({type(exc).__name__}: {_first_line(exc)}); "
-                "cast that column to VARCHAR in the query",
-                query=query,
-            ) from exc
+        return run_user_query(self._cursor(), query, timeout=timeout, max_bytes=max_bytes)
 
     @contextlib.contextmanager
     def read_snapshot(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -451,6 +453,23 @@ class DuckDBStore:
             if len(rows) < _BACKLOG_PAGE_SIZE:
                 return
             last = page[-1].sequence
+
+
+def wal_path(path: Path) -> Path:
+    """Where DuckDB keeps the write-ahead log of the database at ``path``."""
+    return path.with_name(path.name + ".wal")
+
+
+def private_store_files(path: Path) -> None:
+    """Make DuckDB's files of ``path`` owner-only; DuckDB creates them as the umask says.
+
+    The database file and its WAL become 0600 (the writer re-tightens a WAL that DuckDB
+    recreates after a checkpoint), and the spill directory DuckDB would create for queries
+    larger than memory is made 0700 in advance.
+    """
+    make_private_file(path)
+    make_private_file(wal_path(path))
+    make_private_dirs(path.with_name(path.name + ".tmp"))
 
 
 def _open_error(path: Path, exc: duckdb.Error) -> StoreError:

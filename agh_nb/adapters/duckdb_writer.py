@@ -37,6 +37,7 @@ import duckdb
 
 from agh_nb.adapters import derived_columns as derived
 from agh_nb.adapters import duckdb_schema as schema
+from agh_nb.core.private import make_private_file
 from agh_nb.core.record import SessionRecord
 from agh_nb.errors import StoreError
 from agh_nb.events import JSON, Event, EventDraft, EventType, dumps
@@ -47,6 +48,9 @@ IDLE_CHECKPOINT_AFTER = 1.0
 """Seconds without work after which the writer checkpoints a grown WAL."""
 IDLE_CHECKPOINT_MIN_WAL = 1 << 20
 """Smallest WAL (bytes) worth an idle checkpoint."""
+OOM_RETRY_FOR = 150.0
+"""Seconds a commit that ran out of memory is retried: longer than a user query may run
+(``duckdb_store.QUERY_TIMEOUT``), whose memory it waits for."""
 
 
 class WriterState(Enum):
@@ -335,6 +339,13 @@ class GroupCommitWriter:
             self._wal_grew = True
             logger.debug("idle checkpoint skipped: %s", _first_line(exc))
 
+    def _private_wal(self) -> None:
+        # DuckDB deletes the WAL at each checkpoint and creates the next one with the umask's
+        # mode; the store's files are owner-only (SPEC 7). One lstat per commit, about 1 us.
+        if self._wal_path is not None:
+            with contextlib.suppress(OSError):
+                make_private_file(self._wal_path)
+
     def _linger(self, deadline: float) -> None:
         # Called with the lock held: wait until ``deadline`` for a burst to gather, unless a
         # durability waiter is queued or a batch is full.
@@ -379,7 +390,7 @@ class GroupCommitWriter:
 
     def _commit_or_fail(self, steps: list[_Step], rest: list[schema.EventRow | Op]) -> bool:
         try:
-            self._commit(steps)
+            self._commit_retrying(steps)
         except Exception as exc:
             error = StoreError(
                 f"the event store could not commit: {_first_line(exc)}", cause=_first_line(exc)
@@ -392,6 +403,7 @@ class GroupCommitWriter:
             )
             self._fail_rest(error, [*steps, *rest])
             return False
+        self._private_wal()
         rows: list[schema.EventRow] = []
         for step in steps:
             if type(step) is list:
@@ -404,6 +416,42 @@ class GroupCommitWriter:
             if type(step) is not list:
                 step.waiter.resolve()  # type: ignore[union-attr]
         return True
+
+    def _commit_retrying(self, steps: list[_Step]) -> None:
+        # Memory is shared by the whole DuckDB instance: a user's query holding most of it (a
+        # huge aggregate) can make a commit fail for want of a few KiB. That commit was rolled
+        # back and nothing is lost yet, so it is tried again once memory frees (the query ends
+        # or is interrupted), rather than failing the writer for good.
+        deadline = time.monotonic() + OOM_RETRY_FOR
+        pause = 0.01
+        while True:
+            try:
+                self._commit(steps)
+                return
+            except duckdb.OutOfMemoryException as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                level = logging.WARNING if pause == 0.01 else logging.DEBUG  # one line per commit
+                logger.log(level, "event store commit out of memory, retrying: %s", _first_line(exc))
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
+                self._roll_back(deadline)
+
+    def _roll_back(self, deadline: float) -> None:
+        # The failed transaction stays open (aborted) until rolled back, and the ROLLBACK can
+        # itself run out of memory while the query still holds it: repeat it until it goes.
+        pause = 0.01
+        while True:
+            try:
+                self._cursor.execute("ROLLBACK")
+                return
+            except duckdb.TransactionException:
+                return  # no transaction open: nothing to roll back
+            except duckdb.OutOfMemoryException:
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
 
     def _commit(self, steps: list[_Step]) -> None:
         if all(type(step) is Barrier for step in steps):

@@ -1,9 +1,11 @@
 """Text-file reads and writes done for an agent (``fs/read_text_file``, ``fs/write_text_file``).
 
-Owns: line-window reads with a byte cap, and atomic writes that keep the file's mode. Pure stdlib;
-must not import acp, duckdb, core.session, runtime or kernel. The workspace boundary and the
-permission mode are checked by the caller before these run (``core.boundary``); pass the resolved
-path it returned. Both functions block: callers on the event loop use ``asyncio.to_thread``.
+Owns: line-window reads with a byte cap, and atomic writes that keep the file's mode. Pure stdlib
+plus ``core.boundary``; must not import acp, duckdb, core.session, runtime or kernel. The
+permission mode is checked by the caller first; the workspace boundary is applied here again, by
+opening the path with ``core.boundary``'s race-free openers (each component relative to the
+directory before it, symlinks resolved by us), so a path swapped after the caller's check can
+never lead outside. Both functions block: callers on the event loop use ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from agh_nb.core.files import fsync_directory
+from agh_nb.core.boundary import ATTEMPTS, open_file_in_workspace, open_parent_in_workspace
+from agh_nb.errors import PathOutsideWorkspaceError
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 # Lines are skipped and collected in pieces of at most this size, so one gigantic line (a
@@ -24,7 +27,12 @@ _CHUNK = 1024 * 1024
 
 
 def read_text_file(
-    path: Path, *, line: int | None, limit: int | None, max_bytes: int = DEFAULT_MAX_BYTES
+    root: Path,
+    path: str | Path,
+    *,
+    line: int | None,
+    limit: int | None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> str:
     """Return a file's text, or the window of ``limit`` lines starting at line ``line``.
 
@@ -32,7 +40,9 @@ def read_text_file(
     A start line past the end of the file gives ``""``.
 
     Args:
-        path: the file (already checked against the workspace boundary).
+        root: the session's workspace; the file must resolve inside it.
+        path: the file, absolute or relative to ``root`` (normally the path the boundary
+            check resolved).
         line: 1-based first line to return; None (and 0, which the ACP schema lets through) means 1.
         limit: how many lines to return; None means all remaining lines, 0 means none.
         max_bytes: the most bytes this call will return; guards memory and the agent's context.
@@ -41,16 +51,19 @@ def read_text_file(
         The decoded text.
 
     Raises:
+        PathOutsideWorkspaceError: the path resolves outside ``root`` when it is opened.
         ValueError: ``line``/``limit``/``max_bytes`` out of range, or the requested text is larger
             than ``max_bytes`` (the message suggests asking for fewer lines).
-        FileNotFoundError, IsADirectoryError, PermissionError: as the OS reports them.
+        FileNotFoundError, IsADirectoryError, PermissionError, OSError: as the OS reports them
+            (``OSError`` also for a FIFO or a device: only regular files are read).
     """
     # The ACP schema says "1-based" but allows 0 (ge=0); 0 is read as "from the start" rather than
     # failing an agent whose request is valid on the wire.
     _check_int("line", line, minimum=0)
     _check_int("limit", limit, minimum=0)
     _check_int("max_bytes", max_bytes, minimum=0)
-    with open(path, "rb") as fh:
+    fd, resolved = open_file_in_workspace(root, path)
+    with os.fdopen(fd, "rb") as fh:
         start = max(line or 1, 1)
         if start == 1 and limit is None:
             data = fh.read(max_bytes + 1)
@@ -58,39 +71,65 @@ def read_text_file(
             data = _read_window(fh, start=start, limit=limit, max_bytes=max_bytes)
     if len(data) > max_bytes:
         raise ValueError(
-            f"{path} holds more than {max_bytes} bytes in the requested range; ask for fewer lines with line/limit"
+            f"{resolved} holds more than {max_bytes} bytes in the requested range; ask for fewer lines with line/limit"
         )
     return data.decode("utf-8", errors="replace")
 
 
-def write_text_file(path: Path, content: str) -> None:
-    """Replace ``path``'s content with ``content`` (UTF-8, newlines untouched), atomically.
+def write_text_file(root: Path, path: str | Path, content: str) -> Path:
+    """Replace a file's content with ``content`` (UTF-8, newlines untouched), atomically.
 
     Missing parent directories are created. The new content goes to a temporary file in the same
-    directory which then replaces the target with ``os.replace``, so readers see the old file or
-    the new one, never half of it. An existing file keeps its permission bits; a new one gets the
-    usual ``0o666`` minus the umask. A symlinked target stays a symlink: its target is replaced.
+    directory which then replaces the target (``renameat`` within the directory descriptor the
+    boundary walk opened), so readers see the old file or the new one, never half of it. An
+    existing file keeps its permission bits; a new one gets the usual ``0o666`` minus the umask.
+    A symlinked target (inside the workspace) stays a symlink: its target is replaced.
 
     Args:
-        path: the file (already checked against the workspace boundary).
+        root: the session's workspace; the file must resolve inside it.
+        path: the file, absolute or relative to ``root``.
         content: the full new text.
 
+    Returns:
+        The resolved path written.
+
     Raises:
+        PathOutsideWorkspaceError: the path resolves outside ``root`` when it is opened.
         UnicodeEncodeError: ``content`` holds lone surrogates (checked before anything is created).
         OSError: as the OS reports it (the temporary file is removed on failure).
     """
     data = content.encode("utf-8")  # fail before touching the disk
-    target = Path(os.path.realpath(path))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
-    except FileNotFoundError:
-        mode = None
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+    for _ in range(ATTEMPTS):
+        directory, name, resolved = open_parent_in_workspace(root, path, create=True)
+        try:
+            try:
+                st = os.stat(name, dir_fd=directory, follow_symlinks=False)
+            except FileNotFoundError:
+                mode: int | None = None
+            else:
+                if stat.S_ISLNK(st.st_mode):
+                    continue  # became a symlink after the walk: resolve it again
+                if stat.S_ISDIR(st.st_mode):
+                    raise IsADirectoryError(f"{resolved} is a directory")
+                mode = stat.S_IMODE(st.st_mode)
+            _replace(directory, name, data, mode)
+            return resolved
+        finally:
+            os.close(directory)
+    raise PathOutsideWorkspaceError(
+        f"invalid path '{path}': it kept changing while it was being written", path=str(path), reason="changed"
+    )
+
+
+def _replace(directory: int, name: str, data: bytes, mode: int | None) -> None:
+    """Write ``data`` to a temporary file in ``directory`` and rename it over ``name``."""
+    # A short name of our own: ".<name>.<hex>.tmp" would pass NAME_MAX for a long ``name``.
+    tmp = f".agh-{secrets.token_hex(6)}.tmp"
     # A new file is created 0o666 so the kernel applies the umask for us (reading the umask is
     # racy across threads). Replacing a file: start private, then take its mode before any byte
     # is written, so a 0600 file's new content is never briefly readable by others.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o666 if mode is None else 0o600, dir_fd=directory)
     try:
         with os.fdopen(fd, "wb") as fh:
             if mode is not None:
@@ -98,12 +137,13 @@ def write_text_file(path: Path, content: str) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        os.replace(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=directory)
         raise
-    fsync_directory(target.parent)
+    with contextlib.suppress(OSError):  # durability of the rename; some file systems refuse it
+        os.fsync(directory)
 
 
 def _read_window(fh: BinaryIO, *, start: int, limit: int | None, max_bytes: int) -> bytes:

@@ -1,10 +1,24 @@
-"""The user SQL surface's guard: questions about the store, nothing else.
+"""The user SQL surface's guard: one query at a time, and a clear line when DuckDB says no.
 
-Owns: ``check_query``. ``%%agh sql`` runs inside the host that owns the store and the vault, so a
-query must not read files (``read_text``, ``'/path.csv'``), attach databases, change settings or
-read the environment (the vault key may live in ``AGH_VAULT_KEY``). A query is allowed when it
-is a single SELECT whose tables are the store's own (or CTEs, or catalog views) and whose table
-functions are on a short allowlist. DuckDB's own parser decides (``json_serialize_sql``).
+Owns: ``check_query`` (before a query runs) and ``refusal`` (after DuckDB refused one), both used
+by ``user_sql``. Must not import core.session, runtime or kernel.
+
+What keeps user SQL harmless is DuckDB itself, not this module (``DuckDBStore.open`` and
+``user_sql.run_user_query``): the database instance runs with ``enable_external_access = false`` and
+``lock_configuration = true`` (no file, URL, extension, ATTACH, COPY or setting is reachable,
+whatever the query says), and every user query runs on its own cursor inside a ``READ ONLY``
+transaction that is rolled back (a write fails in DuckDB's transaction manager). This guard only:
+
+- splits the text with DuckDB's own parser: exactly one statement, and it must be a query
+  (``SELECT``, ``FROM``-first, ``VALUES``, ``SHOW``, ``DESCRIBE``, ``SUMMARIZE``). This one is
+  load-bearing: DuckDB runs ``CHECKPOINT``, ``FORCE CHECKPOINT`` (which aborts other
+  transactions: the writer's) and ``VACUUM`` inside a read-only transaction;
+- refuses the few table functions the sandbox lets through that are not questions about the
+  store: ``checkpoint()``/``force_checkpoint()`` (maintenance that holds up the writer's commits),
+  ``query()``/``query_table()`` (SQL text assembled while the query runs, which this check cannot
+  see), ``truncate_duckdb_logs()``, and the file readers (DuckDB refuses them anyway; this names
+  the reason in words);
+- turns DuckDB's refusals into one readable line (``refusal``).
 """
 
 from __future__ import annotations
@@ -15,75 +29,96 @@ from typing import Any
 
 import duckdb
 
-from agh_nb.adapters.duckdb_views import VIEW_NAMES
 from agh_nb.errors import QueryError
 
-STORE_TABLES = frozenset({"sessions", "events", "token_usage"}) | VIEW_NAMES  # views: duckdb_views
-# The standard catalog views, by name: any other "information_schema.<name>" would make DuckDB
-# fall back to reading a file of that name. (pg_catalog is left out: pg_settings shows paths.)
-CATALOG_VIEWS = frozenset(
+NOT_QUESTIONS = frozenset(
+    {"checkpoint", "force_checkpoint", "query", "query_table", "json_execute_serialized_sql", "truncate_duckdb_logs"}
+)
+"""Table functions refused by name: maintenance, and SQL built at run time."""
+FILE_READERS = frozenset(
     {
-        "character_sets", "check_constraints", "columns", "constraint_column_usage",
-        "constraint_table_usage", "key_column_usage", "referential_constraints", "schemata",
-        "tables", "table_constraints", "views",
+        "read_csv", "read_csv_auto", "read_single_csv_file", "sniff_csv", "read_json", "read_json_auto",
+        "read_json_objects", "read_json_objects_auto", "read_ndjson", "read_ndjson_auto",
+        "read_ndjson_objects", "read_single_json_file", "read_parquet", "parquet_scan",
+        "read_single_parquet_file", "parquet_metadata", "parquet_schema", "parquet_file_metadata",
+        "parquet_kv_metadata", "parquet_full_metadata", "parquet_bloom_probe", "parquet_page_index",
+        "read_text", "read_blob", "read_duckdb", "glob",
     }
 )
-TABLE_FUNCTIONS = frozenset(
-    {"range", "generate_series", "unnest", "duckdb_tables", "duckdb_columns", "duckdb_views", "json_each", "json_tree"}
+"""Table functions that read files: DuckDB's sandbox refuses them; the guard says why in words."""
+NO_FILES = (
+    "files, URLs, extensions, ATTACH and settings are not reachable from agh_nb's SQL: "
+    "query the store's tables and views (sessions, events, token_usage, ...)"
 )
-DENIED_FUNCTIONS = frozenset({"getenv", "current_setting", "read_blob", "read_text"})
+READ_ONLY = "agh_nb's SQL is read-only: ask with SELECT; nothing in the store can be changed from here"
 
 
-def check_query(con: duckdb.DuckDBPyConnection, query: str) -> None:
-    """Raise ``QueryError`` (one line) unless ``query`` is a single read-only question about the store."""
+def check_query(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.Statement:
+    """Return the single query statement of ``query``, or raise a one-line ``QueryError``.
+
+    Args:
+        con: a cursor of the store (used only to ask DuckDB for the parse tree).
+        query: the user's SQL text.
+
+    Returns:
+        The parsed statement, to be executed as it is (no second parse of the text).
+
+    Raises:
+        QueryError: the text does not parse, holds more or fewer than one statement, is not a
+            query, or calls a table function refused here.
+    """
+    if not isinstance(query, str) or not query.strip():
+        raise QueryError("the query is empty: write one SELECT over sessions, events or token_usage")
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as exc:
-        raise QueryError(str(exc).splitlines()[0]) from None
+        raise QueryError(_first_line(exc), query=query) from None
     if len(statements) != 1:
-        raise QueryError("one SQL statement at a time, please (a single SELECT)")
-    if statements[0].type != duckdb.StatementType.SELECT:
+        raise QueryError("one SQL statement at a time, please (a single SELECT)", query=query)
+    statement = statements[0]
+    if statement.type == duckdb.StatementType.MULTI:  # PIVOT without IN first creates an ENUM type
         raise QueryError(
-            f"only SELECT queries are allowed here, not {statements[0].type.name}: the SQL surface is read-only"
+            "this PIVOT would create a type first: list its values (PIVOT events ON type IN ('done', 'error') ...)",
+            query=query,
         )
-    row = con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()
+    if statement.type != duckdb.StatementType.SELECT:
+        raise QueryError(f"only SELECT queries are allowed here, not {statement.type.name}: {READ_ONLY}", query=query)
+    try:
+        row = con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()
+    except duckdb.Error as exc:
+        raise QueryError(_first_line(exc), query=query) from None
     tree = json.loads(row[0]) if row else {"error": True}
     if tree.get("error"):
-        raise QueryError(str(tree.get("error_message") or "this query cannot be checked; write a plain SELECT"))
-    database = str(con.execute("SELECT current_database()").fetchone()[0]).lower()  # type: ignore[index]
-    ctes = {key for node in _walk(tree) if isinstance(node, dict) for key in _cte_names(node)}
+        message = str(tree.get("error_message") or "this query cannot be checked")
+        raise QueryError(f"{message}; write a plain SELECT", query=query)
     for node in _walk(tree):
-        if not isinstance(node, dict):
-            continue
-        kind = node.get("type")
-        if kind == "BASE_TABLE":
-            catalog = str(node.get("catalog_name") or "").lower()
-            schema = str(node.get("schema_name") or "").lower()
-            name = str(node.get("table_name") or "")
-            if catalog in ("", database) and (
-                (schema in ("", "main") and name.lower() in STORE_TABLES)
-                or (schema == "information_schema" and name.lower() in CATALOG_VIEWS)
-                or (not catalog and not schema and name in ctes)
-            ):
-                continue
-            raise QueryError(
-                f"table {name!r} is not part of the store: query sessions, events, token_usage "
-                "or a view (turns, tool_calls, messages, permission_requests, session_summary)"
-            )
-        if kind == "TABLE_FUNCTION":
-            function = (node.get("function") or {}).get("function_name", "")
-            if str(function).lower() not in TABLE_FUNCTIONS:
-                raise QueryError(f"table function {function}() is not allowed here: the SQL surface reads only the store")
-        if node.get("class") == "FUNCTION" and str(node.get("function_name", "")).lower() in DENIED_FUNCTIONS:
-            raise QueryError(f"function {node['function_name']}() is not allowed here")
+        if isinstance(node, dict) and node.get("type") == "TABLE_FUNCTION":
+            function = str((node.get("function") or {}).get("function_name", "")).lower()
+            if function in FILE_READERS:
+                raise QueryError(f"{function}() reads files: {NO_FILES}", query=query)
+            if function in NOT_QUESTIONS:
+                raise QueryError(
+                    f"table function {function}() is not allowed here: agh_nb's SQL asks questions about the store",
+                    query=query,
+                )
+    return statement
 
 
-def _cte_names(node: dict[str, Any]) -> Iterator[str]:
-    cte_map = node.get("cte_map")
-    if isinstance(cte_map, dict):
-        for entry in cte_map.get("map") or []:
-            if isinstance(entry, dict) and entry.get("key"):
-                yield str(entry["key"])
+def refusal(exc: duckdb.Error) -> str:
+    """One line saying why DuckDB refused a user query (the sandbox's own errors in words)."""
+    text = _first_line(exc)
+    if isinstance(exc, duckdb.PermissionException):
+        return f"{NO_FILES} (DuckDB: {text})"
+    if isinstance(exc, duckdb.TransactionException) and "read-only" in text:
+        return READ_ONLY
+    if "configuration has been locked" in text:
+        return f"settings cannot be changed from agh_nb's SQL (DuckDB: {text})"
+    return text
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _walk(value: Any) -> Iterator[Any]:

@@ -48,6 +48,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agh_nb.core.clock import SystemClock
+from agh_nb.core.private import make_private_dirs
 from agh_nb.core.redaction import MIN_SECRET_LENGTH, Redactor
 from agh_nb.core.vault_refs import (
     ENV_SCHEME,
@@ -530,8 +531,8 @@ class Vault:
 
     def _ensure_dir(self) -> None:
         try:
-            self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(self._dir, 0o700)
+            make_private_dirs(self._dir)
+            os.chmod(self._dir, 0o700)  # an older vault directory too
         except OSError as exc:
             raise VaultError(
                 f"cannot create the vault directory {self._dir}: {exc.strerror}"
@@ -585,7 +586,7 @@ class Vault:
         """Create ``vault.key`` (0600) with a new random key; never overwrite an existing one."""
         key = AESGCM.generate_key(bit_length=256)
         try:
-            self._home.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self._home)
             fd = os.open(self._key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # another process won the race: use its key
             return _decode_key(

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from agh_nb.core.ports import ExitInfo
+from agh_nb.core.private import make_private_dirs
 from agh_nb.core.record import SessionRecord, bound_summary
 from agh_nb.events import JSON, format_timestamp
 
@@ -256,9 +257,8 @@ def _safe(text: str) -> str:
 def _ensure_directory(directory: Path) -> None:
     if directory.is_dir():
         return
-    directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    # mkdir's mode is filtered by the umask; the bundle directory must be owner-only regardless.
-    os.chmod(directory, DIR_MODE)
+    # Every directory made on the way (``logs/`` too) is owner-only, whatever the umask.
+    make_private_dirs(directory)
 
 
 def _create_exclusive(directory: Path, stem: str, data: bytes) -> Path:

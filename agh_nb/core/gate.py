@@ -181,7 +181,12 @@ class PermissionGate:
             keys = {approved_command(tool_call.get("rawInput"))}
         else:
             root = Path(self._session.record.workspace_path)
-            keys = {str(resolve_in_workspace(root, p)) for p in paths}
+            keys = set()
+            for path in paths:
+                try:
+                    keys.add(str(resolve_in_workspace(root, path)))
+                except PathOutsideWorkspaceError:
+                    continue  # changed since the request was checked: it grants nothing
         self._once[operation] = self._once.get(operation, set()) | keys
 
     def _consume_grant(self, operation: str, resolved: Path, command: list[str] | None) -> bool:

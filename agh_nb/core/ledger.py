@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from agh_nb.core.files import fsync_directory
+from agh_nb.core.private import FILE_MODE, READ_ONLY_MODE, make_private_dirs
 from agh_nb.events import JSON, Event
 
-LEDGER_MODE = 0o444
-"""File mode of the ledger and its digest: read-only for everyone."""
+LEDGER_MODE = READ_ONLY_MODE
+"""File mode of the ledger and its digest: read-only, and owner-only like all of ``$AGH_HOME``."""
 
 HASH_FIELD = "hash"
 PREV_HASH_FIELD = "prev_hash"
@@ -79,7 +80,7 @@ def write_ledger(path: Path, events: Iterable[Event]) -> str:
 
     Idempotent: a file that already holds exactly these bytes is left untouched (same inode, same
     mtime). A file holding other bytes (a resumed session stopped again with more events) is
-    replaced atomically. Both files end read-only (0444). The parent directory is created if needed.
+    replaced atomically. Both files end read-only and owner-only (0400). The parent directory is created if needed.
 
     Args:
         path: the ledger file, e.g. ``.../<session_id>/ledger.jsonl``.
@@ -92,14 +93,14 @@ def write_ledger(path: Path, events: Iterable[Event]) -> str:
         OSError: when the directory or a file cannot be written.
     """
     data, digest = render_ledger(events)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(path.parent)
     _write_readonly(path, data)
     _write_readonly(digest_path(path), f"{digest}  {path.name}\n".encode())
     return digest
 
 
 def _write_readonly(path: Path, data: bytes) -> None:
-    """Make ``path`` hold exactly ``data`` with mode 0444, touching nothing when it already does."""
+    """Make ``path`` hold exactly ``data`` with mode 0400, touching nothing when it already does."""
     try:
         current = path.read_bytes()
     except FileNotFoundError:
@@ -119,7 +120,7 @@ def _write_readonly(path: Path, data: bytes) -> None:
         if current is not None:
             # rename() over a read-only file works on POSIX, but not everywhere: make it writable.
             with contextlib.suppress(FileNotFoundError):
-                os.chmod(path, 0o644)
+                os.chmod(path, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

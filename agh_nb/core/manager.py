@@ -37,7 +37,7 @@ from agh_nb.core.redaction import Redactor
 from agh_nb.core.session import LiveSession, Turn
 from agh_nb.core.repair import plan_repair
 from agh_nb.core.sandbox_policy import sandbox_policy
-from agh_nb.core.session_dir import read_meta, session_dir, write_meta, write_session_ledger
+from agh_nb.core.session_dir import make_session_dir, read_meta, session_dir, write_meta, write_session_ledger
 from agh_nb.core.transcript import build_transcript, transcript_text
 from agh_nb.core.state import FailureKind, SessionState, SessionType
 from agh_nb.errors import (
@@ -189,7 +189,7 @@ class SessionManager:
             parent_id=parent.id if parent else None,
             acp_state=dict(parent.acp_state) if parent else {},
         )
-        await asyncio.to_thread(session_dir(self._home, record.id).mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(make_session_dir, self._home, record.id)
         await self._store.save_session(record)
         live = self._track(record)
         try:

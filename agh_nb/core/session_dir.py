@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from agh_nb.core.ledger import write_ledger
+from agh_nb.core.private import make_private_dirs
 from agh_nb.core.ports import EventStore
 from agh_nb.core.record import SessionRecord
 from agh_nb.events import EventQuery
@@ -22,10 +23,14 @@ def session_dir(home: Path, session_id: str) -> Path:
     return home / "sessions" / session_id
 
 
+def make_session_dir(home: Path, session_id: str) -> Path:
+    """Create the session's directory (and ``sessions/``) owner-only; returns it."""
+    return make_private_dirs(session_dir(home, session_id))
+
+
 def write_meta(home: Path, record: SessionRecord) -> Path:
     """Atomically write meta.json for ``record`` (0600) and return its path."""
-    directory = session_dir(home, record.id)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_session_dir(home, record.id)
     path = directory / "meta.json"
     tmp = directory / f".meta.json.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -30,6 +30,7 @@ from agh_nb.api import build_query
 from agh_nb.errors import AghError
 from agh_nb.events import JSON, dumps
 from agh_nb.server.errors import ApiError, api_error, bad_request, error_body, not_found
+from agh_nb.server.validation import DECIMAL, MAX_DEPTH, MAX_INT, check_body_value, parse_count
 
 if TYPE_CHECKING:
     import pandas
@@ -50,8 +51,6 @@ class PathText(str):
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
-
-
 def endpoint(method: Method) -> Method:
     """Authenticate, authorize on ``agh_nb``, and turn an ``AghError`` into its JSON status."""
 
@@ -103,10 +102,13 @@ class AghHandler(ExtensionHandlerMixin, APIHandler):
         if raw.strip():
             try:
                 data = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (ValueError, UnicodeDecodeError) as exc:  # ValueError: also a 5000-digit number
                 raise bad_request("the request body is not valid JSON") from exc
+            except RecursionError:  # "[" x 100000: the parser's own recursion limit
+                raise bad_request(f"the request body is nested too deeply (at most {MAX_DEPTH} levels)") from None
         if not isinstance(data, dict):
             raise bad_request("the request body must be a JSON object")
+        check_body_value(data, "the request body")
         unknown = sorted(set(data) - set(fields))
         if unknown:
             known = ", ".join(fields) or "none"
@@ -122,6 +124,8 @@ class AghHandler(ExtensionHandlerMixin, APIHandler):
                     raise bad_request(f"field {name!r} must be {_kind(kind)}")
             elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise bad_request(f"field {name!r} must be {_kind(kind)}")
+            elif isinstance(value, int) and not -MAX_INT <= value <= MAX_INT:
+                raise bad_request(f"field {name!r} must be a whole number from {-MAX_INT} to {MAX_INT}")
         return data
 
     def bool_arg(self, name: str, default: bool = False) -> bool:
@@ -140,26 +144,16 @@ class AghHandler(ExtensionHandlerMixin, APIHandler):
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return None
-        try:
-            value = int(raw)
-        except ValueError:
-            raise bad_request(f"query argument {name!r} must be an integer") from None
-        if value < minimum:
-            raise bad_request(f"query argument {name!r} must be {minimum} or more")
-        return value
+        return parse_count(raw, f"query argument {name!r}", minimum=minimum)
 
     def float_arg(self, name: str) -> float:
         """A non-negative number query argument (0 when absent)."""
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return 0.0
-        try:
-            value = float(raw)
-        except ValueError:
-            raise bad_request(f"query argument {name!r} must be a number of seconds") from None
-        if not math.isfinite(value) or value < 0:
-            raise bad_request(f"query argument {name!r} must be 0 or more seconds")
-        return value
+        if not DECIMAL.fullmatch(raw.strip()):
+            raise bad_request(f"query argument {name!r} must be a number of seconds (0 or more, like 2.5)")
+        return float(raw)
 
     # -- replies -----------------------------------------------------------------------------
 

@@ -31,8 +31,8 @@ from agh_nb.core.state import SessionState
 from agh_nb.errors import AghError
 from agh_nb.events import JSON, Event, EventType, dumps
 from agh_nb.runtime import Runtime
-from agh_nb.server.errors import bad_request
 from agh_nb.server.handlers import AghHandler, endpoint
+from agh_nb.server.validation import parse_count
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +188,7 @@ class SessionStreamHandler(_StreamHandler):
 
     def _resume_point(self) -> int:
         raw = self.request.headers.get("Last-Event-ID") or self.get_query_argument("after_sequence", None) or "0"
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise bad_request("Last-Event-ID / after_sequence must be a sequence number") from None
-        if value < 0:
-            raise bad_request("Last-Event-ID / after_sequence must be 0 or more")
-        return value
+        return parse_count(raw, "Last-Event-ID / after_sequence (a sequence number)")
 
     async def _pump(self, runtime: Runtime, session_id: str, last: int, *, keep_open: bool = False) -> None:
         """Send the events after ``last``, then live ones; end after the terminal stop unless ``keep_open``."""

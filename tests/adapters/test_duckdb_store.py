@@ -669,9 +669,9 @@ def test_sql_returns_a_dataframe(populated: DuckDBStore) -> None:
         pytest.param("SELECT * FROM no_such_table", "no_such_table", id="unknown-table"),
         pytest.param("SELEC 1", "syntax", id="syntax"),
         pytest.param("DELETE FROM events", "read-only", id="write-refused"),
-        pytest.param("SELECT * FROM pg_catalog.pg_settings", "not part of the store", id="pg-catalog"),
-        pytest.param("SELECT * FROM other.main.events", "not part of the store", id="other-catalog"),
-        pytest.param("SELECT * FROM information_schema.\"vault.key\"", "not part of the store", id="file-behind-catalog"),
+        pytest.param("SELECT * FROM read_text('/etc/hostname')", "not reachable", id="file-function"),
+        pytest.param("SELECT * FROM other.main.events", "does not exist", id="other-catalog"),
+        pytest.param("SELECT * FROM information_schema.\"vault.key\"", "does not exist", id="file-behind-catalog"),
         pytest.param("SELECT '5877642-06-25'::DATE AS d", "cannot be shown as a dataframe", id="unshowable-value"),
     ],
 )
@@ -693,3 +693,18 @@ def test_catalog_views_and_ctes_stay_queryable(populated: DuckDBStore, tmp_path:
     assert {"sessions", "events", "token_usage"} <= names and "leaked" not in names
     frame = populated.sql("WITH t AS (SELECT type FROM main.events) SELECT count(*) AS n FROM t")
     assert frame["n"].tolist() == [16]
+
+
+def test_text_duckdb_cannot_hold_never_fails_the_writer(store: DuckDBStore) -> None:
+    # A workspace path that is not UTF-8 (surrogate-escaped by Python) or a name sent as "\ud800"
+    # must not fail the commit: a failed commit makes the writer refuse every later write.
+    odd = make_record("sess_odd")
+    odd = odd.__class__(**{**odd.__dict__, "name": "bad \ud800 name", "workspace_path": "/tmp/caf\udce9"})
+    save(store, odd)
+    store.append(odd, draft(1))
+    flush(store)
+    row = store.sql("SELECT name, workspace_path FROM sessions WHERE id = 'sess_odd'").to_dict("records")
+    (stored,) = row
+    assert stored["name"].startswith("bad \ufffd") and stored["name"].endswith(" name")
+    assert stored["workspace_path"].startswith("/tmp/caf\ufffd")
+    assert store.last_sequence("sess_odd") == 1

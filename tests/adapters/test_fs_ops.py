@@ -37,20 +37,20 @@ def five(tmp_path: Path) -> Path:
     ],
 )
 def test_line_windows(five: Path, line: int | None, limit: int | None, expected: str) -> None:
-    assert read_text_file(five, line=line, limit=limit) == expected
+    assert read_text_file(five.parent, five, line=line, limit=limit) == expected
 
 
 def test_crlf_endings_are_kept_and_counted_as_lines(tmp_path: Path) -> None:
     path = tmp_path / "crlf.txt"
     path.write_bytes(b"a\r\nb\r\nc")
-    assert read_text_file(path, line=2, limit=None) == "b\r\nc"
-    assert read_text_file(path, line=None, limit=None) == "a\r\nb\r\nc"
+    assert read_text_file(tmp_path, path, line=2, limit=None) == "b\r\nc"
+    assert read_text_file(tmp_path, path, line=None, limit=None) == "a\r\nb\r\nc"
 
 
 def test_last_line_without_newline(tmp_path: Path) -> None:
     path = tmp_path / "tail.txt"
     path.write_bytes(b"x\ny")
-    assert read_text_file(path, line=2, limit=1) == "y"
+    assert read_text_file(tmp_path, path, line=2, limit=1) == "y"
 
 
 @pytest.mark.parametrize(
@@ -66,23 +66,23 @@ def test_last_line_without_newline(tmp_path: Path) -> None:
 )
 def test_invalid_arguments_raise_value_error(five: Path, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        read_text_file(five, **kwargs)  # type: ignore[arg-type]
+        read_text_file(five.parent, five, **kwargs)  # type: ignore[arg-type]
 
 
 def test_missing_file_raises_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        read_text_file(tmp_path / "nope.txt", line=None, limit=None)
+        read_text_file(tmp_path, tmp_path / "nope.txt", line=None, limit=None)
 
 
 def test_directory_is_not_a_text_file(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError):
-        read_text_file(tmp_path, line=None, limit=None)
+        read_text_file(tmp_path, tmp_path, line=None, limit=None)
 
 
 def test_invalid_utf8_is_replaced_not_fatal(tmp_path: Path) -> None:
     path = tmp_path / "latin1.txt"
     path.write_bytes("café\n".encode("latin-1") + "ok é\n".encode())
-    assert read_text_file(path, line=None, limit=None) == "caf\ufffd\nok é\n"
+    assert read_text_file(tmp_path, path, line=None, limit=None) == "caf\ufffd\nok é\n"
 
 
 @pytest.mark.parametrize(
@@ -93,26 +93,26 @@ def test_more_than_max_bytes_is_refused(tmp_path: Path, line: int | None, limit:
     path = tmp_path / "big.txt"
     path.write_bytes(b"header\n" + b"x" * 200 + b"\n")
     with pytest.raises(ValueError, match="more than 100 bytes.*fewer lines"):
-        read_text_file(path, line=line, limit=limit, max_bytes=100)
+        read_text_file(tmp_path, path, line=line, limit=limit, max_bytes=100)
 
 
 def test_small_window_of_a_big_file_is_fine(tmp_path: Path) -> None:
     path = tmp_path / "big.log"
     path.write_bytes(b"".join(b"line %d\n" % i for i in range(1, 20001)))
-    assert read_text_file(path, line=10000, limit=2, max_bytes=100) == "line 10000\nline 10001\n"
+    assert read_text_file(tmp_path, path, line=10000, limit=2, max_bytes=100) == "line 10000\nline 10001\n"
 
 
 def test_one_huge_line_can_be_skipped(tmp_path: Path) -> None:
     path = tmp_path / "minified.js"
     path.write_bytes(b"y" * (3 * 1024 * 1024) + b"\nsecond\n")
-    assert read_text_file(path, line=2, limit=None, max_bytes=1024) == "second\n"
+    assert read_text_file(tmp_path, path, line=2, limit=None, max_bytes=1024) == "second\n"
 
 
 def test_exactly_max_bytes_is_allowed(tmp_path: Path) -> None:
     path = tmp_path / "exact.txt"
     path.write_bytes(b"a" * 10)
-    assert read_text_file(path, line=None, limit=None, max_bytes=10) == "a" * 10
-    assert read_text_file(path, line=1, limit=1, max_bytes=10) == "a" * 10
+    assert read_text_file(tmp_path, path, line=None, limit=None, max_bytes=10) == "a" * 10
+    assert read_text_file(tmp_path, path, line=1, limit=1, max_bytes=10) == "a" * 10
 
 
 # -- write ------------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def test_exactly_max_bytes_is_allowed(tmp_path: Path) -> None:
 
 def test_write_creates_file_and_missing_parents(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b" / "new.txt"
-    write_text_file(target, "héllo\r\nworld")
+    write_text_file(tmp_path, target, "héllo\r\nworld")
     assert target.read_bytes() == "héllo\r\nworld".encode()
 
 
@@ -128,7 +128,7 @@ def test_write_replaces_content_and_keeps_mode(tmp_path: Path) -> None:
     target = tmp_path / "script.sh"
     target.write_text("old content that is longer\n")
     os.chmod(target, 0o751)
-    write_text_file(target, "new\n")
+    write_text_file(tmp_path, target, "new\n")
     assert target.read_text() == "new\n"
     assert stat.S_IMODE(target.stat().st_mode) == 0o751
 
@@ -136,15 +136,15 @@ def test_write_replaces_content_and_keeps_mode(tmp_path: Path) -> None:
 def test_write_new_file_follows_umask(tmp_path: Path) -> None:
     old = os.umask(0o027)
     try:
-        write_text_file(tmp_path / "fresh.txt", "x")
+        write_text_file(tmp_path, tmp_path / "fresh.txt", "x")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "fresh.txt").stat().st_mode) == 0o640
 
 
 def test_write_leaves_no_temporary_files(tmp_path: Path) -> None:
-    write_text_file(tmp_path / "f.txt", "1")
-    write_text_file(tmp_path / "f.txt", "2")
+    write_text_file(tmp_path, tmp_path / "f.txt", "1")
+    write_text_file(tmp_path, tmp_path / "f.txt", "2")
     assert os.listdir(tmp_path) == ["f.txt"]
 
 
@@ -153,7 +153,7 @@ def test_write_replaces_atomically_not_in_place(tmp_path: Path) -> None:
     target.write_text("old")
     before = target.stat().st_ino
     with open(target, "rb") as reader:  # a reader holding the old file keeps seeing it whole
-        write_text_file(target, "new")
+        write_text_file(tmp_path, target, "new")
         assert reader.read() == b"old"
     assert target.stat().st_ino != before
     assert target.read_text() == "new"
@@ -164,7 +164,7 @@ def test_write_through_a_symlink_keeps_the_link(tmp_path: Path) -> None:
     real.write_text("old")
     link = tmp_path / "link.txt"
     link.symlink_to(real)
-    write_text_file(link, "new")
+    write_text_file(tmp_path, link, "new")
     assert link.is_symlink()
     assert real.read_text() == "new"
 
@@ -172,7 +172,7 @@ def test_write_through_a_symlink_keeps_the_link(tmp_path: Path) -> None:
 def test_write_refuses_lone_surrogates_before_touching_disk(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "bad.txt"
     with pytest.raises(UnicodeEncodeError):
-        write_text_file(target, "a\ud800b")
+        write_text_file(tmp_path, target, "a\ud800b")
     assert not (tmp_path / "sub").exists()
 
 
@@ -180,12 +180,12 @@ def test_write_failure_removes_the_temporary_file(tmp_path: Path) -> None:
     target = tmp_path / "dir-in-the-way"
     (target / "child").mkdir(parents=True)  # os.replace cannot put a file over a non-empty dir
     with pytest.raises(OSError):
-        write_text_file(target, "x")
+        write_text_file(tmp_path, target, "x")
     assert sorted(os.listdir(tmp_path)) == ["dir-in-the-way"]
 
 
 def test_write_then_read_round_trip(tmp_path: Path) -> None:
     target = tmp_path / "round.txt"
     text = "α\nβ\nγ\n"
-    write_text_file(target, text)
-    assert read_text_file(target, line=2, limit=1) == "β\n"
+    write_text_file(tmp_path, target, text)
+    assert read_text_file(tmp_path, target, line=2, limit=1) == "β\n"

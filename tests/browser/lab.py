@@ -231,6 +231,7 @@ def start_lab(base: Path, mode: str, notebooks: list[Path]) -> Lab:
     dirs = {name: base / name for name in ("root", "home", "tmp", "runtime", "config", "data", "settings", "workspaces")}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
+    dirs["home"].chmod(0o700)  # private, as agh_nb makes it: an open home is tightened with a warning
     for nb in notebooks:
         strip_outputs(nb, dirs["root"] / nb.name)
     for rel, doc in LAB_SETTINGS.items():

@@ -74,7 +74,7 @@ def test_root_itself_counts_as_inside(tree: dict[str, Path]) -> None:
 
 OUTSIDE = [
     pytest.param("../outside/secret.txt", "outside/secret.txt", id="dotdot-chain-escaping"),
-    pytest.param("../../../../../../etc/passwd", "/etc/passwd", id="dotdot-past-filesystem-root"),
+    pytest.param("../" * 40 + "etc/passwd", "/etc/passwd", id="dotdot-past-filesystem-root"),
     pytest.param("src/../../outside", "outside", id="dotdot-escape-via-existing-dir"),
     pytest.param("a/../../x", "x", id="missing-then-dotdot-escape"),
     pytest.param("a/b/../../../x", "x", id="deeper-missing-then-dotdot-escape"),

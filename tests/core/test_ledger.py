@@ -90,7 +90,7 @@ def test_write_is_read_only_and_records_the_digest(ledger: Path, events: list[Ev
     assert ledger.read_bytes() == data
     assert digest_path(ledger).name == "ledger.sha256"
     assert digest_path(ledger).read_text() == f"{digest}  ledger.jsonl\n"
-    assert mode(ledger) == 0o444 and mode(digest_path(ledger)) == 0o444
+    assert mode(ledger) == 0o400 and mode(digest_path(ledger)) == 0o400
     assert verify_ledger(ledger)
     assert not list(ledger.parent.glob(".*.tmp"))
 
@@ -107,7 +107,7 @@ def test_rewrite_with_more_events_replaces_the_file(ledger: Path, events: list[E
     digest = write_ledger(ledger, more)
     assert digest == render_ledger(more)[1] != render_ledger(events)[1]
     assert ledger.read_bytes() == render_ledger(more)[0]
-    assert mode(ledger) == 0o444 and mode(digest_path(ledger)) == 0o444
+    assert mode(ledger) == 0o400 and mode(digest_path(ledger)) == 0o400
     assert verify_ledger(ledger)
 
 
@@ -115,7 +115,7 @@ def test_rewrite_restores_a_loosened_mode_without_rewriting(ledger: Path, events
     os.chmod(ledger, 0o644)
     inode = ledger.stat().st_ino
     write_ledger(ledger, events)
-    assert mode(ledger) == 0o444 and ledger.stat().st_ino == inode
+    assert mode(ledger) == 0o400 and ledger.stat().st_ino == inode
 
 
 # -- verification ------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from jupyter_client.manager import KernelManager
 
+from agh_nb.core.private import make_private_dirs
+
 KERNEL_NAME = "python3"
 STARTUP_TIMEOUT = 60.0
 CELL_TIMEOUT = 60.0
@@ -206,13 +208,13 @@ def _alive(pid: int) -> bool:
 
 def write_demo_agent(home: Path) -> Path:
     """``$AGH_HOME/agents/demo/AGENT.md`` running the built-in demo agent with this interpreter."""
-    directory = home / "agents" / "demo"
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_private_dirs(home / "agents" / "demo")  # as agh_nb keeps its home (SPEC 7)
     path = directory / "AGENT.md"
     path.write_text(
         '---\nname: demo\ncommand: ["{python}", "-m", "agh_nb.agents.demo"]\n---\nThe scripted demo agent.\n',
         encoding="utf-8",
     )
+    path.chmod(0o600)
     return path
 
 
@@ -276,13 +278,14 @@ def kernel(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[KernelSes
     writes ``$AGH_HOME/config.toml`` with that text before the kernel starts.
     """
     home = tmp_path / "agh_home"
-    home.mkdir()
+    home.mkdir(mode=0o700)  # private, as agh_nb makes it: an open home is tightened with a warning
     workspace = tmp_path / "ws"
     workspace.mkdir()
     write_demo_agent(home)
     config_toml = getattr(request, "param", None)
     if config_toml is not None:
         (home / "config.toml").write_text(config_toml, encoding="utf-8")
+        (home / "config.toml").chmod(0o600)
     with open_kernel(home, workspace, tmp_path / "kernel.log") as session:
         yield session
 
@@ -295,7 +298,7 @@ def kernels(tmp_path: Path) -> Iterator[Callable[[str], KernelSession]]:
     (or found dead) and its agents killed at teardown.
     """
     home = tmp_path / "agh_home"
-    home.mkdir()
+    home.mkdir(mode=0o700)  # private, as agh_nb makes it: an open home is tightened with a warning
     workspace = tmp_path / "ws"
     workspace.mkdir()
     write_demo_agent(home)
