@@ -74,7 +74,7 @@ def test_the_cli_names_the_notebook_whose_kernel_holds_the_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home, ws = tmp_path / "home", tmp_path / "ws"
-    home.mkdir()
+    home.mkdir(mode=0o700)  # private, as agh_nb makes it (an open home is tightened, with a warning)
     ws.mkdir()
     write_demo_agent(home)
     monkeypatch.setenv("JPY_SESSION_NAME", str(ws / "analysis.ipynb"))
@@ -97,7 +97,7 @@ def test_the_cli_names_the_notebook_whose_kernel_holds_the_store(
 
 def test_wait_in_terminal_ipython_rewrites_one_line(tmp_path: Path) -> None:
     home, ws = tmp_path / "home", tmp_path / "ws"
-    home.mkdir()
+    home.mkdir(mode=0o700)  # private, as agh_nb makes it (an open home is tightened, with a warning)
     ws.mkdir()
     write_demo_agent(home)
     code = (
