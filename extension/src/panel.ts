@@ -312,6 +312,25 @@ export class SessionsPanel extends Widget {
     }
   }
 
+  private async _notify(approval: IApproval): Promise<void> {
+    if (this._session(approval.session_id) === undefined) {
+      // A request can arrive before the next poll lists its new session: fetch it, so the
+      // notification names the session rather than showing its id.
+      try {
+        this._setSessions(await this.client.sessions());
+      } catch {
+        // the id will do
+      }
+    }
+    if (!this._approvals.has(approval.request_id)) {
+      return; // decided while the sessions were fetched
+    }
+    const notification = this._notifier.added(approval, this._label(approval.session_id));
+    if (notification !== null) {
+      this._notifications.set(approval.request_id, notification);
+    }
+  }
+
   private _onApproval(message: ISseMessage): void {
     let approval: IApproval;
     try {
@@ -324,10 +343,7 @@ export class SessionsPanel extends Widget {
       this._approvals.set(id, approval);
       if (!this._seen.has(id)) {
         this._seen.add(id);
-        const notification = this._notifier.added(approval, this._label(approval.session_id));
-        if (notification !== null) {
-          this._notifications.set(id, notification);
-        }
+        void this._notify(approval);
       }
     } else if (message.event === 'resolved') {
       this._approvals.delete(id);
