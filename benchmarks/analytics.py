@@ -191,7 +191,9 @@ def build(path: Path, events: int) -> float:
     )
     con.execute(
         """
-        INSERT INTO sessions
+        INSERT INTO sessions (id, name, agent_name, type, workspace_id, workspace_path, permissions, state,
+                              stop_reason, stop_detail, failure, failure_kind, acp_session_id, acp_caps,
+                              created_at, updated_at, host_pid, last_presence_at)
         SELECT sid, 'session ' || substr(sid, 6, 6), 'claude', 'user', any_value(wid), any_value(wpath), 'approve-reads',
                'stopped', 'user_canceled', NULL, NULL, NULL, any_value(acp), '{}', min(ts), max(ts), NULL, max(ts)
         FROM rows GROUP BY sid
