@@ -27,6 +27,7 @@ from agh_nb.core.session_dir import read_meta, session_dir
 from agh_nb.core.state import SessionState
 from agh_nb.core.transcript import build_transcript
 from agh_nb.core.handles import LogLines as LogLines, TurnHandle as TurnHandle
+from agh_nb.core.host import HostProtocol
 from agh_nb.core.overlay import LiveState, current_records, inspect_view, status_view
 from agh_nb.core.ports import EventCallback, EventStore, Subscription
 from agh_nb.core.record import SessionRecord
@@ -478,7 +479,7 @@ class Host(Reader):
 class Session:
     """A notebook handle on one session: ``s.prompt("hi").wait()``, ``s.events()``, ``s.stop()``."""
 
-    def __init__(self, host: Host, session_id: str) -> None:
+    def __init__(self, host: HostProtocol, session_id: str) -> None:
         self._host = host
         self.id = session_id
 
