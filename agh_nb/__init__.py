@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from agh_nb.api import Host, Session
+    from agh_nb.core.host import HostProtocol
 
 __all__ = ["Host", "Session", "__version__", "get_host", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -39,7 +40,7 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     return [{"module": "agh_nb.server.app", "app": AghServerExtension}]
 
 
-def get_host() -> Any:
+def get_host() -> HostProtocol:
     """Return the process-wide host: the Jupyter server's when this kernel was started by a
     server running the agh_nb extension, else the embedded ``Host`` (started on first use)."""
     from agh_nb.hosts import get_host as _get_host

@@ -12,8 +12,6 @@ import builtins
 import asyncio
 import logging
 import os
-import concurrent.futures
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,12 +21,14 @@ from agh_nb.config import agh_home, load_settings, parse_since
 from agh_nb.core import acp_state
 from agh_nb.core.agent_log import log_dir, read_log
 from agh_nb.core.auth import methods_view
-from agh_nb.core.health import compute_health
 from agh_nb.core.history import group_by_turn
 from agh_nb.core.repair import plan_crash_repair, plan_repair
 from agh_nb.core.session_dir import read_meta, session_dir
 from agh_nb.core.state import SessionState
 from agh_nb.core.transcript import build_transcript
+from agh_nb.core.handles import LogLines as LogLines, TurnHandle as TurnHandle
+from agh_nb.core.host import HostProtocol
+from agh_nb.core.overlay import LiveState, current_records, inspect_view, status_view
 from agh_nb.core.ports import EventCallback, EventStore, Subscription
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.session import Turn, TurnResult
@@ -46,24 +46,6 @@ log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 20
 """Lines of the agent's log ``inspect`` shows."""
-
-
-class LogLines(builtins.list):  # type: ignore[type-arg]
-    """The lines of an agent's log (``session logs``): a list of strings that prints as the log."""
-
-    cursor: str = ""
-
-    @property
-    def empty(self) -> bool:
-        """True when there is no line (printed as ``(no rows)`` by the command line)."""
-        return not self
-
-    def to_string(self, index: bool = False) -> str:
-        """The lines joined, as the command line prints them."""
-        return "\n".join(self)
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(self.to_string() if self else "(the agent has written nothing to stderr)")
 
 
 def agent_view(record: SessionRecord) -> JSON:
@@ -182,6 +164,15 @@ class Reader:
         if close is not None:
             close()
 
+    @property
+    def stale_after(self) -> float:
+        """Seconds of silence after which a session that is not stopped is ``stale``."""
+        return self._stale_after
+
+    def _live(self, session_id: str) -> LiveState | None:
+        """The session as this host runs it; a reader runs none."""
+        return None
+
     def get(self, session_id: str) -> SessionRecord:
         """Return a session's record (raises SessionNotFoundError)."""
         record = self.store.get_session(session_id)
@@ -192,8 +183,8 @@ class Reader:
         return self._view(record)
 
     def list(self) -> builtins.list[SessionRecord]:
-        """Return every session, oldest first."""
-        return [self._view(r) for r in self.store.list_sessions()]
+        """Return every session, oldest first (live records overlaid on a live host)."""
+        return current_records((self._view(r) for r in self.store.list_sessions()), self._live)
 
     def _view(self, record: SessionRecord) -> SessionRecord:
         # A read-only reader holds the store, so no host is alive: a session that is not stopped
@@ -234,45 +225,37 @@ class Reader:
         return self._scrub_joined(group_by_turn(self.events(session_id)))
 
     def status(self, session_id: str) -> JSON:
-        """Return state, stop reason, failure and health of a session."""
-        return self._status(self.get(session_id), live=False, active_prompt=None, last_activity_at=None)
-
-    def _status(
-        self, record: SessionRecord, *, live: bool, active_prompt: str | None, last_activity_at: datetime | None
-    ) -> JSON:
-        health = compute_health(
-            record,
-            live=live,
-            active_prompt=active_prompt,
-            last_activity_at=last_activity_at,
-            now=datetime.now(timezone.utc),
-            stale_after=self._stale_after,
+        """Return state, stop reason, failure and health of a session (+ ``queue`` when live)."""
+        return status_view(
+            self.get(session_id), self._live(session_id), now=datetime.now(timezone.utc), stale_after=self._stale_after
         )
-        return {
-            "id": record.id,
-            "name": record.name,
-            "agent_name": record.agent_name,
-            "state": record.state.value,
-            "stop_reason": record.stop_reason.value if record.stop_reason else None,
-            "stop_detail": record.stop_detail,
-            "failure": record.failure.to_dict() if record.failure else None,
-            "health": health,
-        }
 
     def inspect(self, session_id: str) -> JSON:
-        """Status plus ACP capabilities, queue, pending approvals, the session's vault refs, and
-        ``agent``: its auth methods, mode, model, config options, slash commands and the last
-        lines of its log."""
+        """Status plus ACP capabilities, queue, pending approvals and elicitations, the session's
+        vault refs, and ``agent``: its auth methods, mode, model, config options, slash commands
+        and the last lines of its log."""
         record = self.get(session_id)
-        status = self.status(session_id)
-        return record.to_dict() | {
-            "status": status,
-            "queue": status.get("queue", []),
-            "pending_approvals": [],
-            "pending_elicitations": [],
-            "vault_refs": self.vault_list(prefix=f"vault:sessions/{session_id}/"),
-            "agent": self.agent(record),
-        }
+        status = status_view(
+            record, self._live(session_id), now=datetime.now(timezone.utc), stale_after=self._stale_after
+        )
+        return inspect_view(
+            record,
+            status,
+            pending_approvals=self._pending_approvals(session_id),
+            pending_elicitations=self._pending_elicitations(session_id),
+            vault_refs=self.session_vault_refs(session_id),
+            agent=self.agent(record),
+        )
+
+    def _pending_approvals(self, session_id: str) -> builtins.list[JSON]:
+        return []  # nothing waits on a session no host runs
+
+    def _pending_elicitations(self, session_id: str) -> builtins.list[JSON]:
+        return []
+
+    def session_vault_refs(self, session_id: str) -> builtins.list[JSON]:
+        """Metadata of the secrets stored under the session's own vault namespace."""
+        return self.vault_list(prefix=f"vault:sessions/{session_id}/")
 
     def agent(self, record: SessionRecord) -> JSON:
         """The ``agent`` part of ``inspect`` for ``record`` (its log's last lines included)."""
@@ -340,45 +323,6 @@ class _NoStore:
 
     def close(self) -> None:
         return None
-
-
-class TurnHandle:
-    """A submitted prompt turn; ``wait()`` blocks until it finishes."""
-
-    def __init__(self, turn: JSON, future: concurrent.futures.Future[TurnResult]) -> None:
-        self.session_id: str = turn["session_id"]
-        self.turn_id: str = turn["turn_id"]
-        self.position: int = turn["position"]
-        self._future = future
-
-    def done(self) -> bool:
-        """True once the turn finished."""
-        return self._future.done()
-
-    def wait(self, timeout: float | None = None) -> TurnResult:
-        """Block until the turn finishes and return how it ended.
-
-        Raises:
-            AghError: when ``timeout`` seconds pass first (the turn keeps running).
-        """
-        started = time.monotonic()
-        try:
-            return self._future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            raise AghError(
-                f"turn {self.turn_id} still running after {time.monotonic() - started:.1f}s; "
-                "it continues in the background"
-            ) from None
-
-    def to_dict(self) -> JSON:
-        """JSON form: the queued turn, or the finished turn when done."""
-        base: JSON = {"session_id": self.session_id, "turn_id": self.turn_id, "position": self.position}
-        if self._future.done() and not self._future.cancelled() and self._future.exception() is None:
-            return base | self._future.result().to_dict() | {"status": "done"}
-        return base | {"status": "running" if self.position == 0 else "queued"}
-
-    def __repr__(self) -> str:
-        return f"<TurnHandle {self.turn_id} of {self.session_id} position={self.position} done={self.done()}>"
 
 
 class Host(Reader):
@@ -477,23 +421,13 @@ class Host(Reader):
         """Stop a session and return its final record."""
         return self.runtime.call(lambda: self.runtime.manager.stop(session_id, detail=detail))
 
+    def _live(self, session_id: str) -> LiveState | None:
+        return self.runtime.manager.live(session_id)
+
     def get(self, session_id: str) -> SessionRecord:
         """Return the freshest record (live if running here)."""
-        live = self.runtime.manager.live(session_id)
+        live = self._live(session_id)
         return live.record if live is not None else super().get(session_id)
-
-    def list(self) -> builtins.list[SessionRecord]:
-        """Return every session, live records overlaid."""
-        return [self.get(r.id) if self.runtime.manager.live(r.id) else r for r in super().list()]
-
-    def status(self, session_id: str) -> JSON:
-        """Return state, stop reason, failure and health (live knowledge included)."""
-        live = self.runtime.manager.live(session_id)
-        if live is None:
-            return super().status(session_id)
-        return self._status(
-            live.record, live=True, active_prompt=live.active_turn_id, last_activity_at=live.last_activity_at
-        ) | {"queue": live.queue_snapshot()}
 
     def resume(self, session_id: str, *, replay_transcript: bool = False) -> SessionRecord:
         """Resume a stopped session under the same id (``session/resume`` or ``session/load``,
@@ -525,12 +459,11 @@ class Host(Reader):
         unwatch: Callable[[], None] = self.runtime.call(lambda: _now(broker.add_listener(callback)))
         return unwatch
 
-    def inspect(self, session_id: str) -> JSON:
-        """Status plus ACP capabilities, queue, pending approvals and the session's vault refs."""
-        doc = super().inspect(session_id)
-        doc["pending_approvals"] = self.pending_approvals(session_id)
-        doc["pending_elicitations"] = self.pending_elicitations(session_id)
-        return doc
+    def _pending_approvals(self, session_id: str) -> builtins.list[JSON]:
+        return self.pending_approvals(session_id)
+
+    def _pending_elicitations(self, session_id: str) -> builtins.list[JSON]:
+        return self.pending_elicitations(session_id)
 
     def subscribe(self, session_id: str | None, after_sequence: int, callback: EventCallback) -> Subscription:
         """Subscribe to committed events (backlog after ``after_sequence``, then live)."""
@@ -546,7 +479,7 @@ class Host(Reader):
 class Session:
     """A notebook handle on one session: ``s.prompt("hi").wait()``, ``s.events()``, ``s.stop()``."""
 
-    def __init__(self, host: Host, session_id: str) -> None:
+    def __init__(self, host: HostProtocol, session_id: str) -> None:
         self._host = host
         self.id = session_id
 

@@ -44,10 +44,6 @@ class EventType(str, Enum):
         return self.value
 
 
-# Types whose durability the caller waits for (SPEC 4: user_message, permission decisions,
-# session_stopped are durable before the call that caused them returns).
-DURABLE_TYPES = frozenset({EventType.USER_MESSAGE, EventType.SESSION_STOPPED})
-
 # Optional envelope fields, in the SPEC's order; anything else goes under ``raw``/``runtime``.
 ENVELOPE_FIELDS = (
     "text",
@@ -120,6 +116,9 @@ class Event:
     workspace_path: str
     content: JSON
     timestamp: datetime
+    content_text: str | None = field(default=None, compare=False, repr=False)
+    """``content`` as the store holds it (compact JSON), when the event was built from a stored
+    row: lets the SSE stream frame a row without encoding its content again."""
 
     @classmethod
     def from_dict(cls, row: JSON) -> Event:
@@ -151,6 +150,24 @@ class Event:
             "content": self.content,
             "timestamp": format_timestamp(self.timestamp),
         }
+
+    def to_json(self) -> str:
+        """``dumps(self.to_dict())``, reusing the stored text of ``content`` when there is one."""
+        if self.content_text is None:
+            return dumps(self.to_dict())
+        head = dumps(
+            {
+                "id": self.id,
+                "session_id": self.session_id,
+                "sequence": self.sequence,
+                "turn_id": self.turn_id,
+                "type": self.type,
+                "agent_name": self.agent_name,
+                "workspace_id": self.workspace_id,
+                "workspace_path": self.workspace_path,
+            }
+        )
+        return f'{head[:-1]},"content":{self.content_text},"timestamp":"{format_timestamp(self.timestamp)}"}}'
 
 
 def build_content(

@@ -1,7 +1,8 @@
 """Which host a process talks to: the Jupyter server's (client mode) or its own embedded one.
 
-Owns: ``get_host`` (the process-wide host), ``shutdown_host`` and the exit hook that stops an
-embedded host's sessions while the interpreter can still run threads.
+Owns: ``get_host`` (the process-wide host, typed as ``core.host.HostProtocol``), ``shutdown_host``,
+the exit hook that stops an embedded host's sessions while the interpreter can still run threads,
+and ``_conforms``, where strict mypy checks that every host class matches its protocol.
 """
 
 from __future__ import annotations
@@ -10,20 +11,19 @@ import atexit
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
-
-from agh_nb.api import Host
+from agh_nb.api import Host, Reader
+from agh_nb.core.host import HostProtocol, ReaderProtocol
 from agh_nb.errors import AghError
 from agh_nb.remote import RemoteHost, discover
 from agh_nb.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-_host: Any = None
+_host: HostProtocol | None = None
 _host_lock = threading.Lock()
 
 
-def get_host() -> Any:
+def get_host() -> HostProtocol:
     """Return the process-wide host: the Jupyter server's when this kernel was started by a
     server running the agh_nb extension (client mode), else the embedded host (started on first
     use)."""
@@ -41,9 +41,10 @@ def get_host() -> Any:
             else:
                 _host = remote
                 return _host
-        _host = Host(Runtime.start())
-        _register_shutdown(_host.close)
-        return _host
+        embedded = Host(Runtime.start())
+        _host = embedded
+        _register_shutdown(embedded.close)
+        return embedded
 
 
 def _register_shutdown(close: Callable[[], None]) -> None:
@@ -66,3 +67,9 @@ def shutdown_host() -> None:
         if _host is not None:
             _host.close()
             _host = None
+
+
+def _conforms(reader: Reader, embedded: Host, remote: RemoteHost) -> tuple[ReaderProtocol, HostProtocol, HostProtocol]:
+    """Never called: strict mypy checks here that the read-only reader, the embedded host and the
+    remote host (the server host's words over HTTP) each match the protocol the surfaces use."""
+    return reader, embedded, remote

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agh_nb import errors as _errors
-from agh_nb.api import LogLines, TurnHandle
+from agh_nb.core.handles import LogLines, TurnHandle
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.session import TurnResult
 from agh_nb.errors import AghError, HostError, UsageError
@@ -387,7 +387,7 @@ class RemoteHost:
             frame[column] = pandas.to_datetime(frame[column], utc=True, format="ISO8601")
         return frame
 
-    def export(self, directory: str, *, since: str | datetime | None = None, session: str | None = None) -> JSON:
+    def export(self, directory: str | Path, *, since: str | datetime | None = None, session: str | None = None) -> JSON:
         """Export the server's store as Parquet into ``directory`` (resolved here, in the kernel,
         and written by the server: the path must be one the server's process can write)."""
         body: JSON = {"dir": os.path.abspath(os.path.expanduser(str(directory)))}

@@ -1,32 +1,36 @@
-"""The server host under load: N concurrent firehose sessions over HTTP, next to the embedded host.
+"""The server host under load: N concurrent sessions over HTTP + SSE, next to one embedded session.
 
-Run: ``python benchmarks/server.py [--sessions 20] [--n 5000] [--paced 300] [--quick] [--repeat K]``
+Run: ``python benchmarks/server.py [--sessions 50] [--seconds 60] [--rate 100] [--n 2000]
+[--baseline-n 20000] [--quick] [--repeat K]``
 
-The default is the issue's scenario: 20 concurrent sessions driven with the firehose demo agent,
-every event checked delivered once and stored gapless, events/s and delivery latency p50/p99 of
-the server host next to the embedded one (docs/http-api.md, "Performance", has figures).
+The default is issue 14's scenario: 50 concurrent sessions on one Jupyter server.
 
-Each round runs two legs on the built-in ``demo-fast`` agent answering ``firehose N`` (N
-``agent_message_chunk`` updates, each stamped with ``_meta.agh_demo_sent_at``):
+Every leg uses the built-in ``demo-fast`` agent and the same word: ``rawhose`` (default) sends
+what ``firehose`` sends, each ``session/update`` frame written by hand instead of built through
+the ACP SDK's models, so that 50 agents on 2 cores leave the CPU to the host being measured
+(``--script firehose`` for the SDK's own path).
 
-1. embedded: ``Runtime.start`` + ``Host`` in this process (the kernel's host) with a temporary
-   ``AGH_HOME``; one store subscriber per session. Latency = agent's ``agh_demo_sent_at`` ->
-   the subscriber sees the committed event.
-2. server: a real ``python -m jupyter_server`` subprocess (the agh_nb extension enabled by the
-   installed config, a temporary ``AGH_HOME``, a loopback port); sessions created, prompted and
-   checked through the HTTP API; one SSE stream (``GET .../stream``, plain ``http.client``) per
-   session. Latency = ``agh_demo_sent_at`` -> the SSE message is parsed here (stored, notified,
-   framed, sent over TCP, read).
+1. baseline: one session of the built-in ``demo-fast`` agent answering ``rawhose N`` on the
+   embedded host (``Runtime.start`` + ``Host`` in this process, a temporary ``AGH_HOME``), one
+   store subscriber: the single-session embedded rate.
+2. firehose: ``--sessions`` sessions on a real ``python -m jupyter_server`` subprocess (the agh_nb
+   extension, a temporary ``AGH_HOME``, a loopback port), each answering ``rawhose N`` at once;
+   one SSE stream (``GET .../stream``, plain ``http.client``) per session. The rate summed across
+   sessions is compared with the baseline (target: at least 1.0).
+3. paced: the same server, each session streaming ``--rate`` events/s for ``--seconds``
+   (``rawhose K RATE``, a fixed schedule), read over SSE: every sequence delivered once, no gap
+   (checked on the stream and in the store), and stored -> delivered p50/p99 (target p99 under
+   250 ms).
 
-Both legs: persisted events/s = sessions x N / (all prompts submitted -> the last session's N-th
-``agent_message`` delivered; delivery implies it is committed), then every session's sequences
-are checked gapless (store / events route). Latency is also split at the row's own ``timestamp``
-(taken when the runtime mapped the update): "stored -> delivered" is group commit + notify (+ SSE
-framing, TCP and the client for the server). A firehose saturates the machine, so its latencies
-are mostly queueing; a paced run (``slow N 0.01``: 100 chunks/s per session, unstamped) shows the
-delivery latency of an unsaturated host. CPU seconds of the host process over the window are
-reported as microseconds per event, which stay meaningful on a busy machine where rates do not.
-The server leg's SSE client runs in this process (cheaply: regexes, not JSON) and shares the CPUs.
+Each ``agent_message_chunk`` is stamped with ``_meta.agh_demo_sent_at``. Rates = events /
+(all prompts submitted -> the last session's N-th ``agent_message`` delivered; delivery implies
+it is committed). Latency is also split at the row's own ``timestamp`` (taken when the runtime
+mapped the update): "stored -> delivered" is group commit + notify + SSE framing, TCP and the
+client. A firehose saturates the machine, so its latencies are mostly queueing. CPU seconds of
+the host process over the window are reported as microseconds per event, which stay meaningful
+on a busy machine where rates do not. The agents and the SSE clients (cheap: regexes, not JSON)
+share the same CPUs as the host: on 2 cores, 50 agents streaming 100 events/s each take a large
+part of the machine themselves.
 
 The last line printed is one JSON object with every figure.
 """
@@ -330,64 +334,81 @@ def line(res: dict[str, Any], label: str) -> str:
 
 
 def _round(res: dict[str, Any]) -> dict[str, Any]:
-    # NaN (no stamped chunks in the paced run) becomes null: the last line stays strict JSON.
+    # NaN (no stamped chunks) becomes null: the last line stays strict JSON.
     return {k: ((round(v, 2) if v == v else None) if isinstance(v, float) else v) for k, v in res.items()}
+
+
+def _clean(res: dict[str, Any]) -> bool:
+    return bool(res["delivered_gapless"] and res["stored_gapless"])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=None, help="concurrent sessions (default 20; 4 with --quick)")
-    parser.add_argument("--n", type=int, default=None, help="firehose chunks per session (default 5000; 1000 with --quick)")
-    parser.add_argument("--paced", type=int, default=None,
-                        help="chunks per session of the paced run, 100/s each (default 300; 100 with --quick; 0 skips it)")
+    parser.add_argument("--sessions", type=int, default=None, help="concurrent sessions (default 50; 4 with --quick)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="length of the paced run: each session streams --rate events/s this long (default 60; 5 with --quick; 0 skips it)")
+    parser.add_argument("--rate", type=float, default=100.0, help="events/s per session in the paced run (default 100)")
+    parser.add_argument("--n", type=int, default=None, help="firehose chunks per server session (default 2000; 500 with --quick)")
+    parser.add_argument("--baseline-n", type=int, default=None,
+                        help="firehose chunks of the single embedded session, the rate baseline (default 20000; 5000 with --quick)")
+    parser.add_argument("--script", choices=("rawhose", "firehose"), default="rawhose",
+                        help="the demo agent's word for every leg: rawhose (frames written by hand, cheap for the"
+                             " agents, the default) or firehose (through the ACP SDK's models)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--repeat", type=int, default=1, help="interleave K rounds; report the best of each host")
+    parser.add_argument("--repeat", type=int, default=1, help="interleave K firehose rounds; report the best of each host")
     args = parser.parse_args()
-    sessions = args.sessions or (4 if args.quick else 20)
-    n = args.n or (1000 if args.quick else 5000)
-    paced = args.paced if args.paced is not None else (100 if args.quick else 300)
-    if sessions < 1 or n < 1 or paced < 0 or args.repeat < 1:
-        parser.error("--sessions, --n and --repeat must be positive")
+    sessions = args.sessions or (4 if args.quick else 50)
+    n = args.n or (500 if args.quick else 2000)
+    baseline_n = args.baseline_n or (5000 if args.quick else 20000)
+    seconds = args.seconds if args.seconds is not None else (5.0 if args.quick else 60.0)
+    paced = int(round(seconds * args.rate))
+    if sessions < 1 or n < 1 or baseline_n < 1 or seconds < 0 or args.rate <= 0 or args.repeat < 1:
+        parser.error("--sessions, --n, --baseline-n, --rate and --repeat must be positive")
     load = loadavg()
-    print(f"server benchmark: {sessions} sessions x firehose {n} ({AGENT}), then {sessions} x {paced} chunks at 100/s each;"
+    print(f"server benchmark: {sessions} sessions x {args.script} {n} ({AGENT}) vs 1 embedded session x {args.script} {baseline_n};"
+          f" then {sessions} sessions x {args.rate:g} events/s for {seconds:g} s over SSE;"
           f" {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average {load}", flush=True)
     if load is not None and os.cpu_count() and load > 0.5 * (os.cpu_count() or 1):
         print("note: the machine is busy; rates will be noisy (CPU us/event much less so)", flush=True)
-    runs: dict[str, list[dict[str, Any]]] = {"embedded": [], "server": [], "paced_embedded": [], "paced_server": []}
+    runs: dict[str, list[dict[str, Any]]] = {"embedded_single": [], "server": [], "paced_server": []}
     for _ in range(args.repeat):
-        runs["embedded"].append(run_embedded(sessions, n, f"firehose {n}"))
-        print(line(runs["embedded"][-1], "firehose"), flush=True)
-        runs["server"].append(run_server(sessions, n, f"firehose {n}"))
+        runs["embedded_single"].append(run_embedded(1, baseline_n, f"{args.script} {baseline_n}"))
+        print(line(runs["embedded_single"][-1], "firehose"), flush=True)
+        runs["server"].append(run_server(sessions, n, f"{args.script} {n}"))
         print(line(runs["server"][-1], "firehose"), flush=True)
-        if paced:
-            runs["paced_embedded"].append(run_embedded(sessions, paced, f"slow {paced} 0.01"))
-            print(line(runs["paced_embedded"][-1], "paced"), flush=True)
-            runs["paced_server"].append(run_server(sessions, paced, f"slow {paced} 0.01"))
-            print(line(runs["paced_server"][-1], "paced"), flush=True)
-    best = {k: max(v, key=lambda r: r["events_per_s"]) for k, v in runs.items() if v}
-    ratio = best["server"]["events_per_s"] / best["embedded"]["events_per_s"]
-    print(f"firehose: server / embedded events/s = {ratio:.2f}; sent -> delivered p99 server {best['server']['p99_ms']:.1f} ms"
-          f" vs embedded {best['embedded']['p99_ms']:.1f} ms (server start {best['server']['server_start_s']:.1f} s)")
     if paced:
-        ps, pe = min(runs["paced_server"], key=lambda r: r["delivery_p99_ms"]), min(runs["paced_embedded"], key=lambda r: r["delivery_p99_ms"])
-        print(f"paced: stored -> delivered p50/p99 server {ps['delivery_p50_ms']:.1f}/{ps['delivery_p99_ms']:.1f} ms"
-              f" (SSE over loopback) vs embedded {pe['delivery_p50_ms']:.1f}/{pe['delivery_p99_ms']:.1f} ms (in-process subscriber)")
-        best["paced_server"], best["paced_embedded"] = ps, pe
+        runs["paced_server"].append(run_server(sessions, paced, f"{args.script} {paced} {args.rate:g}"))
+        print(line(runs["paced_server"][-1], "paced"), flush=True)
+    best = {k: max(v, key=lambda r: r["events_per_s"]) for k, v in runs.items() if v}
+    ratio = best["server"]["events_per_s"] / best["embedded_single"]["events_per_s"]
+    print(f"firehose: {sessions} server sessions summed {best['server']['events_per_s']:,.0f} events/s"
+          f" / 1 embedded session {best['embedded_single']['events_per_s']:,.0f} events/s = {ratio:.2f} (target >= 1.0)"
+          f" (server start {best['server']['server_start_s']:.1f} s)")
+    if paced:
+        ps = best["paced_server"]
+        expected = sessions * paced
+        print(f"paced: {sessions} sessions x {args.rate:g} events/s x {seconds:g} s = {expected} events over SSE:"
+              f" {'no loss, no duplicate' if _clean(ps) else 'LOSS OR DUPLICATE'} (checked by sequence);"
+              f" stored -> delivered p50/p99 {ps['delivery_p50_ms']:.1f}/{ps['delivery_p99_ms']:.1f} ms (target p99 < 250);"
+              f" delivered {ps['events_per_s']:,.0f} events/s")
     figures = {
         "benchmark": "agh_nb.server",
         "sessions": sessions,
         "n": n,
-        "paced_n": paced,
+        "baseline_n": baseline_n,
+        "paced_seconds": seconds,
+        "paced_rate": args.rate,
+        "script": args.script,
         "repeat": args.repeat,
         "cpus": os.cpu_count(),
         "load_before": load,
         "load_after": loadavg(),
         **{k: _round(v) for k, v in best.items()},
-        "ratio_server_embedded": round(ratio, 3),
+        "ratio_server_sessions_to_single_embedded": round(ratio, 3),
         "all_runs_events_per_s": {k: [round(r["events_per_s"], 1) for r in v] for k, v in runs.items()},
     }
     print(json.dumps(figures))
-    clean = all(r["delivered_gapless"] and r["stored_gapless"] for v in runs.values() for r in v)
+    clean = all(_clean(r) for v in runs.values() for r in v)
     if not clean:
         print("FAILED: an event was lost or duplicated (see GAP/DUPLICATE above)", file=sys.stderr)
     return 0 if clean else 1

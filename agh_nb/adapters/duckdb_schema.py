@@ -366,7 +366,7 @@ def event_from_queued(row: EventRow, content: JSON | None = None) -> Event:
     """The ``Event`` of a queued row; its content is decoded from the row's text unless given."""
     return Event(
         row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-        loads(row[8]) if content is None else content, row[9],
+        loads(row[8]) if content is None else content, row[9], row[8],
     )
 
 
@@ -478,6 +478,7 @@ def event_from_row(row: Sequence[Any]) -> Event:
         workspace_path=row[7],
         content=content,
         timestamp=from_epoch_us(row[9]),
+        content_text=row[8],
     )
 
 

@@ -415,13 +415,14 @@ class DuckDBStore:
     # -- subscriptions -----------------------------------------------------------------------
 
     def subscribe(
-        self, session_id: str | None, after_sequence: int, callback: EventCallback
+        self, session_id: str | None, after_sequence: int, callback: EventCallback, *, inline: bool = False
     ) -> Subscription:
         """Deliver committed events with sequence > ``after_sequence``: backlog, then live.
 
         Registration comes first (live batches are buffered), then the backlog is read and
-        delivered on the calling thread, then the buffer, then live batches on the writer
-        thread; each event is delivered exactly once, in order. ``session_id=None`` means
+        delivered on the calling thread, then the buffer, then live batches on the
+        subscription's delivery thread (on the writer thread when ``inline``: the callback must
+        not block); each event is delivered exactly once, in order. ``session_id=None`` means
         every session, live only (``after_sequence`` must be 0). Blocking: call off the loop.
 
         Raises:
@@ -433,12 +434,13 @@ class DuckDBStore:
         if self._closed:
             raise StoreError("the store is closed", path=str(self.path))
         if session_id is None:
-            return self._hub.subscribe(None, 0, callback, tuple)
+            return self._hub.subscribe(None, 0, callback, tuple, inline=inline)
         return self._hub.subscribe(
             session_id,
             after_sequence,
             callback,
             lambda: self._backlog_pages(session_id, after_sequence),
+            inline=inline,
         )
 
     def _backlog_pages(self, session_id: str, after_sequence: int) -> Iterator[list[Event]]:

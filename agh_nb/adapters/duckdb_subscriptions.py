@@ -14,7 +14,9 @@ No subscriber runs on the writer thread: ``publish`` only drops a committed batc
 interested subscription's mailbox, and each live subscription has a delivery thread of its own
 that hands the callback everything waiting, joined into one batch. A slow subscriber (a widget
 re-rendering, a slow SSE client) therefore delays only itself and catches up in bigger batches;
-commits never wait for it.
+commits never wait for it. An ``inline`` subscription is the exception made for a callback that
+only hands the batch on and never blocks (the SSE feed, whose hop to the server's loop is its
+queue): it is called on the writer thread, which spares a thread wake-up per commit.
 """
 
 from __future__ import annotations
@@ -39,8 +41,11 @@ class Subscription:
         session_id: str | None,
         after_sequence: int,
         callback: EventCallback,
+        *,
+        inline: bool = False,
     ) -> None:
         self.session_id = session_id
+        self._inline = inline
         self._hub = hub
         self._callback = callback
         self._last = after_sequence
@@ -64,21 +69,30 @@ class Subscription:
 
     def offer(self, events: Sequence[Event]) -> None:
         """Take a committed batch (writer thread): buffer it while catching up, else post it to
-        this subscription's delivery thread. Never calls the subscriber; never waits for it."""
+        this subscription's delivery thread. Never waits for the subscriber; calls it only when
+        ``inline``."""
         with self._lock:
             if self._closed:
                 return
             if self._catching_up:
                 self._buffer.extend(events)
                 return
-            self._mailbox.append(events)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._deliver_live, name=f"agh-nb-subscriber[{self.session_id or '*'}]", daemon=True
-                )
-                self._thread.start()
-            else:
-                self._lock.notify()
+            if not self._inline:
+                self._post(events)
+                return
+        # Inline: the writer delivers; only it delivers once catching up has ended.
+        self._deliver(events)
+
+    def _post(self, events: Sequence[Event]) -> None:
+        # Under the lock: hand the batch to the delivery thread (started on first use).
+        self._mailbox.append(events)
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._deliver_live, name=f"agh-nb-subscriber[{self.session_id or '*'}]", daemon=True
+            )
+            self._thread.start()
+        else:
+            self._lock.notify()
 
     def _deliver_live(self) -> None:
         # The delivery thread: everything waiting goes to the subscriber as one batch, in order.
@@ -111,7 +125,7 @@ class Subscription:
 
     def _deliver(self, events: Sequence[Event]) -> None:
         # Only one thread delivers at a time: the subscribing thread while catching up, the
-        # writer thread afterwards.
+        # delivery thread (the writer, when inline) afterwards.
         if not events or self._closed:
             return
         if self.session_id is not None:
@@ -141,6 +155,8 @@ class SubscriptionHub:
         after_sequence: int,
         callback: EventCallback,
         backlog: Callable[[], Iterable[Sequence[Event]]],
+        *,
+        inline: bool = False,
     ) -> Subscription:
         """Register a subscriber, deliver ``backlog()`` on this thread, then go live.
 
@@ -150,11 +166,13 @@ class SubscriptionHub:
             callback: receives batches of events, in order.
             backlog: yields pages of the committed events after ``after_sequence``, in order;
                 called after registration so nothing committed in between is missed.
+            inline: call ``callback`` with live batches on the publishing (writer) thread; for
+                a callback that never blocks.
 
         Raises:
             Whatever ``backlog`` raises (the subscription is closed first).
         """
-        sub = Subscription(self, session_id, after_sequence, callback)
+        sub = Subscription(self, session_id, after_sequence, callback, inline=inline)
         with self._lock:
             subs = dict(self._subs)
             subs[session_id] = (*subs.get(session_id, ()), sub)

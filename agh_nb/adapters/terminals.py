@@ -200,11 +200,6 @@ class TerminalManager:
         self._book = book
         self._tag = tag
 
-    @property
-    def confined(self) -> bool:
-        """True when commands run inside the sandbox."""
-        return self._confinement is not None
-
     async def __aenter__(self) -> TerminalManager:
         return self
 

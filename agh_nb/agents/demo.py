@@ -13,14 +13,17 @@ calls, file reads and writes, terminal commands, permission requests, usage, can
 crashes and protocol garbage -- with no API key and no network.
 
 This module is a separate process from agh_nb: it imports only the standard library, ``acp``
-and its sibling ``demo_features``, never anything else from ``agh_nb`` (the host must be able to treat it exactly like a
-third-party agent).
+and its siblings ``demo_features`` (the session features of real agents) and ``demo_turn``
+(sessions, turns and their updates), never anything else from ``agh_nb`` (the host must be able
+to treat it exactly like a third-party agent).
 
 What a prompt does is chosen by its first word (case-insensitive); see ``_SCRIPTS`` and the
 ``DemoAgent._script_*`` methods:
 
 ``firehose N [RATE]``     N message chunks, no delay (or RATE per second), each with ``_meta``
                           timing fields
+``rawhose N [RATE]``      what ``firehose`` sends, each frame written by hand, not through the
+                          SDK's models: a cheap load generator (many agents measure the host)
 ``slow N INTERVAL``       N message chunks INTERVAL seconds apart
 ``silent SECONDS``        nothing for SECONDS, then one chunk
 ``crash``                 a few updates, then the process exits with code 3 mid-turn
@@ -77,21 +80,24 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, cast
 
 import acp
 from acp import RequestError
 from acp.core import DEFAULT_STDIO_BUFFER_LIMIT_BYTES
 
 from agh_nb.agents.demo_features import Features, SessionFeatures
+from agh_nb.agents.demo_turn import (
+    Cancelled,
+    DemoSession,
+    ToolContent,
+    Turn,
+    text_content,
+    unless_allowed,
+)
 from acp.schema import (
-    AgentMessageChunk,
-    AgentPlanUpdate,
-    AgentThoughtChunk,
     AllowedOutcome,
     ClientCapabilities,
-    ContentToolCallContent,
     Cost,
     FileEditToolCallContent,
     Implementation,
@@ -99,16 +105,9 @@ from acp.schema import (
     LoadSessionResponse,
     NewSessionResponse,
     PermissionOption,
-    PlanEntry,
-    PlanEntryPriority,
-    PlanEntryStatus,
     PromptResponse,
-    TerminalToolCallContent,
     TextContentBlock,
     ToolCallLocation,
-    ToolCallProgress,
-    ToolCallStart,
-    ToolCallStatus,
     ToolCallUpdate,
     ToolKind,
     Usage,
@@ -138,189 +137,9 @@ PERMISSION_OPTIONS: tuple[PermissionOption, ...] = (
 )
 _OPTION_KIND_BY_ID = {option.option_id: option.kind for option in PERMISSION_OPTIONS}
 
-ToolContent = ContentToolCallContent | FileEditToolCallContent | TerminalToolCallContent
-T = TypeVar("T")
 
 # Named explicitly: under ``python -m`` this module's __name__ is "__main__".
 log = logging.getLogger("agh_nb.agents.demo")
-
-
-class _Cancelled(Exception):
-    """Raised inside a turn to unwind it once the client has sent ``session/cancel``."""
-
-
-@dataclass
-class _Session:
-    """What the demo agent remembers about one ACP session (in memory only)."""
-
-    session_id: str
-    cwd: str
-    # One turn at a time per session: ACP clients should not overlap prompts, and if one does
-    # the second simply waits instead of interleaving two scripts in one transcript.
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    current: _Turn | None = None
-    turns: int = 0
-    used_tokens: int = 0
-    cost_usd: float = 0.0
-    # Tool kind ("edit", "execute") -> an "allow always" / "reject always" answer, so later
-    # requests of that kind do not ask again.
-    policies: dict[str, str] = field(default_factory=dict)
-
-
-class _Turn:
-    """One running prompt turn: emits updates and pauses, both of which honour cancel."""
-
-    def __init__(self, conn: acp.Client, session: _Session, delay: float) -> None:
-        self.conn = conn
-        self.session = session
-        self.delay = delay
-        # A fresh event per turn, so a late cancel for an earlier turn cannot leak into this one.
-        self.cancel = asyncio.Event()
-        self._tool_calls = 0
-
-    @property
-    def session_id(self) -> str:
-        """The ACP session id this turn belongs to."""
-        return self.session.session_id
-
-    def check(self) -> None:
-        """Raise ``_Cancelled`` if the client cancelled the turn."""
-        if self.cancel.is_set():
-            raise _Cancelled
-
-    async def emit(self, update: Any) -> None:
-        """Send one ``session/update``; nothing more is emitted once the turn is cancelled."""
-        self.check()
-        await self.conn.session_update(session_id=self.session_id, update=update)
-
-    async def pause(self, seconds: float | None = None) -> None:
-        """Wait ``seconds`` (default: the step delay), returning early by raising on cancel."""
-        seconds = self.delay if seconds is None else seconds
-        if seconds <= 0:
-            self.check()
-            return
-        try:
-            await asyncio.wait_for(self.cancel.wait(), timeout=seconds)
-        except TimeoutError:
-            return
-        raise _Cancelled
-
-    async def guard(self, awaitable: Awaitable[T]) -> T:
-        """Await a client request, abandoning it (and the turn) as soon as cancel arrives.
-
-        The request future is cancelled locally; the SDK drops the client's late answer.
-        """
-        task = asyncio.ensure_future(awaitable)
-        if self.cancel.is_set():
-            task.cancel()
-            raise _Cancelled
-        waiter = asyncio.ensure_future(self.cancel.wait())
-        try:
-            done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            task.cancel()
-            raise
-        finally:
-            waiter.cancel()
-        if task in done:
-            return task.result()
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        raise _Cancelled
-
-    # -- update helpers -------------------------------------------------------------------
-
-    async def message(self, text: str, meta: dict[str, Any] | None = None) -> None:
-        """Emit one ``agent_message_chunk``."""
-        await self.emit(AgentMessageChunk(session_update="agent_message_chunk", content=_text(text), field_meta=meta))
-
-    async def thought(self, text: str) -> None:
-        """Emit one ``agent_thought_chunk``."""
-        await self.emit(AgentThoughtChunk(session_update="agent_thought_chunk", content=_text(text)))
-
-    async def plan(self, entries: Sequence[tuple[str, PlanEntryPriority, PlanEntryStatus]]) -> None:
-        """Emit a ``plan`` update from ``(content, priority, status)`` triples."""
-        await self.emit(
-            AgentPlanUpdate(
-                session_update="plan",
-                entries=[
-                    PlanEntry(content=content, priority=priority, status=status)
-                    for content, priority, status in entries
-                ],
-            )
-        )
-
-    def new_tool_call_id(self) -> str:
-        """A tool call id that is unique in the session and stable across identical runs."""
-        self._tool_calls += 1
-        return f"demo-call-{self.session.turns}-{self._tool_calls}"
-
-    async def tool_start(
-        self,
-        tool_call_id: str,
-        title: str,
-        *,
-        kind: ToolKind,
-        status: ToolCallStatus = "in_progress",
-        raw_input: Any = None,
-        content: Sequence[ToolContent] | None = None,
-        locations: Sequence[str] | None = None,
-    ) -> None:
-        """Emit a ``tool_call`` (ToolCallStart)."""
-        await self.emit(
-            ToolCallStart(
-                session_update="tool_call",
-                tool_call_id=tool_call_id,
-                title=title,
-                kind=kind,
-                status=status,
-                raw_input=raw_input,
-                content=list(content) if content is not None else None,
-                locations=[ToolCallLocation(path=p) for p in locations] if locations else None,
-            )
-        )
-
-    async def tool_update(
-        self,
-        tool_call_id: str,
-        *,
-        status: ToolCallStatus | None = None,
-        content: Sequence[ToolContent] | None = None,
-        raw_output: Any = None,
-    ) -> None:
-        """Emit a ``tool_call_update`` (ToolCallProgress)."""
-        await self.emit(
-            ToolCallProgress(
-                session_update="tool_call_update",
-                tool_call_id=tool_call_id,
-                status=status,
-                content=list(content) if content is not None else None,
-                raw_output=raw_output,
-            )
-        )
-
-
-def _text(text: str) -> TextContentBlock:
-    """A text content block."""
-    return TextContentBlock(type="text", text=text)
-
-
-
-async def _unless_allowed(turn: _Turn, call_id: str, decision: str | None, refusal: str) -> PromptResponse | None:
-    """End the turn unless the permission was granted: cancelled (None) ends it quietly, a
-    rejection fails the tool call and says ``refusal``. None means: go ahead."""
-    if decision is None:
-        return PromptResponse(stop_reason="end_turn")
-    if decision.startswith("allow"):
-        return None
-    await turn.tool_update(call_id, status="failed", content=[_text_content("permission rejected")])
-    await turn.message(refusal)
-    return PromptResponse(stop_reason="end_turn")
-
-def _text_content(text: str) -> ContentToolCallContent:
-    """Tool call content holding plain text."""
-    return acp.tool_content(_text(text))
 
 
 def _prompt_text(blocks: Sequence[Any]) -> str:
@@ -366,7 +185,7 @@ class DemoAgent(SessionFeatures):
         self._conn: acp.Client | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._client_caps = ClientCapabilities()
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[str, DemoSession] = {}
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -415,7 +234,7 @@ class DemoAgent(SessionFeatures):
             raise RequestError(-32603, "demo agent refuses new sessions", {"details": "--fail-new"})
         self.require_auth("new")
         session_id = f"{SESSION_PREFIX}{uuid.uuid4().hex}"
-        self._sessions[session_id] = _Session(session_id=session_id, cwd=cwd)
+        self._sessions[session_id] = DemoSession(session_id=session_id, cwd=cwd)
         return NewSessionResponse(session_id=session_id, **self.opened(session_id, mcp_servers))
 
     async def load_session(
@@ -441,7 +260,7 @@ class DemoAgent(SessionFeatures):
             raise self.unknown_session(session_id)
         session = self._sessions.get(session_id)
         if session is None:
-            self._sessions[session_id] = _Session(session_id=session_id, cwd=cwd)
+            self._sessions[session_id] = DemoSession(session_id=session_id, cwd=cwd)
         else:
             session.cwd = cwd
 
@@ -478,7 +297,7 @@ class DemoAgent(SessionFeatures):
         if not session_id.startswith(SESSION_PREFIX):
             raise self.unknown_session(session_id)
         forked = f"{SESSION_PREFIX}{uuid.uuid4().hex}"
-        self._sessions[forked] = _Session(session_id=forked, cwd=cwd)
+        self._sessions[forked] = DemoSession(session_id=forked, cwd=cwd)
         parent = self._settings.get(session_id)
         if parent is not None:
             self._settings[forked] = type(parent)(mode=parent.mode, model=parent.model, verbose=parent.verbose)
@@ -516,18 +335,18 @@ class DemoAgent(SessionFeatures):
         text = _prompt_text(prompt)
         async with session.lock:
             session.turns += 1
-            turn = _Turn(self.conn, session, self.delay)
+            turn = Turn(self.conn, session, self.delay)
             session.current = turn
             try:
                 return await self._dispatch(turn, text)
-            except _Cancelled:
+            except Cancelled:
                 return PromptResponse(stop_reason="cancelled")
             finally:
                 session.current = None
 
     # -- scripts --------------------------------------------------------------------------
 
-    async def _dispatch(self, turn: _Turn, text: str) -> PromptResponse:
+    async def _dispatch(self, turn: Turn, text: str) -> PromptResponse:
         """Pick a script by the first word; scripts return None to fall back to the default."""
         if text.startswith("/"):  # a slash command arrives as the prompt's text, exactly as typed
             await turn.message(self.slash_reply(turn.session_id, text) + "\n")
@@ -542,7 +361,7 @@ class DemoAgent(SessionFeatures):
                 return response
         return await self._script_default(turn, text)
 
-    async def _script_default(self, turn: _Turn, text: str) -> PromptResponse:
+    async def _script_default(self, turn: Turn, text: str) -> PromptResponse:
         """Thoughts, a plan, message chunks, two tool calls, usage; ends with ``end_turn``."""
         words = text.split()
         quoted = _shorten(text) or "(an empty prompt)"
@@ -572,7 +391,7 @@ class DemoAgent(SessionFeatures):
         await turn.tool_update(
             think_id,
             status="completed",
-            content=[_text_content(f"The prompt has {len(words)} words and {len(text)} characters.")],
+            content=[text_content(f"The prompt has {len(words)} words and {len(text)} characters.")],
             raw_output={"words": len(words), "characters": len(text)},
         )
         await turn.pause()
@@ -585,7 +404,7 @@ class DemoAgent(SessionFeatures):
         await turn.tool_update(
             search_id,
             status="completed",
-            content=[_text_content(f"{matches} note(s) mention \u201c{query}\u201d.")],
+            content=[text_content(f"{matches} note(s) mention \u201c{query}\u201d.")],
             raw_output={"query": query, "matches": matches},
         )
         await turn.pause()
@@ -609,7 +428,7 @@ class DemoAgent(SessionFeatures):
         )
         return PromptResponse(stop_reason="end_turn", usage=usage)
 
-    async def _script_firehose(self, turn: _Turn, rest: str) -> PromptResponse | None:
+    async def _script_firehose(self, turn: Turn, rest: str) -> PromptResponse | None:
         """``firehose N [RATE]``: N chunks as fast as the pipe allows (or RATE a second, on a fixed
         schedule), stamped for latency benchmarks."""
         args = rest.split()
@@ -632,7 +451,35 @@ class DemoAgent(SessionFeatures):
             )
         return PromptResponse(stop_reason="end_turn")
 
-    async def _script_slow(self, turn: _Turn, rest: str) -> PromptResponse | None:
+    async def _script_rawhose(self, turn: Turn, rest: str) -> PromptResponse | None:
+        """``rawhose N [RATE]``: the chunks of ``firehose``, each ``session/update`` frame built as
+        bytes and written on the protocol channel. Building and validating the SDK's models is
+        most of an agent's cost per chunk; fifty agents streaming at once would otherwise load
+        the machine more than the host they are measuring."""
+        args = rest.split()
+        count = _parse_int(args[0] if args else "", default=1000)
+        rate = _parse_float(args[1], default=0.0) if len(args) > 1 else 0.0
+        if count is None or rate is None or rate < 0:
+            return None
+        head = (
+            '{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":'
+            + json.dumps(turn.session_id)
+            + ',"update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"'
+        ).encode("utf-8")
+        start = time.monotonic()
+        for index in range(count):
+            if rate:
+                ahead = start + index / rate - time.monotonic()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            turn.check()
+            await self._write_raw(
+                b'%s%d "},"_meta":{"agh_demo_sent_at":%r,"agh_demo_index":%d}}}}\n'
+                % (head, index, time.time(), index)
+            )
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _script_slow(self, turn: Turn, rest: str) -> PromptResponse | None:
         """``slow N INTERVAL``: N chunks INTERVAL seconds apart."""
         args = rest.split()
         count = _parse_int(args[0] if args else "", default=10)
@@ -645,7 +492,7 @@ class DemoAgent(SessionFeatures):
                 await turn.pause(interval)
         return PromptResponse(stop_reason="end_turn")
 
-    async def _script_silent(self, turn: _Turn, rest: str) -> PromptResponse | None:
+    async def _script_silent(self, turn: Turn, rest: str) -> PromptResponse | None:
         """``silent SECONDS``: no activity at all (inactivity-timeout testing), then one chunk."""
         seconds = _parse_float(rest, default=5.0)
         if seconds is None:
@@ -654,7 +501,7 @@ class DemoAgent(SessionFeatures):
         await turn.message(f"Back after {seconds:g} s of silence.\n")
         return PromptResponse(stop_reason="end_turn")
 
-    async def _script_crash(self, turn: _Turn, rest: str) -> NoReturn:
+    async def _script_crash(self, turn: Turn, rest: str) -> NoReturn:
         """``crash``: start a tool call, say one thing, then die with exit code 3 mid-turn."""
         await turn.thought("Something is about to go badly wrong.")
         await turn.pause()
@@ -670,13 +517,13 @@ class DemoAgent(SessionFeatures):
         # os._exit: no cleanup, no protocol goodbye -- exactly like a real agent crash.
         os._exit(3)
 
-    async def _script_fail(self, turn: _Turn, rest: str) -> NoReturn:
+    async def _script_fail(self, turn: Turn, rest: str) -> NoReturn:
         """``fail``: the prompt request itself fails with a JSON-RPC internal error."""
         await turn.thought("This request is going to fail.")
         await turn.pause()
         raise RequestError(-32603, "demo agent failed on purpose", {"details": "prompt word 'fail'"})
 
-    async def _script_garbage(self, turn: _Turn, rest: str) -> PromptResponse:
+    async def _script_garbage(self, turn: Turn, rest: str) -> PromptResponse:
         """``garbage``: a non-JSON line on the protocol channel mid-turn, then carry on."""
         await turn.message("About to write a line that is not JSON.\n")
         await turn.pause()
@@ -687,7 +534,7 @@ class DemoAgent(SessionFeatures):
         await turn.message("Still here after the garbage line.\n")
         return PromptResponse(stop_reason="end_turn")
 
-    async def _script_newer(self, turn: _Turn, rest: str) -> PromptResponse:
+    async def _script_newer(self, turn: Turn, rest: str) -> PromptResponse:
         """``newer``: a message chunk as an agent on a newer protocol might send it (a field
         this SDK has no model for, an explicit null), written as a frame of its own because the
         SDK's models would drop both. The client should keep it exactly as received."""
@@ -707,14 +554,14 @@ class DemoAgent(SessionFeatures):
         await turn.pause()
         return PromptResponse(stop_reason="end_turn")
 
-    async def _script_close_stdout(self, turn: _Turn, rest: str) -> PromptResponse | None:
+    async def _script_close_stdout(self, turn: Turn, rest: str) -> PromptResponse | None:
         """``close-stdout``: close the protocol channel but keep running (a transport failure)."""
         await turn.message("Closing my stdout now.\n")
         await self._close_stdout()
         await asyncio.sleep(3600)
         return None
 
-    async def _script_leak(self, turn: _Turn, rest: str) -> PromptResponse | None:
+    async def _script_leak(self, turn: Turn, rest: str) -> PromptResponse | None:
         """``leak NAME``: echo an env var everywhere it could escape (message, tool input,
         stderr), then crash: the host must scrub it from everything it writes."""
         name = (rest.split() or ["AGH_DEMO_SECRET"])[0]
@@ -729,7 +576,7 @@ class DemoAgent(SessionFeatures):
             await self._writer.drain()
         os._exit(5)
 
-    async def _script_echo_env(self, turn: _Turn, rest: str) -> PromptResponse:
+    async def _script_echo_env(self, turn: Turn, rest: str) -> PromptResponse:
         """``echo-env NAME``: report an environment variable (checks env/vault plumbing)."""
         names = rest.split()
         if not names:
@@ -739,7 +586,7 @@ class DemoAgent(SessionFeatures):
         await turn.message(f"{name}={os.environ.get(name, '<unset>')}\n")
         return PromptResponse(stop_reason="end_turn")
 
-    async def _script_shell(self, turn: _Turn, rest: str) -> PromptResponse:
+    async def _script_shell(self, turn: Turn, rest: str) -> PromptResponse:
         """``shell CMD...``: run ``sh -c CMD`` as this process's own child (not a client terminal),
         the way real agents run their own tools; report the exit code and output in a tool call."""
         if not rest.strip():
@@ -756,13 +603,13 @@ class DemoAgent(SessionFeatures):
         await turn.tool_update(
             call_id,
             status="completed" if proc.returncode == 0 else "failed",
-            content=[_text_content(text)],
+            content=[text_content(text)],
             raw_output={"exit_code": proc.returncode, "output": text},
         )
         await turn.message(f"shell exited with code {proc.returncode}\n")
         return PromptResponse(stop_reason="end_turn")
 
-    async def _script_stream(self, turn: _Turn, rest: str) -> PromptResponse | None:
+    async def _script_stream(self, turn: Turn, rest: str) -> PromptResponse | None:
         """``stream KIND SIZES TEXT``: TEXT in chunks of the given sizes, as message chunks,
         thought chunks, or content updates of one tool call (``tool``)."""
         parts = rest.split(" ", 2)
@@ -792,7 +639,7 @@ class DemoAgent(SessionFeatures):
             elif kind == "thought":
                 await turn.thought(chunk)
             else:
-                await turn.tool_update(call_id, status="in_progress", content=[_text_content(chunk)])
+                await turn.tool_update(call_id, status="in_progress", content=[text_content(chunk)])
             await turn.pause()
         if kind == "tool":
             await turn.tool_update(call_id, status="completed")
@@ -800,7 +647,7 @@ class DemoAgent(SessionFeatures):
 
     async def _ask(
         self,
-        turn: _Turn,
+        turn: Turn,
         call_id: str,
         title: str,
         *,
@@ -834,27 +681,27 @@ class DemoAgent(SessionFeatures):
                 )
             )
         except RequestError as exc:
-            await turn.tool_update(call_id, status="failed", content=[_text_content(f"permission error: {exc}")])
+            await turn.tool_update(call_id, status="failed", content=[text_content(f"permission error: {exc}")])
             await turn.message(f"The permission request failed ({exc}), not going ahead.\n")
             return None
         outcome = response.outcome
         if not isinstance(outcome, AllowedOutcome):
-            raise _Cancelled  # "cancelled": the client cancelled the turn while we were asking
+            raise Cancelled  # "cancelled": the client cancelled the turn while we were asking
         decision = _OPTION_KIND_BY_ID.get(outcome.option_id, "reject_once")
         if decision in ("allow_always", "reject_always"):
             turn.session.policies[kind] = decision
         return decision
 
-    async def _script_write(self, turn: _Turn, rest: str) -> PromptResponse:
+    async def _script_write(self, turn: Turn, rest: str) -> PromptResponse:
         """``write PATH TEXT...``: ask permission, then write TEXT through the client."""
         return await self._write(turn, rest, ask=True)
 
-    async def _script_write_direct(self, turn: _Turn, rest: str) -> PromptResponse:
+    async def _script_write_direct(self, turn: Turn, rest: str) -> PromptResponse:
         """``write-direct PATH TEXT...``: write TEXT through the client without asking first
         (what the client's permission mode alone must stop)."""
         return await self._write(turn, rest, ask=False)
 
-    async def _write(self, turn: _Turn, rest: str, *, ask: bool) -> PromptResponse:
+    async def _write(self, turn: Turn, rest: str, *, ask: bool) -> PromptResponse:
         word = "write" if ask else "write-direct"
         parts = rest.split(maxsplit=1)
         if not parts:
@@ -878,13 +725,13 @@ class DemoAgent(SessionFeatures):
             decision = await self._ask(
                 turn, call_id, title, kind="edit", raw_input=raw_input, content=[diff], locations=[path]
             )
-            refused = await _unless_allowed(turn, call_id, decision, "permission rejected, not writing\n")
+            refused = await unless_allowed(turn, call_id, decision, "permission rejected, not writing\n")
             if refused is not None:
                 return refused
         return await self._write_through(turn, call_id, path, content, diff)
 
     async def _write_through(
-        self, turn: _Turn, call_id: str, path: str, content: str, diff: FileEditToolCallContent
+        self, turn: Turn, call_id: str, path: str, content: str, diff: FileEditToolCallContent
     ) -> PromptResponse:
         """``fs/write_text_file`` for a tool call, then complete (or fail) it."""
         await turn.tool_update(call_id, status="in_progress")
@@ -892,7 +739,7 @@ class DemoAgent(SessionFeatures):
         try:
             await turn.guard(self.conn.write_text_file(session_id=turn.session_id, path=path, content=content))
         except RequestError as exc:
-            await turn.tool_update(call_id, status="failed", content=[_text_content(f"write failed: {exc}")])
+            await turn.tool_update(call_id, status="failed", content=[text_content(f"write failed: {exc}")])
             await turn.message(f"Writing {path} failed: {exc}\n")
             return PromptResponse(stop_reason="end_turn")
         size = len(content.encode("utf-8"))
@@ -901,7 +748,7 @@ class DemoAgent(SessionFeatures):
         await turn.message(f"Wrote {size} bytes to {path}.\n")
         return PromptResponse(stop_reason="end_turn")
 
-    async def _script_edit(self, turn: _Turn, rest: str) -> PromptResponse:
+    async def _script_edit(self, turn: Turn, rest: str) -> PromptResponse:
         """``edit PATH OLD NEW``: read PATH, propose replacing the first OLD with NEW as a diff
         (``oldText`` / ``newText``), ask permission, and write the result on allow."""
         try:
@@ -925,23 +772,23 @@ class DemoAgent(SessionFeatures):
         try:
             current = (await turn.guard(self.conn.read_text_file(session_id=turn.session_id, path=path))).content
         except RequestError as exc:
-            await turn.tool_update(call_id, status="failed", content=[_text_content(f"read failed: {exc}")])
+            await turn.tool_update(call_id, status="failed", content=[text_content(f"read failed: {exc}")])
             await turn.message(f"Reading {path} failed: {exc}\n")
             return PromptResponse(stop_reason="end_turn")
         if old not in current:
-            await turn.tool_update(call_id, status="failed", content=[_text_content(f"{old!r} is not in {path}")])
+            await turn.tool_update(call_id, status="failed", content=[text_content(f"{old!r} is not in {path}")])
             await turn.message(f"{old!r} does not occur in {path}; nothing to edit.\n")
             return PromptResponse(stop_reason="end_turn")
         updated = current.replace(old, new, 1)
         diff = acp.tool_diff_content(path, updated, current)
         await turn.tool_update(call_id, content=[diff])
         decision = await self._ask(turn, call_id, title, kind="edit", raw_input=raw_input, content=[diff], locations=[path])
-        refused = await _unless_allowed(turn, call_id, decision, "permission rejected, not editing\n")
+        refused = await unless_allowed(turn, call_id, decision, "permission rejected, not editing\n")
         if refused is not None:
             return refused
         return await self._write_through(turn, call_id, path, updated, diff)
 
-    async def _script_huge_usage(self, turn: _Turn, rest: str) -> PromptResponse:
+    async def _script_huge_usage(self, turn: Turn, rest: str) -> PromptResponse:
         """``huge-usage``: token counts past 64 bits (ACP sets no upper bound) in a usage_update
         and in the prompt's answer, for clients whose storage is narrower."""
         await turn.message("Counting a great many tokens.\n")
@@ -949,32 +796,32 @@ class DemoAgent(SessionFeatures):
         usage = Usage(input_tokens=2**63, output_tokens=5, total_tokens=2**63 + 5)
         return PromptResponse(stop_reason="end_turn", usage=usage)
 
-    async def _script_ask_empty(self, turn: _Turn, rest: str) -> PromptResponse:
+    async def _script_ask_empty(self, turn: Turn, rest: str) -> PromptResponse:
         """``ask-empty``: a permission request that offers no option at all (a broken agent: the
         client cannot pick an answer), then whatever the answer, end the turn."""
         call_id = turn.new_tool_call_id()
         title = "Do something unspecified"
         await turn.tool_start(call_id, title, kind="other", status="pending", raw_input={"what": rest or None})
         decision = await self._ask(turn, call_id, title, kind="other", raw_input={"what": rest or None}, options=())
-        await turn.tool_update(call_id, status="failed", content=[_text_content(f"answer: {decision}")])
+        await turn.tool_update(call_id, status="failed", content=[text_content(f"answer: {decision}")])
         return PromptResponse(stop_reason="end_turn")
 
-    async def _script_mcp(self, turn: _Turn, rest: str) -> PromptResponse:
+    async def _script_mcp(self, turn: Turn, rest: str) -> PromptResponse:
         """``mcp``: the MCP servers this session received (values included, as a real agent has them)."""
         await turn.message(self.mcp_report(turn.session_id))
         return PromptResponse(stop_reason="end_turn")
 
-    async def _script_ask_form(self, turn: _Turn, rest: str) -> PromptResponse:
+    async def _script_ask_form(self, turn: Turn, rest: str) -> PromptResponse:
         """``ask-form``: a form-mode elicitation; the reply says what the user answered."""
         await turn.message(await turn.guard(self.ask_form(turn.session_id)) + "\n")
         return PromptResponse(stop_reason="end_turn")
 
-    async def _script_ask_url(self, turn: _Turn, rest: str) -> PromptResponse:
+    async def _script_ask_url(self, turn: Turn, rest: str) -> PromptResponse:
         """``ask-url``: a URL-mode elicitation; the reply says how the client answered."""
         await turn.message(await turn.guard(self.ask_form(turn.session_id, url=True)) + "\n")
         return PromptResponse(stop_reason="end_turn")
 
-    async def _script_read(self, turn: _Turn, rest: str) -> PromptResponse:
+    async def _script_read(self, turn: Turn, rest: str) -> PromptResponse:
         """``read PATH``: read a file through the client."""
         if not rest.strip():
             await turn.message("usage: read PATH\n")
@@ -990,7 +837,7 @@ class DemoAgent(SessionFeatures):
         try:
             response = await turn.guard(self.conn.read_text_file(session_id=turn.session_id, path=path))
         except RequestError as exc:
-            await turn.tool_update(call_id, status="failed", content=[_text_content(f"read failed: {exc}")])
+            await turn.tool_update(call_id, status="failed", content=[text_content(f"read failed: {exc}")])
             await turn.message(f"Reading {path} failed: {exc}\n")
             return PromptResponse(stop_reason="end_turn")
         text = response.content
@@ -998,23 +845,23 @@ class DemoAgent(SessionFeatures):
         await turn.tool_update(
             call_id,
             status="completed",
-            content=[_text_content(text)],
+            content=[text_content(text)],
             raw_output={"path": path, "lines": lines, "characters": len(text)},
         )
         await turn.pause()
         await turn.message(f"Read {lines} line(s), {len(text)} characters, from {path}.\n")
         return PromptResponse(stop_reason="end_turn")
 
-    async def _script_run(self, turn: _Turn, rest: str) -> PromptResponse:
+    async def _script_run(self, turn: Turn, rest: str) -> PromptResponse:
         """``run CMD...``: ask permission (kind ``execute``, rawInput ``{command, args}``), then run
         the command in a client terminal and report its output; rejected, no terminal is made."""
         return await self._run(turn, rest, ask=True)
 
-    async def _script_run_direct(self, turn: _Turn, rest: str) -> PromptResponse:
+    async def _script_run_direct(self, turn: Turn, rest: str) -> PromptResponse:
         """``run-direct CMD...``: ``terminal/create`` without asking first."""
         return await self._run(turn, rest, ask=False)
 
-    async def _script_run_swap(self, turn: _Turn, rest: str) -> PromptResponse:
+    async def _script_run_swap(self, turn: Turn, rest: str) -> PromptResponse:
         """``run-swap SHOWN... -- ACTUAL...``: ask permission to run SHOWN, then (a dishonest
         agent) create a terminal for ACTUAL instead; an approval must cover only what it showed."""
         shown, _, actual = rest.partition(" -- ")
@@ -1023,7 +870,7 @@ class DemoAgent(SessionFeatures):
             return PromptResponse(stop_reason="end_turn")
         return await self._run(turn, shown, ask=True, instead=actual)
 
-    async def _run(self, turn: _Turn, rest: str, *, ask: bool, instead: str | None = None) -> PromptResponse:
+    async def _run(self, turn: Turn, rest: str, *, ask: bool, instead: str | None = None) -> PromptResponse:
         argv = _split_command(rest)
         if not argv:
             await turn.message("usage: run CMD [ARGS...]\n")
@@ -1040,7 +887,7 @@ class DemoAgent(SessionFeatures):
         await turn.pause()
         if ask:
             decision = await self._ask(turn, call_id, title, kind="execute", raw_input=raw_input)
-            refused = await _unless_allowed(turn, call_id, decision, f"permission rejected, not running {argv[0]}\n")
+            refused = await unless_allowed(turn, call_id, decision, f"permission rejected, not running {argv[0]}\n")
             if refused is not None:
                 return refused
         if instead is not None:
@@ -1057,7 +904,7 @@ class DemoAgent(SessionFeatures):
                 )
             )
         except RequestError as exc:
-            await turn.tool_update(call_id, status="failed", content=[_text_content(f"terminal failed: {exc}")])
+            await turn.tool_update(call_id, status="failed", content=[text_content(f"terminal failed: {exc}")])
             await turn.message(f"Could not start {argv[0]}: {exc}\n")
             return PromptResponse(stop_reason="end_turn")
 
@@ -1069,12 +916,12 @@ class DemoAgent(SessionFeatures):
                 exit_status = await turn.guard(
                     self.conn.wait_for_terminal_exit(session_id=turn.session_id, terminal_id=terminal_id)
                 )
-            except _Cancelled:
+            except Cancelled:
                 await self._best_effort(self.conn.kill_terminal(session_id=turn.session_id, terminal_id=terminal_id))
                 raise
             output = await turn.guard(self.conn.terminal_output(session_id=turn.session_id, terminal_id=terminal_id))
         except RequestError as exc:
-            await turn.tool_update(call_id, status="failed", content=[_text_content(f"terminal failed: {exc}")])
+            await turn.tool_update(call_id, status="failed", content=[text_content(f"terminal failed: {exc}")])
             await turn.message(f"Running {argv[0]} failed: {exc}\n")
             return PromptResponse(stop_reason="end_turn")
         finally:
@@ -1084,7 +931,7 @@ class DemoAgent(SessionFeatures):
         await turn.tool_update(
             call_id,
             status="completed" if ok else "failed",
-            content=[_text_content(output.output)],
+            content=[text_content(output.output)],
             raw_output={
                 "exit_code": exit_status.exit_code,
                 "signal": exit_status.signal,
@@ -1100,7 +947,7 @@ class DemoAgent(SessionFeatures):
     # -- small utilities ------------------------------------------------------------------
 
     @staticmethod
-    def _resolve(session: _Session, path: str) -> str:
+    def _resolve(session: DemoSession, path: str) -> str:
         """ACP file methods take absolute paths; relative ones are relative to the session cwd."""
         return os.path.normpath(path if os.path.isabs(path) else os.path.join(session.cwd, path))
 
@@ -1171,7 +1018,7 @@ def _parse_float(text: str, *, default: float) -> float | None:
     return value if value >= 0 and value == value else None  # rejects NaN too
 
 
-ScriptFn = Callable[[DemoAgent, _Turn, str], Awaitable[PromptResponse | None]]
+ScriptFn = Callable[[DemoAgent, Turn, str], Awaitable[PromptResponse | None]]
 
 # First word of the prompt (lower-cased) -> script. Everything else runs the default script.
 NEWER_UPDATE: dict[str, Any] = {
@@ -1183,6 +1030,7 @@ NEWER_UPDATE: dict[str, Any] = {
 
 _SCRIPTS: dict[str, ScriptFn] = {
     "firehose": DemoAgent._script_firehose,
+    "rawhose": DemoAgent._script_rawhose,
     "slow": DemoAgent._script_slow,
     "silent": DemoAgent._script_silent,
     "crash": DemoAgent._script_crash,

@@ -62,13 +62,16 @@ class EventStore(Protocol):
         """Return committed events of one session matching ``query``, ascending (blocking)."""
 
     def subscribe(
-        self, session_id: str | None, after_sequence: int, callback: EventCallback
+        self, session_id: str | None, after_sequence: int, callback: EventCallback, *, inline: bool = False
     ) -> Subscription:
         """Deliver committed events with sequence > ``after_sequence`` (backlog, then live).
 
         ``session_id=None`` subscribes to every session (then ``after_sequence`` must be 0 and
         only live events are delivered). Live callbacks run on a delivery thread of the
         subscription's own, never on the thread that commits: a slow one delays only itself.
+        ``inline``: for a callback that only hands the batch on and never blocks (the SSE feed's
+        loop hop), live batches are given to it on the committing thread, which spares a
+        thread wake-up per subscriber and commit.
         """
 
 

@@ -63,11 +63,6 @@ class TaskOwner:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def cancel_all(self) -> None:
-        """Cancel every task still running (they end at their next await)."""
-        for task in list(self._tasks):
-            task.cancel()
-
     async def aclose(self) -> None:
         """Cancel every task and wait until each has ended; idempotent."""
         self._closed = True

@@ -32,9 +32,9 @@ from traitlets import Float, Int, Unicode
 
 from agh_nb.api import Reader
 from agh_nb.config import agh_home
+from agh_nb.core.overlay import current_record, inspect_view, status_view
 from agh_nb.core.record import SessionRecord
-from agh_nb.core.session import LiveSession, Turn, TurnResult
-from agh_nb.core.state import SessionState
+from agh_nb.core.session import Turn, TurnResult
 from agh_nb.errors import AghError, HostError
 from agh_nb.events import JSON, EventQuery, EventType
 from agh_nb.runtime import STORE_FILE, Runtime
@@ -213,24 +213,28 @@ class ServerHost:
 
     async def record(self, session_id: str) -> JSON:
         """The freshest record of a session (live if it runs here)."""
+        return (await self._current(session_id)).to_dict()
+
+    async def _current(self, session_id: str) -> SessionRecord:
         runtime = await self.runtime()
         live = runtime.manager.live(session_id)
         if live is not None:
-            return live.record.to_dict()
+            return live.record
         reader = await self.reader()
-        return (await asyncio.to_thread(reader.get, session_id)).to_dict()
+        return await asyncio.to_thread(reader.get, session_id)
 
     async def sessions(self, *, include_health: bool) -> list[JSON]:
         """Every session, oldest first, live records overlaid (+ ``health`` when asked)."""
         runtime = await self.runtime()
         reader = await self.reader()
         stored = await asyncio.to_thread(reader.list)
+        now = datetime.now(timezone.utc)
         out = []
         for record in stored:
             live = runtime.manager.live(record.id)
-            doc = (live.record if live else record).to_dict()
+            doc = current_record(record, live).to_dict()
             if include_health:
-                doc["health"] = self._status(reader, record, live)["health"]
+                doc["health"] = status_view(record, live, now=now, stale_after=reader.stale_after)["health"]
             out.append(doc)
         return out
 
@@ -238,34 +242,29 @@ class ServerHost:
         """State, stop reason, failure and health (+ ``queue`` for a live session)."""
         runtime = await self.runtime()
         reader = await self.reader()
+        record = await self._current(session_id)
         live = runtime.manager.live(session_id)
-        if live is None:
-            return await asyncio.to_thread(reader.status, session_id)
-        return self._status(reader, live.record, live)
-
-    @staticmethod
-    def _status(reader: Reader, record: SessionRecord, live: LiveSession | None) -> JSON:
-        # Reader._status composes the SPEC 3 fields exactly as the embedded Host does.
-        if live is None:
-            return reader._status(record, live=False, active_prompt=None, last_activity_at=None)
-        doc = reader._status(
-            live.record, live=True, active_prompt=live.active_turn_id, last_activity_at=live.last_activity_at
-        )
-        return doc | {"queue": live.queue_snapshot()}
+        return status_view(record, live, now=datetime.now(timezone.utc), stale_after=reader.stale_after)
 
     async def inspect(self, session_id: str) -> JSON:
-        """Record + status + queue + pending approvals + the session's vault refs."""
+        """Record + status + queue + pending approvals and elicitations + the session's vault refs."""
         runtime = await self.runtime()
         reader = await self.reader()
-        doc = await asyncio.to_thread(reader.inspect, session_id)
+        record = await self._current(session_id)
         live = runtime.manager.live(session_id)
-        if live is not None:
-            status = self._status(reader, live.record, live)
-            agent = await asyncio.to_thread(reader.agent, live.record)
-            doc |= live.record.to_dict() | {"status": status, "queue": status["queue"], "agent": agent}
-        doc["pending_approvals"] = runtime.manager.approvals.pending(session_id)
-        doc["pending_elicitations"] = runtime.manager.elicitations.pending(session_id)
-        return doc
+        record = current_record(record, live)
+        status = status_view(record, live, now=datetime.now(timezone.utc), stale_after=reader.stale_after)
+        agent, vault_refs = await asyncio.to_thread(
+            lambda: (reader.agent(record), reader.session_vault_refs(session_id))
+        )
+        return inspect_view(
+            record,
+            status,
+            pending_approvals=runtime.manager.approvals.pending(session_id),
+            pending_elicitations=runtime.manager.elicitations.pending(session_id),
+            vault_refs=vault_refs,
+            agent=agent,
+        )
 
     async def pending(self, session_id: str | None) -> list[JSON]:
         """Pending permission requests of one session (checked to exist) or of all."""
@@ -347,10 +346,6 @@ class ServerHost:
             "timestamp": ts,
             "synthetic": True,
         }
-
-    def is_stopped(self, runtime: Runtime, session_id: str, record: JSON) -> bool:
-        """True when the session is not live here and its stored state is ``stopped``."""
-        return runtime.manager.live(session_id) is None and record.get("state") == SessionState.STOPPED.value
 
 
 async def _first(*aws: Any, timeout: float) -> None:

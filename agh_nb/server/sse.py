@@ -9,10 +9,15 @@ from the store's threads to the server's loop.
 
 Threads: the store delivers a subscription's backlog on the thread that subscribes (here a
 dedicated catch-up thread per subscription, which may wait for the client: flow control) and
-live batches on the subscription's own delivery thread (never the store's writer). The feed is
-bounded all the same: a client too slow for the live rate overflows it, and the stream
-re-subscribes from the last sequence it sent, so memory stays bounded whatever the client does. Frames are
-written and flushed once per drained group of batches, not per event.
+live batches on the store's writer thread (an ``inline`` subscription: ``_Feed.offer`` never
+waits there, it only queues the batch and schedules one loop callback per drained group). The
+feed is bounded: a client too slow for the live rate overflows it, and the stream re-subscribes
+from the last sequence it sent, so memory stays bounded whatever the client does.
+
+Cost per event, which decides how many streams a server carries (``benchmarks/server.py``): a
+row's content is framed from the store's own JSON text (``Event.to_json``), never decoded and
+encoded again; a live stream writes and flushes once per drained group and then lingers
+``LINGER`` seconds so that slow streams flush groups, not single events.
 Must not import agh_nb.kernel.
 """
 
@@ -38,6 +43,8 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE = ": keep-alive\n\n"
 SHUTDOWN_GRACE = 3.0
+LINGER = 0.02
+"""Seconds a live stream waits after a write before draining again (a bound on added latency)."""
 SESSION_STOPPED = EventType.SESSION_STOPPED.value
 
 
@@ -64,6 +71,10 @@ class _Feed:
         self.catchup_thread: int | None = None
         self.last_at_subscribe: int | None = None
         self.batches: deque[Sequence[Event]] = deque()
+        # Batches offered since the loop last looked: one loop callback carries them all, so 50
+        # streams at 100 events/s cost the loop a wake-up per drained group, not per batch.
+        self._incoming: list[Sequence[Event]] = []
+        self._scheduled = False
 
     def offer(self, events: Sequence[Event]) -> None:
         """Take a committed batch (store thread). The catch-up thread waits for room; the writer never does."""
@@ -80,7 +91,10 @@ class _Feed:
                 if self._closed:
                     return
             self._inflight += len(events)
-            self._call(self._arrive, events)
+            self._incoming.append(events)
+            if not self._scheduled:
+                self._scheduled = True
+                self._call(self._arrive)
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -88,9 +102,12 @@ class _Feed:
         except RuntimeError:  # the loop is closed: the server is gone
             self._closed = True
 
-    def _arrive(self, events: Sequence[Event]) -> None:
+    def _arrive(self) -> None:
+        with self._cond:
+            incoming, self._incoming = self._incoming, []
+            self._scheduled = False
         if not self._closed:
-            self.batches.append(events)
+            self.batches.extend(incoming)
             self._wake()
 
     def take(self) -> list[Sequence[Event]]:
@@ -109,6 +126,7 @@ class _Feed:
         """Drop everything; wake a waiting catch-up thread. Idempotent."""
         with self._cond:
             self._closed = True
+            self._incoming = []
             self._cond.notify_all()
         self.batches.clear()
 
@@ -211,6 +229,11 @@ class SessionStreamHandler(_StreamHandler):
                         feed.consumed(count)
                         if stopped:
                             return
+                        if sub is not None and text:
+                            # Live: let the next commits gather, so that many slow streams each
+                            # flush a group, not every small commit (the flush is most of a
+                            # stream's cost); a backlog is sent without pause.
+                            await asyncio.sleep(LINGER)
                         continue
                     if self._gone or self._ending:
                         return
@@ -259,7 +282,7 @@ class SessionStreamHandler(_StreamHandler):
                 if event.sequence <= last:
                     continue
                 last = event.sequence
-                parts.append(frame(event.sequence, event.type, dumps(event.to_dict())))
+                parts.append(frame(event.sequence, event.type, event.to_json()))
                 # A session_stopped older than the newest row at subscribe time was followed by a
                 # resume: only the latest one ends the stream.
                 if event.type == SESSION_STOPPED and terminal_from is not None and event.sequence >= terminal_from:
@@ -306,7 +329,7 @@ class SessionStreamHandler(_StreamHandler):
             sub, error = None, None
             try:
                 feed.last_at_subscribe = store.last_sequence(session_id)
-                sub = store.subscribe(session_id, after, feed.offer)
+                sub = store.subscribe(session_id, after, feed.offer, inline=True)
             except BaseException as exc:  # handed to the loop, raised there
                 error = exc
             finally:

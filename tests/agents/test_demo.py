@@ -340,6 +340,27 @@ def test_firehose_meta(tmp_path: Path) -> None:
     run(body)
 
 
+def test_rawhose_sends_what_firehose_sends(tmp_path: Path) -> None:
+    async def body() -> None:
+        client = RecordingClient(tmp_path)
+        async with demo_agent(client) as (conn, _):
+            _, session_id = await start_session(conn, client)
+            before = time.time()
+            response = await conn.prompt(session_id=session_id, prompt=prompt_of("rawhose 500"))
+            assert response.stop_reason == "end_turn"
+            raw = client.of(AgentMessageChunk)
+            client.updates.clear()
+            await conn.prompt(session_id=session_id, prompt=prompt_of("firehose 500"))
+            sdk = client.of(AgentMessageChunk)
+            # The SDK parses the hand-written frames into the same models, stamps aside.
+            assert [c.content for c in raw] == [c.content for c in sdk]
+            assert [c.field_meta["agh_demo_index"] for c in raw] == list(range(500))
+            stamps = [c.field_meta["agh_demo_sent_at"] for c in raw]
+            assert stamps == sorted(stamps) and before - 1 <= stamps[0] <= stamps[-1] <= time.time()
+
+    run(body)
+
+
 def test_cancel_during_slow(tmp_path: Path) -> None:
     async def body() -> None:
         client = RecordingClient(tmp_path)
@@ -745,10 +766,10 @@ def test_on_cancel_misbehaves_and_the_turn_goes_on(tmp_path: Path, mode: str) ->
     run(body)
 
 
-@pytest.mark.parametrize("module", ["demo", "demo_features"])
+@pytest.mark.parametrize("module", ["demo", "demo_features", "demo_turn"])
 def test_demo_imports_only_stdlib_and_acp(module: str) -> None:
     """The demo is a separate program: it must not import agh_nb (or anything but acp); its
-    session features live in a sibling module under the same rule."""
+    session features and its turns live in sibling modules under the same rule."""
     tree = ast.parse((REPO_ROOT / "agh_nb" / "agents" / f"{module}.py").read_text())
     roots: set[str] = set()
     for node in ast.walk(tree):
@@ -756,8 +777,8 @@ def test_demo_imports_only_stdlib_and_acp(module: str) -> None:
             roots.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, "relative imports would pull in agh_nb"
-            if node.module == "agh_nb.agents.demo_features":
-                continue  # the demo's own sibling, held to the same rule
+            if node.module in ("agh_nb.agents.demo_features", "agh_nb.agents.demo_turn"):
+                continue  # the demo's own siblings, held to the same rule
             roots.add((node.module or "").split(".")[0])
     assert roots - sys.stdlib_module_names == {"acp"}
 
