@@ -477,7 +477,9 @@ class SessionManager:
             return await self.get(session_id)
         return await live.stop(StopCause(CauseKind.USER, detail=detail))
 
-    async def stop_all(self, *, detail: str, budget: float = SHUTDOWN_BUDGET) -> list[str]:
+    async def stop_all(
+        self, *, detail: str, budget: float = SHUTDOWN_BUDGET, allowance: float = RECORD_ALLOWANCE
+    ) -> list[str]:
         """Stop every live session at once (host shutdown); return the ids left unstopped.
 
         No new session starts from here on. Every agent first stops being recorded (what it
@@ -485,7 +487,7 @@ class SessionManager:
         deadline, ``budget`` seconds away, by which every agent must be gone: a short cancel
         grace, ``session/close`` or EOF, then SIGTERM and SIGKILL of its process group (see
         ``shutdown_budget``). Each is then recorded ``stopped`` as usual. A stop still running
-        ``RECORD_ALLOWANCE`` seconds after the deadline is given up: the agent is killed and the
+        ``allowance`` seconds after the deadline is given up: the agent is killed and the
         session left for the next host start to repair, with a ``timeout`` failure saying so.
         Returns once no stop task of this host runs.
         """
@@ -500,11 +502,11 @@ class SessionManager:
             session.begin_stop(cause, shutdown_budget(deadline))
         tasks = {task: s for s in sessions if (task := s.stop_task) is not None}
         if tasks:
-            await asyncio.wait(tasks, timeout=max(0.0, deadline + RECORD_ALLOWANCE - loop.time()))
+            await asyncio.wait(tasks, timeout=max(0.0, deadline + allowance - loop.time()))
         unstopped: list[str] = []
         late = [s for task, s in tasks.items() if not task.done()]
         if late:
-            why = f"the host shut down and its {budget:g}s budget (+{RECORD_ALLOWANCE:g}s to record) ran out"
+            why = f"the host shut down and its {budget:g}s budget (+{allowance:g}s to record) ran out"
             await asyncio.gather(*(s.abandon_stop(why) for s in late), return_exceptions=True)
         for task, session in tasks.items():
             failed = task.exception() if task.done() and not task.cancelled() else None

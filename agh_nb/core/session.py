@@ -281,10 +281,16 @@ class LiveSession:
         clean-up, was cut short).
         """
         task = self._stop.task
-        if task is not None and not task.done():
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + ABANDON_WAIT
+        while task is not None and not task.done() and loop.time() < give_up_at:
+            # Repeated: Python 3.11's wait_for drops a cancellation that lands as its inner call
+            # completes, and the stop path is made of those.
             task.cancel()
-            await asyncio.wait({task}, timeout=ABANDON_WAIT)
+            await asyncio.wait({task}, timeout=0.05)
         if self._record.state is not SessionState.STOPPED:
+            if self._record.state is SessionState.ACTIVE:  # cancelled before its first step
+                self.move(SessionState.STOPPING)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._driver.close(grace=ABANDON_WAIT / 4), timeout=ABANDON_WAIT)
             self._update(failure=self._stop.unfinished_failure(why), last_presence_at=self._clock.now())
