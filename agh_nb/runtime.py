@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
+import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -36,6 +38,11 @@ T = TypeVar("T")
 STORE_FILE = "agh.duckdb"
 SHUTDOWN_DETAIL = "host shutting down"
 """The ``stop_detail`` of every session a host shutdown stops."""
+EMBEDDED_BUDGET = 2.5
+EMBEDDED_ALLOWANCE = 1.0
+"""The embedded host's shutdown budget and recording allowance (``SessionManager.stop_all``).
+Jupyter sends a kernel it asked to shut down (or restart) SIGTERM 2.5 s later and SIGKILL at
+5 s (``shutdown_wait_time``); the host ignores SIGTERM while it closes and is done well before."""
 LOOP_END_TIMEOUT = 2.0
 """Seconds the embedded host's loop may take, once its sessions are stopped, to end the tasks
 still on it and to stop."""
@@ -208,25 +215,46 @@ class Runtime:
             if self._closed:
                 return
             self._closed = True
-            if self._thread.is_alive():
-                try:
-                    asyncio.run_coroutine_threadsafe(self._shut_down(), self._loop).result()
-                except Exception as exc:  # shutdown must go on: the store still has to close
-                    log.warning("stopping sessions at shutdown failed: %r", exc)
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._thread.join(LOOP_END_TIMEOUT)
-            self._close_store()
+            with _sigterm_deferred():
+                if self._thread.is_alive():
+                    try:
+                        asyncio.run_coroutine_threadsafe(self._shut_down(), self._loop).result()
+                    except Exception as exc:  # shutdown must go on: the store still has to close
+                        log.warning("stopping sessions at shutdown failed: %r", exc)
+                    self._loop.call_soon_threadsafe(self._loop.stop)
+                    self._thread.join(LOOP_END_TIMEOUT)
+                self._close_store()
 
     async def _shut_down(self) -> None:
         """On the loop: stop every session, then end every task still on the loop (none should
         be left; one that is would otherwise be destroyed pending when the loop closes)."""
-        await self.manager.stop_all(detail=SHUTDOWN_DETAIL)
+        await self.manager.stop_all(detail=SHUTDOWN_DETAIL, budget=EMBEDDED_BUDGET, allowance=EMBEDDED_ALLOWANCE)
         current = asyncio.current_task()
         rest = [t for t in asyncio.all_tasks() if t is not current]
         for task in rest:
             task.cancel()
         if rest:
             await asyncio.wait(rest, timeout=LOOP_END_TIMEOUT)
+
+
+@contextlib.contextmanager
+def _sigterm_deferred() -> Iterator[None]:
+    """Ignore SIGTERM while the host closes (from the main thread): Jupyter sends it to a kernel
+    2.5 s into its shutdown, which would cut a close that is bounded anyway short of recording
+    its sessions. SIGKILL, at 5 s, still ends a host that overran."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except (ValueError, OSError):  # no signals here (an embedding interpreter)
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

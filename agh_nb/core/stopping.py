@@ -141,6 +141,7 @@ class StopPath:
         self._task: asyncio.Task[SessionRecord] | None = None
         self.step = "not begun"
         """Where the stop is (named in the failure of a stop that could not finish in time)."""
+        self._began = 0.0
 
     @property
     def started(self) -> bool:
@@ -190,23 +191,23 @@ class StopPath:
             host.move(SessionState.STOPPING)
         # The cancel goes first: a busy agent keeps the loop (and the writer) busy until it
         # stops streaming, and every step below waits on them.
-        self.step = "cancelling the turn"
+        self._at("cancelling the turn")
         running = await self._turns.cancel_for_stop()
         turn_ends_by = loop.time() + budget.cancel_wait(loop.time())  # the grace runs from the cancel
-        self.step = "ending the heartbeat"
+        self._at("ending the heartbeat")
         await host.end_heartbeat()
         if host.record.state is SessionState.STOPPING:
             await host.save()
         await self._turns.drop_queue("session stopped before the turn ran")
         await self._approvals.cancel_session(host.session_id)
-        self.step = "waiting for the turn to end"
+        self._at("waiting for the turn to end")
         await self._turns.wait_for_end(running, max(0.0, turn_ends_by - loop.time()))
-        self.step = "closing the agent"
+        self._at("closing the agent")
         exit_info = await self._driver.close(grace=budget.exit)
         await self._turns.stop_worker()
         if exit_info.running:
             return await self._leave_stopping(exit_info)
-        self.step = "recording the stop"
+        self._at("recording the stop")
         if cause.kind is CauseKind.USER and self._turns.cancel_failure is not None:
             cause = self._turns.cancel_failure  # the stop's own session/cancel failed: a failed stop
         if cause.kind is CauseKind.AGENT_EXIT and not cause.summary:
@@ -255,12 +256,18 @@ class StopPath:
         host.move(SessionState.STOPPED)
         await host.save()
         await host.end_background()
-        self.step = "writing the ledger"
-        try:
-            await asyncio.to_thread(write_session_ledger, self._home, host.record, self._store)
-        except OSError as exc:  # the session is stopped either way; the ledger can be rebuilt
-            log.error("writing the ledger of %s failed: %s", host.session_id, exc)
-        self.step = "stopped"
+        if budget.deadline is not None and loop.time() >= budget.deadline:
+            # Host shutdown, out of time: a ledger costs time in proportion to the session's
+            # events, and the other sessions still have to be recorded. It is rewritten whole
+            # at the session's next stop.
+            log.info("the ledger of %s is left to its next stop: the host shutdown is out of time", host.session_id)
+        else:
+            self._at("writing the ledger")
+            try:
+                await asyncio.to_thread(write_session_ledger, self._home, host.record, self._store)
+            except OSError as exc:  # the session is stopped either way; the ledger can be rebuilt
+                log.error("writing the ledger of %s failed: %s", host.session_id, exc)
+        self._at("stopped")
         host.stopped()
         return host.record
 
@@ -275,9 +282,16 @@ class StopPath:
         host.update(failure=failure, last_presence_at=host.now())
         await host.save()
         await host.end_background()
-        self.step = "left stopping"
+        self._at("left stopping")
         host.stopped()
         return host.record
+
+    def _at(self, step: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if self.step == "not begun":
+            self._began = now
+        self.step = step
+        log.debug("stop of %s: %s (+%.3fs)", self._host.session_id, step, now - self._began)
 
     def unfinished_failure(self, why: str) -> Failure:
         """The failure of a stop that could not finish: ``timeout``, naming why and its step."""
