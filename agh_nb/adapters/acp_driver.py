@@ -630,9 +630,8 @@ class AcpDriver:
             signal=-returncode if returncode < 0 else None,
             stderr_tail=self.stderr_tail(),
         )
-        if self._book is not None:
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(self._book.remove, proc.pid)
+        # The exit is known before its bookkeeping is done: a stop waiting for it goes on while
+        # the book entry is removed (the shared thread pool may be busy with other sessions).
         if self._exit is not None and not self._exit.done():
             self._exit.set_result(info)
         self._exit_info = info
@@ -642,6 +641,9 @@ class AcpDriver:
                     FailureKind.PROCESS_EXIT, self._exit_summary(""), returncode=returncode
                 )
             )
+        if self._book is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._book.remove, proc.pid)
         self.listener.on_exit(info)
 
     def _exit_summary(self, when: str) -> str:

@@ -196,7 +196,9 @@ class StopPath:
         turn_ends_by = loop.time() + budget.cancel_wait(loop.time())  # the grace runs from the cancel
         self._at("ending the heartbeat")
         await host.end_heartbeat()
-        if host.record.state is SessionState.STOPPING:
+        if host.record.state is SessionState.STOPPING and budget.deadline is None:
+            # Not at host shutdown: there, every write waits behind the others' (one writer,
+            # one thread pool), and a host dying meanwhile leaves 'active' to repair just the same.
             await host.save()
         await self._turns.drop_queue("session stopped before the turn ran")
         await self._approvals.cancel_session(host.session_id)
