@@ -401,7 +401,7 @@ class AcpDriver:
 
         Bounded: ``session/close`` gets at most ``min(grace, SESSION_CLOSE_TIMEOUT)`` per ACP
         session and every other wait at most ``grace``, so a stuck agent costs about
-        ``4 x grace``. A process still there after that is reported ``running``.
+        ``5 x grace``. A process still there after that is reported ``running``.
         """
         if self._closed_info is not None:
             return self._closed_info

@@ -253,7 +253,7 @@ class AgentDriver(Protocol):
     async def close(self, grace: float) -> ExitInfo:
         """Close the agent's sessions (``session/close`` where advertised), close stdin, wait
         ``grace``, terminate the process group, wait ``grace``, kill it, wait ``grace``; kill
-        what is left of the group; idempotent. Bounded: never waits much more than 4 x ``grace``
+        what is left of the group; idempotent. Bounded: never waits much more than 5 x ``grace``
         (+ ``session/close``), and says ``running`` when the process outlived it."""
 
 
