@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
+import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -34,7 +36,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STORE_FILE = "agh.duckdb"
-SHUTDOWN_TIMEOUT = 20.0
+SHUTDOWN_DETAIL = "host shutting down"
+"""The ``stop_detail`` of every session a host shutdown stops."""
+EMBEDDED_BUDGET = 2.5
+EMBEDDED_ALLOWANCE = 1.0
+"""The embedded host's shutdown budget and recording allowance (``SessionManager.stop_all``).
+Jupyter sends a kernel it asked to shut down (or restart) SIGTERM 2.5 s later and SIGKILL at
+5 s (``shutdown_wait_time``); the host ignores SIGTERM while it closes and is done well before."""
+LOOP_END_TIMEOUT = 2.0
+"""Seconds the embedded host's loop may take, once its sessions are stopped, to end the tasks
+still on it and to stop."""
 
 
 def open_store(home: Path, *, read_only: bool = False) -> DuckDBStore:
@@ -143,15 +154,18 @@ class Runtime:
         return runtime
 
     async def aclose(self) -> None:
-        """Close an attached runtime from its own loop: stop sessions, close the store."""
+        """Close an attached runtime from its own loop: stop sessions, close the store.
+
+        Bounded (``SessionManager.stop_all``): Jupyter kills a server that takes long to stop.
+        """
         if self._closed:
             return
         self._closed = True
-        try:
-            await asyncio.wait_for(self.manager.stop_all(detail="host shutting down"), SHUTDOWN_TIMEOUT)
-        except Exception as exc:
-            log.warning("stopping sessions at shutdown failed: %r", exc)
-        await asyncio.to_thread(self.store.close)
+        await self.manager.stop_all(detail=SHUTDOWN_DETAIL)
+        await asyncio.to_thread(self._close_store)
+
+    def _close_store(self) -> None:
+        self.store.close()
         remove_holder(self.home)
         self._uninstall_log_redaction()
 
@@ -190,25 +204,57 @@ class Runtime:
         return self.submit(factory).result(timeout)
 
     def close(self) -> None:
-        """Stop live sessions, flush and close the store, stop the loop. Safe to call twice."""
+        """Stop live sessions, end the loop's tasks, stop the loop, flush and close the store.
+
+        Safe to call twice. Bounded (``SessionManager.stop_all``), so it fits in the few seconds
+        Jupyter gives a kernel that is shut down or restarted before it kills it.
+        """
         if self._attached:
             raise HostError("an attached runtime is closed with 'await runtime.aclose()' on its loop")
         with self._close_lock:
             if self._closed:
                 return
-            try:
-                fut = asyncio.run_coroutine_threadsafe(
-                    self.manager.stop_all(detail="host shutting down"), self._loop
-                )
-                fut.result(SHUTDOWN_TIMEOUT)
-            except Exception as exc:  # shutdown must go on: the store still has to close
-                log.warning("stopping sessions at shutdown failed: %r", exc)
             self._closed = True
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(SHUTDOWN_TIMEOUT)
-            self.store.close()
-            remove_holder(self.home)
-            self._uninstall_log_redaction()
+            with _sigterm_deferred():
+                if self._thread.is_alive():
+                    try:
+                        asyncio.run_coroutine_threadsafe(self._shut_down(), self._loop).result()
+                    except Exception as exc:  # shutdown must go on: the store still has to close
+                        log.warning("stopping sessions at shutdown failed: %r", exc)
+                    self._loop.call_soon_threadsafe(self._loop.stop)
+                    self._thread.join(LOOP_END_TIMEOUT)
+                self._close_store()
+
+    async def _shut_down(self) -> None:
+        """On the loop: stop every session, then end every task still on the loop (none should
+        be left; one that is would otherwise be destroyed pending when the loop closes)."""
+        await self.manager.stop_all(detail=SHUTDOWN_DETAIL, budget=EMBEDDED_BUDGET, allowance=EMBEDDED_ALLOWANCE)
+        current = asyncio.current_task()
+        rest = [t for t in asyncio.all_tasks() if t is not current]
+        for task in rest:
+            task.cancel()
+        if rest:
+            await asyncio.wait(rest, timeout=LOOP_END_TIMEOUT)
+
+
+@contextlib.contextmanager
+def _sigterm_deferred() -> Iterator[None]:
+    """Ignore SIGTERM while the host closes (from the main thread): Jupyter sends it to a kernel
+    2.5 s into its shutdown, which would cut a close that is bounded anyway short of recording
+    its sessions. SIGKILL, at 5 s, still ends a host that overran."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except (ValueError, OSError):  # no signals here (an embedding interpreter)
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

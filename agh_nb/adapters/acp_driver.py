@@ -18,6 +18,7 @@ import collections
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from importlib import metadata
@@ -98,6 +99,7 @@ class AcpDriver:
         self._base_env = base_env
         self._proc: asyncio.subprocess.Process | None = None
         self._conn: Any = None
+        self._transport: CheckedTransport | None = None
         self._listener: DriverListener | None = None
         self._agent_name = "agent"
         self.workspace = Path(".")  # the session's workspace (``spec.cwd``), set by start()
@@ -186,13 +188,16 @@ class AcpDriver:
                 f"cannot start agent {spec.agent_name!r}: {exc.strerror or exc}",
             ) from exc
         assert self._proc.stdin is not None and self._proc.stdout is not None
+        if self._closing:  # closed (host shutdown) while spawning: this agent must not outlive it
+            await self._reap_unwanted(self._proc)
+            raise DriverFailure(FailureKind.STARTUP_FAILURE, f"agent {spec.agent_name!r} was stopped while it started")
         if spec.state_dir:
             self._book = ProcessBook(Path(spec.state_dir))
             entry = ProcessEntry.of(self._proc.pid, kind="agent", name=spec.agent_name)
             with contextlib.suppress(OSError):  # a crash could then leave it running; nothing worse
                 await asyncio.to_thread(self._book.add, entry)
         self.terminals.confine(self._confinement, book=self._book, tag=env.get(PROCESS_TAG))
-        transport = CheckedTransport(
+        transport = self._transport = CheckedTransport(
             self._proc.stdout, self._proc.stdin, on_garbage=self._garbage, on_eof=self._stdout_closed
         )
         self._tasks.spawn(self._drain_stderr(), "acp.stderr")
@@ -379,12 +384,28 @@ class AcpDriver:
                 f"{self._redact(str(exc) or type(exc).__name__)}",
             ) from exc
 
+    def quiesce(self) -> None:
+        """Drop the agent's ``session/update`` notifications from now on (host shutdown); see
+        ``CheckedTransport.discard_updates``."""
+        if self._transport is not None:
+            self._transport.discard_updates()
+
+    @property
+    def discarded_updates(self) -> int:
+        """``session/update`` notifications dropped since ``quiesce``."""
+        return self._transport.discarded if self._transport is not None else 0
+
     async def close(self, grace: float) -> ExitInfo:
-        """Close the agent's sessions, close stdin, wait ``grace`` seconds, terminate, wait, kill;
-        idempotent."""
+        """Close the agent's sessions, close stdin, wait ``grace`` seconds, SIGTERM its group,
+        wait, SIGKILL it, wait; then SIGKILL what is left of the group; idempotent.
+
+        Bounded: ``session/close`` gets at most ``min(grace, SESSION_CLOSE_TIMEOUT)`` per ACP
+        session and every other wait at most ``grace``, so a stuck agent costs about
+        ``5 x grace``. A process still there after that is reported ``running``.
+        """
         if self._closed_info is not None:
             return self._closed_info
-        await self._close_sessions()
+        await self._close_sessions(min(grace, SESSION_CLOSE_TIMEOUT))
         self._closing = True
         with contextlib.suppress(Exception):
             await self.terminals.aclose()
@@ -395,17 +416,18 @@ class AcpDriver:
         if proc.stdin is not None:
             with contextlib.suppress(Exception):
                 proc.stdin.close()
-        for escalate in (None, proc.terminate, proc.kill):
+        reaped = self._tasks.spawn(proc.wait(), "acp.reap")
+        for escalate in (None, signal.SIGTERM, signal.SIGKILL):
             if escalate is not None and proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    escalate()
-                    self._killpg(escalate is proc.kill)
-            try:
-                await asyncio.wait_for(asyncio.shield(self._exit_future()), timeout=grace)
+                self._killpg(escalate)
+            done, _ = await asyncio.wait({reaped}, timeout=grace)
+            if done:
                 break
-            except asyncio.TimeoutError:
-                continue
-        info = await self._exit_future()
+        if proc.returncode is not None:
+            # The leader is gone; a child it left in its group (a shell's background job) goes
+            # too, and its stdio with it, so the exit watcher is not kept waiting for the pipes.
+            self._kill_stragglers(proc.pid)
+        info = await self._final_exit(proc, grace)
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._conn.close(), timeout=grace)
@@ -413,12 +435,30 @@ class AcpDriver:
         self._closed_info = info
         return info
 
-    async def _close_sessions(self) -> None:
+    async def _final_exit(self, proc: asyncio.subprocess.Process, grace: float) -> ExitInfo:
+        """How the agent ended, as the exit watcher saw it (waiting at most ``grace`` more for
+        its last stderr); ``running`` if it never exited."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._exit_future()), timeout=grace)
+        except asyncio.TimeoutError:
+            pass
+        returncode = proc.returncode
+        if returncode is None:
+            log.warning("agent %r (pid %s) did not exit after SIGKILL", self._agent_name, proc.pid)
+            return ExitInfo(pid=proc.pid, returncode=None, signal=None, stderr_tail=self.stderr_tail(), running=True)
+        return ExitInfo(
+            pid=proc.pid,
+            returncode=returncode if returncode >= 0 else None,
+            signal=-returncode if returncode < 0 else None,
+            stderr_tail=self.stderr_tail(),
+        )
+
+    async def _close_sessions(self, timeout: float) -> None:
         """Send ``session/close`` for each ACP session opened here, where the agent advertises it.
 
         claude-agent-acp ignores EOF on stdin while a session is open, and exits once it is
         closed; an agent that ignores both still gets the escalation. Each close is bounded by
-        ``SESSION_CLOSE_TIMEOUT``; a failed or slow close is no reason to wait longer.
+        ``timeout``; a failed or slow close is no reason to wait longer.
         """
         session_caps = self._caps.get("sessionCapabilities") if isinstance(self._caps, dict) else None
         proc = self._proc
@@ -428,18 +468,33 @@ class AcpDriver:
             return
         for session_id in list(self._open_sessions):
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._conn.close_session(session_id=session_id), timeout=SESSION_CLOSE_TIMEOUT)
+                await asyncio.wait_for(self._conn.close_session(session_id=session_id), timeout=timeout)
         self._open_sessions.clear()
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _killpg(self, hard: bool) -> None:
+    def _killpg(self, sig: signal.Signals) -> None:
         # The agent runs in its own process group so children it spawned (npx -> node) die too.
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, 9 if hard else 15)
+            os.killpg(proc.pid, sig)
+
+    @staticmethod
+    async def _reap_unwanted(proc: asyncio.subprocess.Process) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(proc.wait(), timeout=SESSION_CLOSE_TIMEOUT)
+
+    @staticmethod
+    def _kill_stragglers(pgid: int) -> None:
+        # Called right after the leader was reaped. While members of its group live, the kernel
+        # does not hand its pid (their pgid) to anyone else; once none do, the call finds no
+        # group, unless a whole cycle of pids went by in these few milliseconds.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
 
     def _exit_future(self) -> asyncio.Future[ExitInfo]:
         assert self._exit is not None
@@ -575,9 +630,8 @@ class AcpDriver:
             signal=-returncode if returncode < 0 else None,
             stderr_tail=self.stderr_tail(),
         )
-        if self._book is not None:
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(self._book.remove, proc.pid)
+        # The exit is known before its bookkeeping is done: a stop waiting for it goes on while
+        # the book entry is removed (the shared thread pool may be busy with other sessions).
         if self._exit is not None and not self._exit.done():
             self._exit.set_result(info)
         self._exit_info = info
@@ -587,6 +641,9 @@ class AcpDriver:
                     FailureKind.PROCESS_EXIT, self._exit_summary(""), returncode=returncode
                 )
             )
+        if self._book is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._book.remove, proc.pid)
         self.listener.on_exit(info)
 
     def _exit_summary(self, when: str) -> str:

@@ -51,6 +51,8 @@ def build_environment(extra: dict[str, str], base: dict[str, str] | None = None)
 
 YIELD_EVERY = 32
 """Frames read before the transport lets the loop run the tasks they started."""
+DISCARD_YIELD_EVERY = YIELD_EVERY
+"""Updates dropped (``discard_updates``) before the transport lets the loop run other work."""
 SESSION_UPDATE = "session/update"
 RAW_UPDATE_KEY = "agh_nb.raw_update"
 """Where the transport leaves a ``session/update``'s payload as received, for ``acp_client.Client``."""
@@ -244,6 +246,19 @@ class CheckedTransport(NdjsonTransport):
         self._on_garbage = on_garbage
         self._on_eof = on_eof
         self._unyielded = 0
+        self._discarding = False
+        self.discarded = 0
+        """``session/update`` notifications dropped since ``discard_updates``."""
+
+    def discard_updates(self) -> None:
+        """From now on drop ``session/update`` notifications unread by the SDK (host shutdown).
+
+        A busy agent has hundreds of KiB of updates in its pipe and our read-ahead; handing each
+        to the SDK and the store costs the loop seconds when many sessions stop at once, while the
+        answers the stop waits for (``session/prompt``'s, ``session/close``'s) queue behind them.
+        Dropped, each costs one JSON parse; they are counted, and requests and answers still pass.
+        """
+        self._discarding = True
 
     async def receive(self) -> dict[str, Any] | None:
         self._unyielded += 1
@@ -271,6 +286,11 @@ class CheckedTransport(NdjsonTransport):
                 message = None
             if isinstance(message, dict):
                 if message.get("method") == SESSION_UPDATE:
+                    if self._discarding and "id" not in message:
+                        self.discarded += 1
+                        if self.discarded % DISCARD_YIELD_EVERY == 0:
+                            await asyncio.sleep(0)  # the other sessions' stops run meanwhile
+                        continue
                     carry_raw_update(message)
                 elif "result" in message:
                     carry_raw_result(message)

@@ -56,6 +56,8 @@ FLUSH_INTERVAL = 0.02
 few rows it holds: at 20 ms an agent streaming 2,000 events/s costs the writer a quarter of a
 core and each event waits 20-30 ms (p99) to be stored and visible; durable writes do not wait
 (benchmarks/ingest.py, paced leg)."""
+READ_DRAIN_TIMEOUT = 2.0
+"""Seconds ``close`` waits for reads under way to end, then again after interrupting them."""
 CHECKPOINT_THRESHOLD = "64MB"
 """DuckDB's automatic checkpoint threshold (default 16MB); measured in store_throughput.py."""
 SANDBOX_CONFIG: dict[str, str | bool] = {
@@ -118,6 +120,10 @@ class DuckDBStore:
         self._new_id = new_id
         self._closed = False
         self._close_lock = threading.Lock()
+        # Cursors in use by reads: the connection cannot close under them (DuckDB refuses with
+        # ResourceInUseException), so close() waits for them, interrupting the slow ones.
+        self._readers: set[duckdb.DuckDBPyConnection] = set()
+        self._readers_done = threading.Condition()
         self._hub = SubscriptionHub()
         self._writer: GroupCommitWriter | None = None
         if not read_only:
@@ -211,7 +217,22 @@ class DuckDBStore:
         if self._writer is not None:
             self._writer.close()
         self._hub.close_all()
-        self._con.close()
+        self._wait_for_readers()
+        try:
+            self._con.close()
+        except duckdb.Error as exc:  # a read began and would not end: the process exits anyway
+            logger.warning("closing the agh_nb store %s: %s", self.path, _first_line(exc))
+
+    def _wait_for_readers(self) -> None:
+        """Let the reads under way end (new ones are refused); interrupt those still running
+        after ``READ_DRAIN_TIMEOUT``, and wait as long again."""
+        with self._readers_done:
+            if self._readers_done.wait_for(lambda: not self._readers, READ_DRAIN_TIMEOUT):
+                return
+            for cur in list(self._readers):
+                with contextlib.suppress(duckdb.Error):
+                    cur.interrupt()
+            self._readers_done.wait_for(lambda: not self._readers, READ_DRAIN_TIMEOUT)
 
     async def aclose(self) -> None:
         """Close the store off the event loop (the final commit may take a moment)."""
@@ -369,7 +390,8 @@ class DuckDBStore:
                 ``max_bytes``, or the result cannot be shown as a DataFrame.
             StoreError: the store itself failed.
         """
-        return run_user_query(self._cursor(), query, timeout=timeout, max_bytes=max_bytes)
+        with self._reading() as cur:
+            return run_user_query(cur, query, timeout=timeout, max_bytes=max_bytes)
 
     @contextlib.contextmanager
     def read_snapshot(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -379,38 +401,51 @@ class DuckDBStore:
         Raises:
             StoreError: the store is closed, or the transaction cannot begin.
         """
-        cur = self._cursor()
-        try:
+        with self._reading() as cur:
             try:
                 cur.execute("BEGIN TRANSACTION READ ONLY")
             except duckdb.Error as exc:
                 raise StoreError(f"cannot read the agh_nb store: {_first_line(exc)}") from exc
+            try:
+                yield cur
+            finally:
+                with contextlib.suppress(duckdb.Error):
+                    cur.execute("ROLLBACK")
+
+    def _fetch(self, sql: str, params: list[Any], *, one: bool = False) -> list[Any]:
+        with self._reading() as cur:
+            try:
+                result = cur.execute(sql, params)
+                if one:
+                    row = result.fetchone()
+                    return [row] if row is not None else []
+                return result.fetchall()
+            except duckdb.Error as exc:
+                raise StoreError(f"cannot read the agh_nb store: {_first_line(exc)}") from exc
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A fresh cursor for one read, closed at the end; ``close`` waits for it.
+
+        Raises:
+            StoreError: the store is closed (or closing), or no cursor can be opened.
+        """
+        with self._readers_done:
+            if self._closed:
+                raise StoreError("the store is closed", path=str(self.path))
+            try:
+                cur = self._con.cursor()
+            except duckdb.Error as exc:
+                raise StoreError(f"cannot read the agh_nb store: {_first_line(exc)}") from exc
+            self._readers.add(cur)
+        try:
             yield cur
         finally:
             with contextlib.suppress(duckdb.Error):
-                cur.execute("ROLLBACK")
-            cur.close()
-
-    def _fetch(self, sql: str, params: list[Any], *, one: bool = False) -> list[Any]:
-        cur = self._cursor()
-        try:
-            result = cur.execute(sql, params)
-            if one:
-                row = result.fetchone()
-                return [row] if row is not None else []
-            return result.fetchall()
-        except duckdb.Error as exc:
-            raise StoreError(f"cannot read the agh_nb store: {_first_line(exc)}") from exc
-        finally:
-            cur.close()
-
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
-        if self._closed:
-            raise StoreError("the store is closed", path=str(self.path))
-        try:
-            return self._con.cursor()
-        except duckdb.Error as exc:
-            raise StoreError(f"cannot read the agh_nb store: {_first_line(exc)}") from exc
+                cur.close()
+            with self._readers_done:
+                self._readers.discard(cur)
+                self._readers_done.notify_all()
 
     # -- subscriptions -----------------------------------------------------------------------
 

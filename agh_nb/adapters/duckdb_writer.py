@@ -182,6 +182,10 @@ class GroupCommitWriter:
         self._last_commit = 0.0  # monotonic time the last commit began
         self._thread = threading.Thread(target=self._run, name="agh-nb-store-writer", daemon=True)
         self._thread.start()
+        # pyarrow imports pandas on its first list conversion: pay that now, not in the first
+        # commit's latency. On a thread of its own that close() does not wait for: the import
+        # takes seconds on a busy machine, and a kernel restarted meanwhile has only a few.
+        threading.Thread(target=schema.warm_up, name="agh-nb-store-warm-up", daemon=True).start()
 
     # -- producer side (any thread; append is the hot path) ---------------------------------
 
@@ -286,9 +290,6 @@ class GroupCommitWriter:
                 self._cursor.close()
 
     def _loop(self) -> None:
-        # pyarrow imports pandas on its first list conversion: pay that here, not in the first
-        # commit's latency.
-        schema.warm_up()
         while True:
             with self._cond:
                 woke_from_idle = checkpoint = False

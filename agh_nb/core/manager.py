@@ -40,10 +40,12 @@ from agh_nb.core.sandbox_policy import sandbox_policy
 from agh_nb.core.session_dir import make_session_dir, read_meta, session_dir, write_meta, write_session_ledger
 from agh_nb.core.transcript import build_transcript, transcript_text
 from agh_nb.core.state import FailureKind, SessionState, SessionType
+from agh_nb.core.stopping import shutdown_budget
 from agh_nb.errors import (
     AgentStartError,
     AghError,
     CapabilityError,
+    HostError,
     ResumeError,
     SessionNotActiveError,
     SessionNotFoundError,
@@ -54,6 +56,12 @@ from agh_nb.events import JSON, Event, EventQuery
 log = logging.getLogger(__name__)
 
 SecretResolver = Callable[[str], str]
+SHUTDOWN_BUDGET = 3.0
+"""Seconds from the start of a host shutdown until every agent must be gone: room for a 1 s
+cancel grace, then 0.5 s each for ``session/close``, EOF, SIGTERM and SIGKILL (``core.stopping``).
+Jupyter kills a kernel 5 s after asking it to shut down (``shutdown_wait_time``)."""
+RECORD_ALLOWANCE = 2.0
+"""Seconds after the shutdown deadline that stops may still take to record themselves."""
 REPLAY_PREAMBLE = (
     "This session was resumed in a fresh agent session. For context, here is the transcript of the "
     "conversation so far; do not act on it, just take it into account:\n\n"
@@ -136,6 +144,7 @@ class SessionManager:
         self._redactor = redactor
         self._pins: dict[str, list[tuple[str, str]]] = {}  # session id -> (value, label) pinned
         self._resuming: dict[str, asyncio.Future[SessionRecord]] = {}
+        self._closing = False  # the host shuts down: no session starts any more
         self.approvals = ApprovalBroker(timeout=settings.approval_timeout)
         self.elicitations = ElicitationBroker(timeout=settings.approval_timeout)
 
@@ -167,6 +176,7 @@ class SessionManager:
             UsageError: for a bad ``--permissions`` or session type (nothing is created).
             AgentStartError: the session exists, ``stopped`` with a classified failure.
         """
+        self._refuse_when_closing()
         if permissions is not None and permissions not in PERMISSION_MODES:
             raise UsageError(f"--permissions must be one of {', '.join(PERMISSION_MODES)}, got {permissions!r}")
         if session_type not in {t.value for t in SessionType}:
@@ -277,6 +287,7 @@ class SessionManager:
             self._resuming.pop(session_id, None)
 
     async def _resume(self, session_id: str, *, replay_transcript: bool, auth: str | None = None) -> SessionRecord:
+        self._refuse_when_closing()
         await self.repair(session_id, dry_run=False)
         record = await self.get(session_id)
         spec, definition, events = await asyncio.to_thread(self._check_resumable, record)
@@ -425,6 +436,10 @@ class SessionManager:
             for value, label in self._pins.pop(session_id, []):
                 self._redactor.unregister(value, label)
 
+    def _refuse_when_closing(self) -> None:
+        if self._closing:
+            raise HostError("the agh_nb host is shutting down: no session starts any more")
+
     def _track(self, record: SessionRecord) -> LiveSession:
         live = LiveSession(
             record,
@@ -462,15 +477,49 @@ class SessionManager:
             return await self.get(session_id)
         return await live.stop(StopCause(CauseKind.USER, detail=detail))
 
-    async def stop_all(self, *, detail: str) -> None:
-        """Stop every live session (host shutdown)."""
+    async def stop_all(
+        self, *, detail: str, budget: float = SHUTDOWN_BUDGET, allowance: float = RECORD_ALLOWANCE
+    ) -> list[str]:
+        """Stop every live session at once (host shutdown); return the ids left unstopped.
+
+        No new session starts from here on. Every agent first stops being recorded (what it
+        still streams is read and dropped), then all stops run in parallel with one shared
+        deadline, ``budget`` seconds away, by which every agent must be gone: a short cancel
+        grace, ``session/close`` or EOF, then SIGTERM and SIGKILL of its process group (see
+        ``shutdown_budget``). Each is then recorded ``stopped`` as usual. A stop still running
+        ``allowance`` seconds after the deadline is given up: the agent is killed and the
+        session left for the next host start to repair, with a ``timeout`` failure saying so.
+        Returns once no stop task of this host runs.
+        """
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        cause = StopCause(CauseKind.USER, detail=detail)
         sessions = list(self._live.values())
-        results = await asyncio.gather(
-            *(s.stop(StopCause(CauseKind.USER, detail=detail)) for s in sessions), return_exceptions=True
-        )
-        for session, result in zip(sessions, results):
-            if isinstance(result, BaseException):
-                log.error("stopping session %s at shutdown failed: %r", session.session_id, result)
+        for session in sessions:
+            session.quiesce()
+        for session in sessions:
+            session.begin_stop(cause, shutdown_budget(deadline))
+        tasks = {task: s for s in sessions if (task := s.stop_task) is not None}
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(0.0, deadline + allowance - loop.time()))
+        unstopped: list[str] = []
+        late = [s for task, s in tasks.items() if not task.done()]
+        if late:
+            why = f"the host shut down and its {budget:g}s budget (+{allowance:g}s to record) ran out"
+            await asyncio.gather(*(s.abandon_stop(why) for s in late), return_exceptions=True)
+        for task, session in tasks.items():
+            failed = task.exception() if task.done() and not task.cancelled() else None
+            if failed is not None:
+                log.error("stopping session %s at shutdown failed: %r", session.session_id, failed)
+            if session.record.state is not SessionState.STOPPED:
+                unstopped.append(session.session_id)
+        if unstopped:
+            log.warning(
+                "%d session(s) could not be stopped in time; the next host start repairs them: %s",
+                len(unstopped), ", ".join(unstopped),
+            )
+        return unstopped
 
     async def approve(self, session_id: str, request_id: str, decision: str) -> dict[str, object]:
         """Decide a pending permission request of a session (from any surface)."""

@@ -136,6 +136,9 @@ class ExitInfo:
     returncode: int | None
     signal: int | None
     stderr_tail: str = ""
+    running: bool = False
+    """True when the close gave up on the process: it had not exited even after SIGKILL (the
+    process book still names it, so crash repair ends it later)."""
 
 
 class DriverFailure(AghError):
@@ -242,9 +245,19 @@ class AgentDriver(Protocol):
     async def cancel(self, acp_session_id: str) -> None:
         """Send ``session/cancel`` (a notification; returns at once)."""
 
+    def quiesce(self) -> None:
+        """Stop recording the agent's ``session/update`` notifications (host shutdown): they are
+        read and dropped, so the answers a stop waits for are not queued behind them."""
+
+    @property
+    def discarded_updates(self) -> int:
+        """How many ``session/update`` notifications were dropped since ``quiesce``."""
+
     async def close(self, grace: float) -> ExitInfo:
         """Close the agent's sessions (``session/close`` where advertised), close stdin, wait
-        ``grace``, terminate, then kill; idempotent."""
+        ``grace``, terminate the process group, wait ``grace``, kill it, wait ``grace``; kill
+        what is left of the group; idempotent. Bounded: never waits much more than 5 x ``grace``
+        (+ ``session/close``), and says ``running`` when the process outlived it."""
 
 
 DriverFactory = Callable[[], AgentDriver]

@@ -30,6 +30,11 @@ REPAIR_RUNTIME: JSON = {"repair": True}
 """The ``runtime`` marker carried by every event repair appends."""
 
 _REPAIRABLE_REASONS = frozenset({StopReason.AGENT_CRASHED, StopReason.ERROR})
+TURN_PLAN_TYPES: tuple[str, ...] = tuple(
+    t.value for t in (EventType.TOOL_CALL, EventType.PERMISSION, EventType.TOOL_RESULT, EventType.DONE, EventType.ERROR)
+)
+"""The only event types ``plan_interrupted_tool_results`` and ``plan_turn_end_tool_results`` read:
+a caller may fetch just these (a streaming turn's thousands of chunks are not needed)."""
 _DETAIL_LIMIT = 500
 
 # Stale state -> (stop reason, failure kind, detail); the detail doubles as the failure summary.
@@ -103,7 +108,9 @@ def plan_crash_repair(record: SessionRecord, now: datetime) -> RecordRepair | No
 
     Stale ``active`` -> ``agent_crashed``, failure ``process_exit``, "daemon crashed while session
     active"; stale ``stopping`` -> the same with "stop did not complete"; stale ``starting`` ->
-    ``error``, ``startup_failure``, "start did not complete". The detail is also the failure summary.
+    ``error``, ``startup_failure``, "start did not complete". The detail is also the failure summary,
+    except where the host recorded why its stop could not complete (a ``stopping`` record with a
+    failure, left by a shutdown that ran out of time): that failure is kept.
 
     Args:
         record: the stored record.
@@ -116,12 +123,15 @@ def plan_crash_repair(record: SessionRecord, now: datetime) -> RecordRepair | No
     if outcome is None:
         return None
     reason, kind, detail = outcome
+    failure = Failure(kind=kind, summary=detail)
+    if record.state is SessionState.STOPPING and record.failure is not None:
+        failure = record.failure
     return RecordRepair(
         session_id=record.id,
         from_state=record.state,
         stop_reason=reason,
         stop_detail=detail,
-        failure=Failure(kind=kind, summary=detail),
+        failure=failure,
         updated_at=now,
     )
 

@@ -39,7 +39,7 @@ from agh_nb.core.session_dir import session_dir, write_meta
 from agh_nb.core.redaction import StreamView
 from agh_nb.core.state import FailureKind, SessionState, transition
 from agh_nb.core.stream_redaction import StreamRedaction
-from agh_nb.core.stopping import STOP_GRACE as STOP_GRACE, StopPath
+from agh_nb.core.stopping import STOP_GRACE as STOP_GRACE, StopBudget, StopPath
 from agh_nb.core.tasks import TaskOwner
 from agh_nb.core.turn import Turn as Turn, TurnResult as TurnResult, storable_usage
 from agh_nb.core.turns import TurnRunner
@@ -47,6 +47,9 @@ from agh_nb.errors import AgentStartError, CapabilityError, SessionNotActiveErro
 from agh_nb.events import JSON, EventDraft, EventType
 
 log = logging.getLogger(__name__)
+
+ABANDON_WAIT = 1.0
+"""Seconds each step of giving up on a stop (host shutdown, out of time) may take."""
 
 STATE_EVENTS = frozenset({EventType.MODE_CHANGED, EventType.CONFIG_CHANGED, EventType.COMMANDS_AVAILABLE})
 """Updates about the session's state, not its conversation: kept (and recorded) even while
@@ -256,9 +259,49 @@ class LiveSession:
         self.begin_stop(cause or StopCause(CauseKind.USER))
         return await self._stop.wait()
 
-    def begin_stop(self, cause: StopCause) -> None:
-        """Start the stop path in the background if it has not started yet."""
-        self._stop.begin(cause)
+    def begin_stop(self, cause: StopCause, budget: StopBudget | None = None) -> None:
+        """Start the stop path in the background if it has not started yet (``budget``: how long
+        its steps may wait, see ``StopBudget``)."""
+        self._stop.begin(cause, budget)
+
+    @property
+    def stop_task(self) -> asyncio.Task[SessionRecord] | None:
+        """The stop path's task, once begun."""
+        return self._stop.task
+
+    def quiesce(self) -> None:
+        """Host shutdown: stop recording what the agent streams (see ``AgentDriver.quiesce``)."""
+        self._driver.quiesce()
+
+    async def abandon_stop(self, why: str) -> SessionRecord:
+        """Host shutdown, out of time: end a stop path that did not finish, kill the agent and
+        leave the session for repair at the next start, with a classified failure.
+
+        A session already recorded ``stopped`` stays so (only its ledger, or the rest of its
+        clean-up, was cut short).
+        """
+        task = self._stop.task
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + ABANDON_WAIT
+        while task is not None and not task.done() and loop.time() < give_up_at:
+            # Repeated: Python 3.11's wait_for drops a cancellation that lands as its inner call
+            # completes, and the stop path is made of those.
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.05)
+        if self._record.state is not SessionState.STOPPED:
+            if self._record.state is SessionState.ACTIVE:  # cancelled before its first step
+                self.move(SessionState.STOPPING)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._driver.close(grace=ABANDON_WAIT / 4), timeout=ABANDON_WAIT)
+            self._update(failure=self._stop.unfinished_failure(why), last_presence_at=self._clock.now())
+            try:
+                await asyncio.wait_for(self._save(), timeout=ABANDON_WAIT)
+            except Exception as exc:  # the stale record is repaired at the next start anyway
+                log.warning("recording the unfinished stop of %s failed: %r", self.session_id, exc)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.end_background(), timeout=ABANDON_WAIT)
+        self._on_stopped(self)
+        return self._record
 
     def stop_started(self) -> bool:
         """True while the stop path runs (a failed turn is then resolved by it)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from dataclasses import dataclass
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -21,18 +22,52 @@ from agh_nb.core.approvals import ApprovalBroker
 from agh_nb.core.classify import CauseKind, StopCause, classify, exit_summary
 from agh_nb.core.crash_bundle import write_crash_bundle
 from agh_nb.core.ports import AgentDriver, EventStore, ExitInfo
-from agh_nb.core.record import Failure, SessionRecord
+from agh_nb.core.record import Failure, SessionRecord, bound_summary
 from agh_nb.core.repair import plan_transcript_repair
 from agh_nb.core.session_dir import write_session_ledger
-from agh_nb.core.state import SessionState, StopReason
+from agh_nb.core.state import FailureKind, SessionState, StopReason
 from agh_nb.core.turns import TurnRunner
-from agh_nb.events import EventDraft, EventQuery, EventType
+from agh_nb.events import JSON, EventDraft, EventQuery, EventType
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 5.0
 """Seconds the running turn gets to end after ``session/cancel``; the agent then gets half of it
 to exit after its stdin closes, and again after SIGTERM."""
+SHUTDOWN_CANCEL_GRACE = 1.0
+"""At host shutdown: seconds the running turn gets to end after ``session/cancel``."""
+SHUTDOWN_EXIT_GRACE = 0.5
+"""At host shutdown: seconds the agent gets to exit after its stdin closes, again after SIGTERM
+of its process group, and again after SIGKILL (claude and codex ignore EOF: escalate soon)."""
+
+
+@dataclass(frozen=True)
+class StopBudget:
+    """How long the steps of one stop may wait.
+
+    Attributes:
+        cancel: seconds the running turn gets to end after ``session/cancel``.
+        exit: seconds the agent gets to exit after EOF, after SIGTERM and after SIGKILL.
+        deadline: the loop time (``loop.time()``) by which the agent should be gone, shared by
+            every stop of a host shutdown: a stop that gets there late cuts its cancel wait
+            short so the escalation still fits. None: no deadline (a user stop).
+    """
+
+    cancel: float = STOP_GRACE
+    exit: float = STOP_GRACE / 2
+    deadline: float | None = None
+
+    def cancel_wait(self, now: float) -> float:
+        """How long the running turn may still take, at loop time ``now``."""
+        if self.deadline is None:
+            return self.cancel
+        # Keep room for the agent's exit: EOF, SIGTERM and SIGKILL waits.
+        return max(0.0, min(self.cancel, self.deadline - now - 3 * self.exit))
+
+
+def shutdown_budget(deadline: float) -> StopBudget:
+    """The budget of every stop of a host shutdown that must be over by ``deadline``."""
+    return StopBudget(cancel=SHUTDOWN_CANCEL_GRACE, exit=SHUTDOWN_EXIT_GRACE, deadline=deadline)
 
 _REPAIRABLE = frozenset({StopReason.AGENT_CRASHED, StopReason.ERROR})
 """Stop reasons after which the transcript is closed (dangling tool calls, unfinished turns)."""
@@ -79,7 +114,8 @@ class StopPath:
         approvals: the host's broker (the session's pending requests are cancelled).
         home: ``$AGH_HOME`` (crash bundles, the ledger).
         redact: scrubs secrets from failure text.
-        grace: seconds for the running turn, then for the agent's exit (see ``STOP_GRACE``).
+        grace: seconds for the running turn, then half of it for each step of the agent's exit
+            (see ``STOP_GRACE``); a host shutdown passes its own ``StopBudget`` to ``begin``.
     """
 
     def __init__(
@@ -101,8 +137,11 @@ class StopPath:
         self._approvals = approvals
         self._home = home
         self._redact = redact
-        self._grace = grace
+        self._budget = StopBudget(cancel=grace, exit=grace / 2)
         self._task: asyncio.Task[SessionRecord] | None = None
+        self.step = "not begun"
+        """Where the stop is (named in the failure of a stop that could not finish in time)."""
+        self._began = 0.0
 
     @property
     def started(self) -> bool:
@@ -114,9 +153,17 @@ class StopPath:
         """True while the stop path runs (begun, not finished)."""
         return self._task is not None and not self._task.done()
 
-    def begin(self, cause: StopCause) -> None:
-        """Start the stop path in the background if it has not started yet."""
+    @property
+    def task(self) -> asyncio.Task[SessionRecord] | None:
+        """The stop path's task, once begun."""
+        return self._task
+
+    def begin(self, cause: StopCause, budget: StopBudget | None = None) -> None:
+        """Start the stop path in the background if it has not started yet (``budget``: how long
+        its steps may wait; the session's own grace by default)."""
         if self._task is None and self._host.record.state is not SessionState.STOPPED:
+            if budget is not None:
+                self._budget = budget
             self._task = asyncio.get_running_loop().create_task(
                 self._run(cause), name=f"stop[{self._host.session_id}]"
             )
@@ -137,17 +184,32 @@ class StopPath:
 
     async def _settle(self, cause: StopCause) -> SessionRecord:
         host = self._host
+        budget = self._budget
+        loop = asyncio.get_running_loop()
         # A session that never became active has nothing to drain: starting -> stopped at the end.
         if host.record.state is not SessionState.STARTING:
             host.move(SessionState.STOPPING)
+        # The cancel goes first: a busy agent keeps the loop (and the writer) busy until it
+        # stops streaming, and every step below waits on them.
+        self._at("cancelling the turn")
+        running = await self._turns.cancel_for_stop()
+        turn_ends_by = loop.time() + budget.cancel_wait(loop.time())  # the grace runs from the cancel
+        self._at("ending the heartbeat")
         await host.end_heartbeat()
-        if host.record.state is SessionState.STOPPING:
+        if host.record.state is SessionState.STOPPING and budget.deadline is None:
+            # Not at host shutdown: there, every write waits behind the others' (one writer,
+            # one thread pool), and a host dying meanwhile leaves 'active' to repair just the same.
             await host.save()
         await self._turns.drop_queue("session stopped before the turn ran")
         await self._approvals.cancel_session(host.session_id)
-        running = await self._turns.wind_down(self._grace)
-        exit_info = await self._driver.close(grace=self._grace / 2)
+        self._at("waiting for the turn to end")
+        await self._turns.wait_for_end(running, max(0.0, turn_ends_by - loop.time()))
+        self._at("closing the agent")
+        exit_info = await self._driver.close(grace=budget.exit)
         await self._turns.stop_worker()
+        if exit_info.running:
+            return await self._leave_stopping(exit_info)
+        self._at("recording the stop")
         if cause.kind is CauseKind.USER and self._turns.cancel_failure is not None:
             cause = self._turns.cancel_failure  # the stop's own session/cancel failed: a failed stop
         if cause.kind is CauseKind.AGENT_EXIT and not cause.summary:
@@ -177,6 +239,10 @@ class StopPath:
                 host.append_event(draft)
         host.flush_all_streams()  # text held back from a stream (redaction) is stored before the end
         exit_json = {"pid": exit_info.pid, "returncode": exit_info.returncode, "signal": exit_info.signal}
+        runtime: JSON = {"stop_detail": verdict.stop_detail, "exit": exit_json}
+        if self._driver.discarded_updates:
+            # Host shutdown: what the agent streamed after the stop began was read, not stored.
+            runtime["discarded_updates"] = self._driver.discarded_updates
         await host.append_event_durable(
             EventDraft(
                 EventType.SESSION_STOPPED,
@@ -184,7 +250,7 @@ class StopPath:
                 {
                     "stop_reason": verdict.stop_reason.value,
                     "failure": failure.to_dict() if failure else None,
-                    "runtime": {"stop_detail": verdict.stop_detail, "exit": exit_json},
+                    "runtime": runtime,
                 },
                 host.now(),
             ),
@@ -192,12 +258,47 @@ class StopPath:
         host.move(SessionState.STOPPED)
         await host.save()
         await host.end_background()
-        try:
-            await asyncio.to_thread(write_session_ledger, self._home, host.record, self._store)
-        except OSError as exc:  # the session is stopped either way; the ledger can be rebuilt
-            log.error("writing the ledger of %s failed: %s", host.session_id, exc)
+        if budget.deadline is not None and loop.time() >= budget.deadline:
+            # Host shutdown, out of time: a ledger costs time in proportion to the session's
+            # events, and the other sessions still have to be recorded. It is rewritten whole
+            # at the session's next stop.
+            log.info("the ledger of %s is left to its next stop: the host shutdown is out of time", host.session_id)
+        else:
+            self._at("writing the ledger")
+            try:
+                await asyncio.to_thread(write_session_ledger, self._home, host.record, self._store)
+            except OSError as exc:  # the session is stopped either way; the ledger can be rebuilt
+                log.error("writing the ledger of %s failed: %s", host.session_id, exc)
+        self._at("stopped")
         host.stopped()
         return host.record
+
+    async def _leave_stopping(self, exit_info: ExitInfo) -> SessionRecord:
+        """The agent outlived SIGKILL: the session stays ``stopping`` with a classified failure
+        (no ``session_stopped``), so the next host start, or a resume, repairs it and ends the
+        process its book still names."""
+        host = self._host
+        failure = self.unfinished_failure(
+            f"agent {host.record.agent_name!r} (pid {exit_info.pid}) was still running after SIGKILL"
+        )
+        host.update(failure=failure, last_presence_at=host.now())
+        await host.save()
+        await host.end_background()
+        self._at("left stopping")
+        host.stopped()
+        return host.record
+
+    def _at(self, step: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if self.step == "not begun":
+            self._began = now
+        self.step = step
+        log.debug("stop of %s: %s (+%.3fs)", self._host.session_id, step, now - self._began)
+
+    def unfinished_failure(self, why: str) -> Failure:
+        """The failure of a stop that could not finish: ``timeout``, naming why and its step."""
+        summary = f"the stop did not complete ({why}; step: {self.step}); the next host start repairs the session"
+        return Failure(kind=FailureKind.TIMEOUT, summary=bound_summary(self._redact(summary)))
 
     def _write_crash_bundle(self, failure: Failure, exit_info: ExitInfo, error_text: str) -> Path | None:
         host = self._host

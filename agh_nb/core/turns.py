@@ -23,7 +23,7 @@ from agh_nb.core.classify import CauseKind, StopCause, turn_failure_cause, unexp
 from agh_nb.core.clock import IdGenerator, SystemClock
 from agh_nb.core.ports import AgentDriver, DriverFailure, EventStore, TurnOutcome
 from agh_nb.core.record import SessionRecord
-from agh_nb.core.repair import plan_interrupted_tool_results, plan_turn_end_tool_results
+from agh_nb.core.repair import TURN_PLAN_TYPES, plan_interrupted_tool_results, plan_turn_end_tool_results
 from agh_nb.core.state import FailureKind, SessionState
 from agh_nb.core.supervisor import SupervisedSession, supervise_turn
 from agh_nb.core.tasks import TaskOwner
@@ -330,7 +330,8 @@ class TurnRunner:
 
     async def _turn_events(self, turn_id: str) -> Sequence[Event]:
         await self._store.flush()
-        return await asyncio.to_thread(self._store.query_events, self._host.session_id, EventQuery(turn_id=turn_id))
+        query = EventQuery(turn_id=turn_id, types=TURN_PLAN_TYPES)  # not the turn's stream of chunks
+        return await asyncio.to_thread(self._store.query_events, self._host.session_id, query)
 
     async def close_dangling(self, turn_id: str) -> None:
         """Append an interrupted ``tool_result`` for every tool call of ``turn_id`` still open."""
@@ -419,23 +420,27 @@ class TurnRunner:
             await self.finish(turn, "cancelled", error=error)
         self._queue.clear()
 
-    async def wind_down(self, grace: float) -> Turn | None:
-        """Cancel the running turn and wait up to ``grace`` seconds for it to end; return it.
+    async def cancel_for_stop(self) -> Turn | None:
+        """Send ``session/cancel`` for the running turn (the stop began); return that turn."""
+        running = self._current
+        if running is not None:
+            await self.send_cancel(running)
+        return running
+
+    async def wait_for_end(self, running: Turn | None, grace: float) -> None:
+        """Wait up to ``grace`` seconds for ``running`` (cancelled by ``cancel_for_stop``) to end.
 
         Whichever comes first: the turn ends (the agent honoured the cancel), or a failing turn
         has recorded its end and waits for the stop to resolve it.
         """
-        running = self._current
         if running is None:
-            return None
-        await self.send_cancel(running)
+            return
         closed: asyncio.Future[Any] = asyncio.ensure_future(self._turn_closed.wait())
         waiters: set[asyncio.Future[Any]] = {running.future, closed}
         try:
             await asyncio.wait(waiters, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
         finally:
             closed.cancel()
-        return running
 
     async def stop_worker(self) -> None:
         """End the worker task (no turn runs after this), and an orphan prompt request's wait."""

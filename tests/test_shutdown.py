@@ -1,0 +1,55 @@
+"""Host shutdown when a stop cannot finish in time: recorded as such, and repaired alone.
+
+``stop_all`` gives every stop one shared deadline; a stop still running when it (and the time
+allowed to record) has passed is given up: its agent is killed, its session stays ``stopping``
+with a ``timeout`` failure naming the step, and the next host start repairs that session only.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from agh_nb.core.leftovers import tagged_pids
+from agh_nb.events import EventQuery
+from agh_nb.runtime import Runtime
+from tests.conftest import wait_until, write_agent
+
+STUBBORN = [sys.executable, "-m", "agh_nb.agents.demo", "--fast", "--ignore-eof", "--on-cancel", "ignore"]
+
+
+@pytest.mark.timeout(120)
+def test_a_stop_that_cannot_finish_in_time_is_recorded_and_repaired_alone(agh_home: Path, workspace: Path) -> None:
+    write_agent(agh_home, "stubborn", STUBBORN)
+    runtime = Runtime.start(home=agh_home)
+    manager = runtime.manager
+    try:
+        calm = runtime.call(lambda: manager.create(agent_name="demo-fast", cwd=str(workspace)))
+        runtime.call(lambda: manager.stop(calm.id))  # stopped cleanly before the shutdown
+        stuck = runtime.call(lambda: manager.create(agent_name="stubborn", cwd=str(workspace)))
+        runtime.call(lambda: manager.prompt(stuck.id, "firehose 1000000000"))
+        wait_until(lambda: runtime.store.query_events(stuck.id, EventQuery(types=("agent_message",), limit=1)))
+        pids = tagged_pids(stuck.id)
+        assert pids
+        # No time at all: the stop is given up at once.
+        unstopped = runtime.call(lambda: manager.stop_all(detail="host shutting down", budget=0.0, allowance=0.0))
+        assert unstopped == [stuck.id]
+        assert not tagged_pids(stuck.id), "the agent of a stop given up is killed all the same"
+    finally:
+        runtime.close()
+
+    reopened = Runtime.start(home=agh_home)  # the next host: its crash repair settles the session
+    try:
+        record = reopened.store.get_session(stuck.id)
+        assert record is not None and record.state.value == "stopped"
+        assert record.stop_detail == "stop did not complete"
+        assert record.failure is not None and record.failure.kind.value == "timeout", record.failure
+        assert "did not complete" in record.failure.summary and "budget" in record.failure.summary
+        events = reopened.store.query_events(stuck.id, EventQuery())
+        assert events[-1].type == "session_stopped" and events[-1].content["runtime"].get("repair") is True
+        calm_events = reopened.store.query_events(calm.id, EventQuery())
+        assert [e.type for e in calm_events].count("session_stopped") == 1, "the clean session is not repaired"
+    finally:
+        reopened.close()
