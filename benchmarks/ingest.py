@@ -27,7 +27,7 @@ answering ``firehose N`` (N ``agent_message_chunk`` updates, each stamped with `
    the pipeline keeps up. (In the firehose the agent outruns every consumer, the ceiling
    included, so its latencies measure how long the backlog is, bounded by the pipe and our read
    buffer; they are printed too.)
-6. slow subscriber: legs 1 and 5 again with a second subscriber that sleeps
+6. slow subscriber: legs 1 (in every round) and 5 again with a second subscriber that sleeps
    ``SLOW_SUBSCRIBER_SECONDS`` (50 ms) on every batch it is handed: the probe's rate and p99 show
    whether commits (and other subscribers) wait for it; it must still get every event, in order.
 7. ratios agh_nb/ceiling and kernel/ceiling (target >= 0.9), agh_nb/SQLite (target >= 5x), paced
@@ -925,6 +925,7 @@ def main() -> int:
     sqlites: list[dict[str, Any]] = []
     drivers: list[dict[str, Any]] = []
     kernels: list[dict[str, Any]] = []
+    slow_fires: list[dict[str, Any]] = []
     for round_ in range(args.repeat):
         tag = f" #{round_ + 1}" if args.repeat > 1 else ""
         ceilings.append(run_ceiling(n))
@@ -934,6 +935,9 @@ def main() -> int:
             print_driver(drivers[-1], "driver" + tag)
         aghs.append(run_agh(n))
         print_agh(aghs[-1], "agh_nb" + tag)
+        if not args.no_slow:
+            slow_fires.append(run_agh(n, slow_subscriber=SLOW_SUBSCRIBER_SECONDS))
+            print_slow(slow_fires[-1], "slow sub" + tag)
         sqlites.append(run_sqlite(sqlite_n))
         print_sqlite(sqlites[-1], "sqlite" + tag)
         if not args.no_kernel:
@@ -942,10 +946,9 @@ def main() -> int:
     paced_n = max(1, int(PACED_RATE * PACED_SECONDS * (0.2 if args.quick else 1.0)))
     paced = run_agh(paced_n, rate=PACED_RATE)
     print_agh(paced, f"paced {PACED_RATE:g}/s")
-    slow_fire = slow_paced = None
+    slow_fire = best(slow_fires) if slow_fires else None
+    slow_paced = None
     if not args.no_slow:
-        slow_fire = run_agh(n, slow_subscriber=SLOW_SUBSCRIBER_SECONDS)
-        print_slow(slow_fire, "slow sub")
         slow_paced = run_agh(paced_n, rate=PACED_RATE, slow_subscriber=SLOW_SUBSCRIBER_SECONDS)
         print_slow(slow_paced, "slow paced")
     ceiling, agh, sqlite = best(ceilings), best(aghs), best(sqlites)
@@ -964,7 +967,7 @@ def main() -> int:
         "correct": all(r["in_order"] and r["gapless"] and r["delivered"] == n for r in aghs)
         and paced["in_order"] and paced["gapless"] and paced["delivered"] == paced_n
         and all(r["stored"] == n for r in kernels)
-        and all(r["in_order"] and r["gapless"] and r["slow"]["complete"] for r in (slow_fire, slow_paced) if r),
+        and all(r["in_order"] and r["gapless"] and r["slow"]["complete"] for r in [*slow_fires, slow_paced] if r),
     }
     print(f"agh_nb / ceiling = {r_ceiling:5.2f}   (target >= {TARGET_CEILING_RATIO})     {verdict(checks['ceiling_ratio'])}")
     print(f"agh_nb / SQLite  = {r_sqlite:5.1f}x  (target >= {TARGET_SQLITE_RATIO:g}x)      {verdict(checks['sqlite_ratio'])}")
@@ -979,7 +982,7 @@ def main() -> int:
     if slow_fire is not None and slow_paced is not None:
         r_slow = slow_fire["events_per_s"] / agh["events_per_s"]
         checks["slow_subscriber"] = r_slow >= TARGET_CEILING_RATIO and slow_paced["p99_ms"] < TARGET_P99_MS
-        print(f"slow subscriber  = {r_slow:5.2f}   of the agh_nb rate, paced p99 {slow_paced['p99_ms']:.1f} ms"
+        print(f"slow subscriber  = {r_slow:5.2f}   of the agh_nb rate (best of each), paced p99 {slow_paced['p99_ms']:.1f} ms"
               f" (targets >= {TARGET_CEILING_RATIO}, < {TARGET_P99_MS:g} ms)  {verdict(checks['slow_subscriber'])}"
               "   commits do not wait for a subscriber")
     if not checks["correct"]:
@@ -1059,6 +1062,7 @@ def main() -> int:
         figures["ratio_slow_agh"] = round(slow_fire["events_per_s"] / agh["events_per_s"], 3)
         figures["slow_paced_p99_ms"] = round(slow_paced["p99_ms"], 2)
         figures["slow_lag_s"] = round(slow_fire["slow"]["lag_s"], 3)
+        figures["all_runs_events_per_s"]["slow"] = [round(r["events_per_s"], 1) for r in slow_fires]
         figures["slow_cpu_s"] = _round_all(slow_fire["cpu"])
         figures["pass_slow_subscriber"] = checks["slow_subscriber"]
     if drivers:
