@@ -338,6 +338,7 @@ COMPONENTS = (
     ("site-packages/duckdb", "duckdb python glue"),
     ("site-packages/pyarrow", "pyarrow python glue"),
     ("asyncio/", "asyncio (loop, streams, tasks)"),
+    ("/selectors.py", "idle (the loop's epoll wait)"),
     ("uuid", "uuid"),
     ("threading", "threading"),
 )
