@@ -193,7 +193,7 @@ def build_content(
     """
     content: JSON = {
         "schema": EVENT_SCHEMA,
-        "type": event_type.value if isinstance(event_type, EventType) else str(event_type),
+        "type": event_type._value_ if type(event_type) is EventType else str(event_type),
         "session_id": acp_session_id,
         "turn_id": turn_id,
         "timestamp": format_timestamp(timestamp),

@@ -1,6 +1,7 @@
 """End-to-end ingest: a real ACP agent firehose into agh_nb, next to a bare SDK client and SQLite.
 
-Run: ``python benchmarks/ingest.py [--n 50000] [--quick] [--sqlite-n N] [--repeat K] [--profile] [--with-secret]``
+Run: ``python benchmarks/ingest.py [--n 50000] [--quick] [--sqlite-n N] [--repeat K] [--profile]
+[--with-secret] [--no-driver] [--no-kernel] [--no-slow]``
 
 One run measures, against the built-in demo agent (``python -m agh_nb.agents.demo --fast``)
 answering ``firehose N`` (N ``agent_message_chunk`` updates, each stamped with ``_meta``
@@ -14,17 +15,24 @@ answering ``firehose N`` (N ``agent_message_chunk`` updates, each stamped with `
    and store (group commit + notify) time. Also checks every event arrived once, in order, gapless.
 2. ceiling: a bare ``acp.spawn_agent_process`` client whose ``session_update`` only counts; same
    agent, same prompt, nothing persisted.
-3. SQLite: the bare client again, but each update is mapped exactly as agh_nb maps it (same
-   ``content`` envelope) and written in its own durable SQLite transaction (WAL,
-   ``synchronous=FULL``) with the columns of agh_nb's ``events`` table: per-event durability.
-   It runs on ``--sqlite-n`` updates (default N/10) and reports its rate.
-4. paced: agh_nb again, with the agent sending ``PACED_RATE`` (2,000) updates a second on a fixed
+3. SQLite: the bare client again, but each update is mapped as agh_nb maps it (same ``content``
+   envelope) and written in its own durable SQLite transaction (WAL, ``synchronous=FULL``) with
+   the columns of agh_nb's ``events`` table: per-event durability. It runs on ``--sqlite-n``
+   updates (default N/10) and reports its rate.
+4. kernel: a real ipykernel (jupyter_client) with ``%load_ext agh_nb``; the turn is one cell,
+   ``%agh session prompt ID firehose N --wait``, timed from sending the cell to its reply (the
+   turn's ``done`` is answered only once every event is committed); the stored rows are counted.
+5. paced: agh_nb again, with the agent sending ``PACED_RATE`` (2,000) updates a second on a fixed
    schedule for ``PACED_SECONDS``: the latency from the agent's write to stored-and-visible when
    the pipeline keeps up. (In the firehose the agent outruns every consumer, the ceiling
    included, so its latencies measure how long the backlog is, bounded by the pipe and our read
    buffer; they are printed too.)
-5. ratios agh_nb/ceiling (target >= 0.6), agh_nb/SQLite (target >= 3x), paced p99 < 100 ms, each
-   with PASS/MISS. Informational only: the exit code is 0 whatever the figures.
+6. slow subscriber: legs 1 (in every round) and 5 again with a second subscriber that sleeps
+   ``SLOW_SUBSCRIBER_SECONDS`` (50 ms) on every batch it is handed: the probe's rate and p99 show
+   whether commits (and other subscribers) wait for it; it must still get every event, in order.
+7. ratios agh_nb/ceiling and kernel/ceiling (target >= 0.9), agh_nb/SQLite (target >= 5x), paced
+   p99 < 50 ms, slow subscriber (>= 0.9 of the agh_nb rate, paced p99 < 50 ms), each with
+   PASS/MISS. Informational only: the exit code is 0 whatever the figures.
 
 Diagnostics: a "driver" leg (agh_nb's ``AcpDriver`` with a counting listener, nothing stored;
 ``--no-driver`` skips it) separates the ingest path's cost from the store's; every leg reports
@@ -43,12 +51,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import io
 import json
 import os
 import pstats
+import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -73,9 +84,11 @@ from agh_nb.runtime import Runtime  # noqa: E402
 
 AGENT_PRESET = "demo-fast"
 AGENT_ARGV = (sys.executable, "-m", "agh_nb.agents.demo", "--fast")
-TARGET_CEILING_RATIO = 0.6
-TARGET_SQLITE_RATIO = 3.0
-TARGET_P99_MS = 100.0
+TARGET_CEILING_RATIO = 0.9
+TARGET_SQLITE_RATIO = 5.0
+TARGET_P99_MS = 50.0
+SLOW_SUBSCRIBER_SECONDS = 0.05
+"""What the deliberately slow subscriber takes per batch it is handed (a heavy widget re-render)."""
 PACED_RATE = 2000.0
 """Events/s of the latency leg: far above what a model streams, well below what saturates us."""
 PACED_SECONDS = 5.0
@@ -107,27 +120,46 @@ def process_cpu(pid: int | None) -> float | None:
     return _stat_cpu(f"/proc/{pid}/stat") if pid else None
 
 
-def demo_child_pid() -> int | None:
-    """The pid of our demo agent child process (the one agh_nb spawned), found through /proc."""
-    me = os.getpid()
+def demo_agent_pids() -> list[int]:
+    """Pids of the demo agents this process spawned, found through /proc: every descendant whose
+    command line runs the demo (sandboxed, the agent is a grandchild, under bubblewrap's processes)."""
+    parents: dict[int, int] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return None
+        return []
     for entry in entries:
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            if ppid != me:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if b"agh_nb.agents.demo" in f.read():
-                    return int(entry)
+                parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-    return None
+    mine = {os.getpid()}
+    changed = True
+    while changed:  # the descendants of this process
+        changed = False
+        for pid, ppid in parents.items():
+            if ppid in mine and pid not in mine:
+                mine.add(pid)
+                changed = True
+    found = []
+    for pid in sorted(mine - {os.getpid()}):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"agh_nb.agents.demo" in argv and b"bwrap" not in argv[0]:
+            found.append(pid)
+    return found
+
+
+def agents_cpu(pids: Sequence[int]) -> float | None:
+    """CPU seconds used so far by the processes ``pids`` together (None without /proc)."""
+    values = [process_cpu(pid) for pid in pids]
+    return sum(v for v in values if v is not None) if pids and None not in values else None
 
 
 def delta(after: float | None, before: float | None) -> float | None:
@@ -161,7 +193,7 @@ def pct(sorted_values: Sequence[float], q: float) -> float:
 
 
 class Probe:
-    """The subscriber: runs on the store's writer thread, so it only stamps and extracts numbers.
+    """The subscriber: runs on its subscription's delivery thread; it only stamps and extracts numbers.
 
     It keeps no event: holding 50,000 rows (and their content dicts) alive would make every
     full garbage collection of the process walk them, a cost of the benchmark, not of agh_nb.
@@ -177,6 +209,7 @@ class Probe:
         self.store: list[float] = []  # mapped -> committed and delivered
         self.messages = 0
         self.last_delivery: float | None = None  # perf_counter of the N-th agent_message
+        self.last_message_sequence = 0  # the newest sequence delivered with it
         self.complete = threading.Event()
         self.on_first: Any = None
         self.on_last: Any = None
@@ -202,6 +235,7 @@ class Probe:
                 self.indexes.append(int(meta.get("agh_demo_index", -1)))
         if self.messages >= self.n and self.last_delivery is None:
             self.last_delivery = perf
+            self.last_message_sequence = self.sequences[-1]
             if self.on_last is not None:
                 self.on_last()
             self.complete.set()
@@ -225,13 +259,27 @@ class Probe:
 
 
 class ThreadProfiles:
-    """cProfile on the runtime loop thread and on the store writer thread (Python 3.11: per thread)."""
+    """cProfile on the runtime loop thread and on the store writer thread (Python 3.11: per thread).
 
-    def __init__(self, runtime: Runtime) -> None:
+    The writer's profile covers its commits (each ``_process`` call runs under the profiler, on
+    the writer thread): its idle waits are not work.
+    """
+
+    def __init__(self, runtime: Runtime, writer: Any) -> None:
         self.runtime = runtime
         self.loop_prof = cProfile.Profile()
         self.writer_prof = cProfile.Profile()
+        self.writer = writer
+        self.writer_process = writer._process
         self.writer_on = False
+
+        def profiled(ops: Any) -> None:
+            if self.writer_on:
+                self.writer_prof.runcall(self.writer_process, ops)
+            else:
+                self.writer_process(ops)
+
+        writer._process = profiled
 
     def start_loop(self) -> None:
         async def enable() -> None:
@@ -245,14 +293,11 @@ class ThreadProfiles:
 
         self.runtime.call(disable)
 
-    def start_writer(self) -> None:  # called from the subscriber, i.e. on the writer thread
-        self.writer_prof.enable()
+    def start_writer(self) -> None:
         self.writer_on = True
 
-    def stop_writer(self) -> None:  # likewise
-        if self.writer_on:
-            self.writer_prof.disable()
-            self.writer_on = False
+    def stop_writer(self) -> None:
+        self.writer_on = False
 
     @staticmethod
     def report(prof: cProfile.Profile, title: str, top: int) -> str:
@@ -274,18 +319,26 @@ class ThreadProfiles:
 
 # Where a function's own time is charged, by the file it is defined in (first match wins).
 COMPONENTS = (
-    ("agh_nb/adapters/acp_driver", "agh_nb acp_driver (stdout tap, _Client)"),
+    ("agh_nb/adapters/acp_transport", "agh_nb acp_transport (framing, session/update)"),
+    ("agh_nb/adapters/acp_updates", "agh_nb acp_updates (map_raw_update)"),
+    ("agh_nb/adapters/acp_client", "agh_nb acp_client (Client)"),
+    ("agh_nb/adapters/acp_driver", "agh_nb acp_driver"),
     ("agh_nb/adapters/acp_mapping", "agh_nb acp_mapping (map_update, dump)"),
+    ("agh_nb/adapters/derived_columns", "agh_nb derived_columns"),
     ("agh_nb/adapters/duckdb_writer", "agh_nb duckdb_writer"),
     ("agh_nb/adapters/duckdb_schema", "agh_nb duckdb_schema (Arrow batch)"),
     ("agh_nb/adapters/duckdb_store", "agh_nb duckdb_store"),
     ("agh_nb/events", "agh_nb events (content envelope)"),
-    ("agh_nb/core", "agh_nb core (session, clock)"),
+    ("agh_nb/core/redaction", "agh_nb core redaction"),
+    ("agh_nb/core/stream_redaction", "agh_nb core stream_redaction"),
+    ("agh_nb/core", "agh_nb core (session, turns, clock)"),
     ("benchmarks/", "benchmark subscriber"),
     ("site-packages/acp/", "acp SDK (framing, routing, tasks)"),
     ("pydantic", "pydantic (SDK validation)"),
     ("site-packages/duckdb", "duckdb python glue"),
+    ("site-packages/pyarrow", "pyarrow python glue"),
     ("asyncio/", "asyncio (loop, streams, tasks)"),
+    ("/selectors.py", "idle (the loop's epoll wait)"),
     ("uuid", "uuid"),
     ("threading", "threading"),
 )
@@ -327,9 +380,33 @@ WITH_SECRET = False
 """``--with-secret``: a vault value is registered for redaction during the agh_nb legs."""
 
 
-def run_agh(n: int, *, rate: float = 0.0, profile: bool = False, top: int = 25) -> dict[str, Any]:
+class SlowSubscriber:
+    """A deliberately slow subscriber (a widget that takes ``SLOW_SUBSCRIBER_SECONDS`` to re-render
+    each batch it is handed): it only sleeps, so what it could slow down is the pipeline's flow,
+    not the CPU. Records sequences, to check it still gets every event once, in order."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.sequences: list[int] = []
+        self.calls = 0
+        self.last_delivery: float | None = None
+
+    def __call__(self, events: Sequence[Event]) -> None:
+        self.calls += 1
+        self.sequences.extend(e.sequence for e in events)
+        time.sleep(self.seconds)
+        self.last_delivery = time.perf_counter()
+
+    def caught_up(self, sequence: int) -> bool:
+        return bool(self.sequences) and self.sequences[-1] >= sequence
+
+
+def run_agh(
+    n: int, *, rate: float = 0.0, profile: bool = False, top: int = 25, slow_subscriber: float = 0.0
+) -> dict[str, Any]:
     """Firehose ``n`` updates (at ``rate`` a second; 0 = as fast as possible) through the embedded
-    runtime; return rate and latencies."""
+    runtime; return rate and latencies. ``slow_subscriber`` > 0: a ``SlowSubscriber`` taking that
+    many seconds per batch is subscribed first, next to the probe."""
     with tempfile.TemporaryDirectory(prefix="agh-bench-home-") as tmp:
         home = Path(tmp) / "home"
         workspace = Path(tmp) / "workspace"
@@ -344,15 +421,16 @@ def run_agh(n: int, *, rate: float = 0.0, profile: bool = False, top: int = 25) 
             record = host.create(AGENT_PRESET, cwd=str(workspace), name="ingest-bench")
             probe = Probe(n)
             if profile:
-                profiles = ThreadProfiles(host.runtime)
-                probe.on_first = profiles.start_writer
-                probe.on_last = profiles.stop_writer
+                profiles = ThreadProfiles(host.runtime, host.store._writer)
+                profiles.start_writer()
+            slow = SlowSubscriber(slow_subscriber) if slow_subscriber > 0 else None
+            slow_sub = host.store.subscribe(record.id, 0, slow) if slow is not None else None
             sub = host.store.subscribe(record.id, 0, probe)
             try:
                 if profiles is not None:
                     profiles.start_loop()
-                agent_pid = demo_child_pid()
-                cpu0 = (time.process_time(), thread_cpu(RUNTIME_THREAD), thread_cpu(WRITER_THREAD), process_cpu(agent_pid))
+                agent_pids = demo_agent_pids()
+                cpu0 = (time.process_time(), thread_cpu(RUNTIME_THREAD), thread_cpu(WRITER_THREAD), agents_cpu(agent_pids))
                 start = time.perf_counter()
                 handle = host.prompt(record.id, f"firehose {n} {rate:g}" if rate else f"firehose {n}")
                 submitted = time.perf_counter()
@@ -360,11 +438,18 @@ def run_agh(n: int, *, rate: float = 0.0, profile: bool = False, top: int = 25) 
                 turn_done = time.perf_counter()
                 if not probe.complete.wait(DELIVERY_TIMEOUT):
                     raise RuntimeError(f"only {probe.messages}/{n} agent_message events were delivered")
-                cpu1 = (time.process_time(), thread_cpu(RUNTIME_THREAD), thread_cpu(WRITER_THREAD), process_cpu(agent_pid))
+                cpu1 = (time.process_time(), thread_cpu(RUNTIME_THREAD), thread_cpu(WRITER_THREAD), agents_cpu(agent_pids))
                 if profiles is not None:
                     profiles.stop_loop()
+                    profiles.stop_writer()
+                if slow is not None:  # let it catch up: it must still get everything
+                    deadline = time.monotonic() + DELIVERY_TIMEOUT
+                    while not slow.caught_up(probe.last_message_sequence) and time.monotonic() < deadline:
+                        time.sleep(0.01)
             finally:
                 sub.close()
+                if slow_sub is not None:
+                    slow_sub.close()
             host.stop(record.id)
         finally:
             host.close()
@@ -395,11 +480,117 @@ def run_agh(n: int, *, rate: float = 0.0, profile: bool = False, top: int = 25) 
         },
         **stats,
     }
+    if slow is not None:
+        seqs = slow.sequences
+        out["slow"] = {
+            "seconds_per_batch": slow.seconds,
+            "batches": slow.calls,
+            "delivered": len(seqs),
+            # once each, in order, from the same first event through the N-th agent message
+            "complete": bool(seqs)
+            and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+            and seqs[0] == probe.sequences[0]
+            and seqs[-1] >= probe.last_message_sequence,
+            "lag_s": (slow.last_delivery - probe.last_delivery) if slow.last_delivery is not None else None,
+        }
     if profiles is not None:
         out["profile_text"] = ThreadProfiles.report(
             profiles.loop_prof, "runtime loop thread (agh-runtime)", top
         ) + ThreadProfiles.report(profiles.writer_prof, "store writer thread (agh-nb-store-writer)", top)
     return out
+
+
+# -- 1b. agh_nb driven by the magic in a real kernel ----------------------------------------
+
+
+KERNEL_STARTUP_TIMEOUT = 120.0
+
+
+class KernelCell:
+    """What one executed cell printed, and how it ended."""
+
+    def __init__(self) -> None:
+        self.stdout = ""
+        self.stderr = ""
+        self.error: str | None = None
+        self.status = ""
+
+    def hook(self, msg: dict[str, Any]) -> None:
+        kind, content = msg["header"]["msg_type"], msg["content"]
+        if kind == "stream":
+            if content["name"] == "stdout":
+                self.stdout += content["text"]
+            else:
+                self.stderr += content["text"]
+        elif kind == "error":
+            self.error = f"{content['ename']}: {content['evalue']}"
+
+
+def kernel_cell(client: Any, source: str, timeout: float = DELIVERY_TIMEOUT) -> KernelCell:
+    """Execute ``source`` as one cell in the kernel; fail loudly unless it ran cleanly."""
+    cell = KernelCell()
+    reply = client.execute_interactive(source, timeout=timeout, output_hook=cell.hook, allow_stdin=False)
+    cell.status = reply["content"]["status"]
+    if cell.status != "ok" or cell.error or "agh: error" in cell.stderr:
+        raise RuntimeError(f"kernel cell {source!r} failed: {cell.error or cell.stderr or cell.status}")
+    return cell
+
+
+def run_kernel(n: int) -> dict[str, Any]:
+    """A real ipykernel (jupyter_client), ``%load_ext agh_nb``, a ``demo-fast`` session, and the turn
+    driven as a person would: one cell ``%agh session prompt ID firehose N --wait`` (its progress
+    line included). events/s = N / (the cell sent -> its reply), a turn whose ``done`` is only
+    answered once every event is committed; then the stored ``agent_message`` rows are counted."""
+    from jupyter_client.manager import KernelManager
+
+    with tempfile.TemporaryDirectory(prefix="agh-bench-kernel-") as tmp:
+        home, workspace = Path(tmp) / "home", Path(tmp) / "workspace"
+        home.mkdir(mode=0o700)
+        workspace.mkdir()
+        env = dict(os.environ)
+        env["AGH_HOME"] = str(home)
+        env.pop("JPY_PARENT_PID", None)
+        env.pop("AGH_NB_SERVER", None)
+        km = KernelManager(kernel_name="python3")
+        km.start_kernel(env=env, cwd=str(workspace), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = km.client()
+        agent_pids: list[int] = []
+        try:
+            client.start_channels()
+            client.wait_for_ready(timeout=KERNEL_STARTUP_TIMEOUT)
+            kernel_pid = int(kernel_cell(client, "import os; print(os.getpid())").stdout)
+            kernel_cell(client, "%load_ext agh_nb")
+            created = json.loads(kernel_cell(client, "%agh session new --agent demo-fast --name kernel-bench -o json").stdout)
+            session_id = created["id"]
+            agent_pids = demo_agent_pids()
+            cpu0 = (process_cpu(kernel_pid), agents_cpu(agent_pids))
+            start = time.perf_counter()
+            cell = kernel_cell(client, f"%agh session prompt {session_id} firehose {n} --wait")
+            seconds = time.perf_counter() - start
+            cpu1 = (process_cpu(kernel_pid), agents_cpu(agent_pids))
+            counted = json.loads(kernel_cell(
+                client,
+                f"%%agh sql -o json\nSELECT count(*) AS n FROM events WHERE session_id = '{session_id}'"
+                " AND type = 'agent_message'",
+            ).stdout)
+            kernel_cell(client, f"%agh session stop {session_id}", timeout=60)
+        finally:
+            with contextlib.suppress(Exception):
+                client.stop_channels()
+            km.shutdown_kernel(now=False)
+            for pid in agent_pids:  # only the demo agents this benchmark started, if still running
+                if pid in demo_agent_pids():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+    stored = int(counted[0]["n"]) if counted else 0
+    return {
+        "n": n,
+        "seconds": seconds,
+        "events_per_s": n / seconds,
+        "stored": stored,
+        "progress_chars": len(cell.stdout),
+        "cpu": {"kernel": delta(cpu1[0], cpu0[0]), "agent": delta(cpu1[1], cpu0[1])},
+    }
 
 
 # -- 2./3. bare ACP SDK client --------------------------------------------------------------
@@ -553,11 +744,17 @@ class CountingListener:
                 self.last = time.perf_counter()
                 self.complete.set()
 
-    def on_protocol_error(self, summary: str) -> None:
+    def on_protocol_error(self, kind: Any, summary: str) -> None:
         self.errors.append(summary)
 
     def on_exit(self, info: Any) -> None:
         return None
+
+    def on_stderr(self, data: bytes) -> None:
+        return None
+
+    async def on_elicitation(self, message: str, schema: Any, scope: Any) -> Any:
+        return {"action": "decline"}
 
     async def on_permission_request(self, tool_call: Any, options: Any) -> str | None:
         return None
@@ -571,7 +768,7 @@ async def drive_driver(n: int, cwd: str) -> dict[str, Any]:
     driver = AcpDriver()
     try:
         await driver.start(LaunchSpec(agent_name="bench", argv=AGENT_ARGV, cwd=cwd), listener)
-        session_id = await driver.new_session(cwd)
+        session_id = (await driver.new_session(cwd)).session_id
         cpu0 = (time.process_time(), process_cpu(driver.pid))
         start = time.perf_counter()
         outcome = await driver.prompt(session_id, f"firehose {n}")
@@ -635,11 +832,26 @@ def print_agh(res: dict[str, Any], label: str = "agh_nb") -> None:
 
 def print_driver(res: dict[str, Any], label: str = "driver") -> None:
     print(f"{label:<12s}AcpDriver only, no store:        {res['events_per_s']:10,.0f} events/s"
-          f"  ({res['n']} in {res['seconds']:.2f} s; diagnostic: tap + map_update, nothing appended)",
+          f"  ({res['n']} in {res['seconds']:.2f} s; diagnostic: transport + map_raw_update, nothing appended)",
           flush=True)
     print(f"            sent -> mapped:                 p50 {res['p50_ms']:8.1f} ms  p99 {res['p99_ms']:8.1f} ms"
           "  (queueing floor of the ingest path alone)", flush=True)
     print(f"            CPU  {fmt_cpu(res['cpu'], res['seconds'], res['n'])}", flush=True)
+
+
+def print_kernel(res: dict[str, Any], label: str = "kernel") -> None:
+    print(f"{label:<12s}%agh session prompt --wait cell: {res['events_per_s']:10,.0f} events/s"
+          f"  ({res['n']} in {res['seconds']:.2f} s, cell sent -> reply; {res['stored']} agent_message rows stored)",
+          flush=True)
+    print(f"            CPU  {fmt_cpu(res['cpu'], res['seconds'], res['n'])}", flush=True)
+
+
+def print_slow(res: dict[str, Any], label: str) -> None:
+    print_agh(res, label)
+    slow = res["slow"]
+    print(f"            slow subscriber ({1000 * slow['seconds_per_batch']:.0f} ms a batch): {slow['batches']} batches,"
+          f" {slow['delivered']} events, complete and in order: {slow['complete']},"
+          f" caught up {slow['lag_s']:.2f} s after the probe", flush=True)
 
 
 def print_sqlite(res: dict[str, Any], label: str = "sqlite") -> None:
@@ -687,6 +899,9 @@ def main() -> int:
                         help="run the three legs K times, interleaved, and report the best of each (noisy machines)")
     parser.add_argument("--no-driver", action="store_true",
                         help="skip the diagnostic leg (agh_nb's AcpDriver alone, nothing stored)")
+    parser.add_argument("--no-kernel", action="store_true",
+                        help="skip the leg driven by %%agh session prompt --wait in a real kernel")
+    parser.add_argument("--no-slow", action="store_true", help="skip the legs with a deliberately slow subscriber")
     parser.add_argument("--profile", action="store_true", help="also profile an extra agh_nb run per thread")
     parser.add_argument("--with-secret", action="store_true",
                         help="register a vault secret first (the cost of streaming redaction)")
@@ -710,6 +925,8 @@ def main() -> int:
     aghs: list[dict[str, Any]] = []
     sqlites: list[dict[str, Any]] = []
     drivers: list[dict[str, Any]] = []
+    kernels: list[dict[str, Any]] = []
+    slow_fires: list[dict[str, Any]] = []
     for round_ in range(args.repeat):
         tag = f" #{round_ + 1}" if args.repeat > 1 else ""
         ceilings.append(run_ceiling(n))
@@ -719,15 +936,28 @@ def main() -> int:
             print_driver(drivers[-1], "driver" + tag)
         aghs.append(run_agh(n))
         print_agh(aghs[-1], "agh_nb" + tag)
+        if not args.no_slow:
+            slow_fires.append(run_agh(n, slow_subscriber=SLOW_SUBSCRIBER_SECONDS))
+            print_slow(slow_fires[-1], "slow sub" + tag)
         sqlites.append(run_sqlite(sqlite_n))
         print_sqlite(sqlites[-1], "sqlite" + tag)
+        if not args.no_kernel:
+            kernels.append(run_kernel(n))
+            print_kernel(kernels[-1], "kernel" + tag)
     paced_n = max(1, int(PACED_RATE * PACED_SECONDS * (0.2 if args.quick else 1.0)))
     paced = run_agh(paced_n, rate=PACED_RATE)
     print_agh(paced, f"paced {PACED_RATE:g}/s")
+    slow_fire = best(slow_fires) if slow_fires else None
+    slow_paced = None
+    if not args.no_slow:
+        slow_paced = run_agh(paced_n, rate=PACED_RATE, slow_subscriber=SLOW_SUBSCRIBER_SECONDS)
+        print_slow(slow_paced, "slow paced")
     ceiling, agh, sqlite = best(ceilings), best(aghs), best(sqlites)
+    kernel = best(kernels) if kernels else None
     if args.repeat > 1:
         print(f"best of {args.repeat}: ceiling {ceiling['events_per_s']:,.0f}/s, agh_nb {agh['events_per_s']:,.0f}/s"
-              f" (p99 {agh['p99_ms']:.1f} ms), SQLite {sqlite['events_per_s']:,.0f}/s")
+              f" (p99 {agh['p99_ms']:.1f} ms), SQLite {sqlite['events_per_s']:,.0f}/s"
+              + (f", kernel {kernel['events_per_s']:,.0f}/s" if kernel else ""))
 
     r_ceiling = agh["events_per_s"] / ceiling["events_per_s"]
     r_sqlite = agh["events_per_s"] / sqlite["events_per_s"]
@@ -736,13 +966,26 @@ def main() -> int:
         "sqlite_ratio": r_sqlite >= TARGET_SQLITE_RATIO,
         "p99": paced["p99_ms"] < TARGET_P99_MS,
         "correct": all(r["in_order"] and r["gapless"] and r["delivered"] == n for r in aghs)
-        and paced["in_order"] and paced["gapless"] and paced["delivered"] == paced_n,
+        and paced["in_order"] and paced["gapless"] and paced["delivered"] == paced_n
+        and all(r["stored"] == n for r in kernels)
+        and all(r["in_order"] and r["gapless"] and r["slow"]["complete"] for r in [*slow_fires, slow_paced] if r),
     }
     print(f"agh_nb / ceiling = {r_ceiling:5.2f}   (target >= {TARGET_CEILING_RATIO})     {verdict(checks['ceiling_ratio'])}")
     print(f"agh_nb / SQLite  = {r_sqlite:5.1f}x  (target >= {TARGET_SQLITE_RATIO:g}x)      {verdict(checks['sqlite_ratio'])}")
     print(f"agh_nb p99       = {paced['p99_ms']:5.1f} ms (target < {TARGET_P99_MS:g} ms)  {verdict(checks['p99'])}"
           f"   agent write -> stored and visible at {PACED_RATE:g} events/s (p50 {paced['p50_ms']:.1f} ms);"
           f" saturated by the firehose, events queue behind the backlog instead (p99 {agh['p99_ms']:.0f} ms)")
+    r_kernel = kernel["events_per_s"] / ceiling["events_per_s"] if kernel else None
+    if r_kernel is not None:
+        checks["kernel_ratio"] = r_kernel >= TARGET_CEILING_RATIO
+        print(f"kernel / ceiling = {r_kernel:5.2f}   (target >= {TARGET_CEILING_RATIO})     {verdict(checks['kernel_ratio'])}"
+              "   the turn driven by %agh session prompt --wait in a real kernel")
+    if slow_fire is not None and slow_paced is not None:
+        r_slow = slow_fire["events_per_s"] / agh["events_per_s"]
+        checks["slow_subscriber"] = r_slow >= TARGET_CEILING_RATIO and slow_paced["p99_ms"] < TARGET_P99_MS
+        print(f"slow subscriber  = {r_slow:5.2f}   of the agh_nb rate (best of each), paced p99 {slow_paced['p99_ms']:.1f} ms"
+              f" (targets >= {TARGET_CEILING_RATIO}, < {TARGET_P99_MS:g} ms)  {verdict(checks['slow_subscriber'])}"
+              "   commits do not wait for a subscriber")
     if not checks["correct"]:
         print("WARNING: a delivery check failed (missing, out-of-order or gapped events); see the lines above")
     proj = projection(ceiling, agh)
@@ -808,6 +1051,21 @@ def main() -> int:
         },
         "cpu_bound_estimate": _round_all(proj),
     }
+    if kernel is not None:
+        figures["kernel_events_per_s"] = round(kernel["events_per_s"], 1)
+        figures["kernel_cpu_s"] = _round_all(kernel["cpu"])
+        figures["ratio_kernel_ceiling"] = round(kernel["events_per_s"] / ceiling["events_per_s"], 3)
+        figures["pass_kernel_ratio"] = checks["kernel_ratio"]
+        figures["all_runs_events_per_s"]["kernel"] = [round(r["events_per_s"], 1) for r in kernels]
+    if slow_fire is not None and slow_paced is not None:
+        figures["slow_subscriber_seconds_per_batch"] = SLOW_SUBSCRIBER_SECONDS
+        figures["slow_events_per_s"] = round(slow_fire["events_per_s"], 1)
+        figures["ratio_slow_agh"] = round(slow_fire["events_per_s"] / agh["events_per_s"], 3)
+        figures["slow_paced_p99_ms"] = round(slow_paced["p99_ms"], 2)
+        figures["slow_lag_s"] = round(slow_fire["slow"]["lag_s"], 3)
+        figures["all_runs_events_per_s"]["slow"] = [round(r["events_per_s"], 1) for r in slow_fires]
+        figures["slow_cpu_s"] = _round_all(slow_fire["cpu"])
+        figures["pass_slow_subscriber"] = checks["slow_subscriber"]
     if drivers:
         driver = best(drivers)
         figures["driver_only_events_per_s"] = round(driver["events_per_s"], 1)

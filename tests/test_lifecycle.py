@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agh_nb.agents.demo import NEWER_UPDATE
+from agh_nb.agents.demo import MALFORMED_PARAMS, NEWER_UPDATE
 from agh_nb.api import Host, build_query
 from agh_nb.core.session_dir import ledger_path
 from agh_nb.errors import AgentStartError, SessionNotActiveError, SessionNotFoundError, UsageError
@@ -78,6 +78,28 @@ def test_raw_keeps_the_update_exactly_as_the_agent_sent_it(host: Host, workspace
     (message,) = host.events(record.id, build_query(types="agent_message"))
     assert message.content["raw"] == NEWER_UPDATE
     assert message.content["text"] == NEWER_UPDATE["content"]["text"]
+    host.stop(record.id)
+
+
+def test_a_malformed_update_is_kept_as_a_readable_system_event(host: Host, workspace: Path) -> None:
+    # session/update is mapped from the frame itself, with no SDK model: an update that breaks
+    # the schema is neither dropped nor fatal; it is stored, saying what is wrong, and the turn
+    # goes on (the SDK used to log it and drop it).
+    record = host.create("demo-fast", cwd=str(workspace))
+    assert host.prompt(record.id, "malformed").wait(30).stop_reason == "end_turn"
+    rows = host.events(record.id, build_query(types="system"))
+    shown = [(e.content["title"], e.content.get("error")) for e in rows if e.turn_id is not None]
+    assert shown == [
+        ("invalid agent_message_chunk", "content must be an object"),
+        ("invalid tool_call", "toolCallId must be a string"),
+        ("invalid session/update", "the update is not an object"),
+        ("invalid session/update", "the update is not an object"),
+    ]
+    assert [e.content["raw"] for e in rows if e.turn_id is not None][-1] == {"update": MALFORMED_PARAMS[-1]}
+    (message,) = host.events(record.id, build_query(types="agent_message"))
+    assert message.content["text"] == "Still here after the malformed updates.\n"
+    assert host.get(record.id).state.value == "active"
+    assert_gapless(host, record.id)
     host.stop(record.id)
 
 

@@ -1,6 +1,7 @@
 """The client side of ACP that agh_nb implements: what an agent may call on us.
 
-Owns: ``Client`` — ``session/update`` (mapped to events), ``session/request_permission``,
+Owns: ``Client`` — ``session/update`` (mapped from the parsed frame by ``acp_updates``, handed
+over by the transport without the SDK), ``session/request_permission``,
 ``elicitation/create`` (form mode goes to the session; other modes get the protocol's decline),
 the file methods and the terminal methods. Every file or terminal call is authorised by the session
 first (permission mode, then the workspace boundary); a refusal reaches the agent as a JSON-RPC
@@ -18,8 +19,8 @@ import acp
 from acp import schema
 
 from agh_nb.adapters import fs_ops
-from agh_nb.adapters.acp_mapping import dump, map_update
-from agh_nb.adapters.acp_transport import RAW_UPDATE_KEY
+from agh_nb.adapters.acp_mapping import dump
+from agh_nb.adapters.acp_updates import map_raw_update
 from agh_nb.adapters.terminals import TerminalManager, UnknownTerminalError
 from agh_nb.core.ports import DriverListener
 from agh_nb.errors import PathOutsideWorkspaceError, PermissionDeniedError
@@ -161,10 +162,20 @@ class Client:
         except UnknownTerminalError as exc:
             raise acp.RequestError.invalid_params({"details": str(exc)}) from None
 
-    async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
-        raw = kwargs.get(RAW_UPDATE_KEY)
-        event_type, fields = map_update(update, raw if isinstance(raw, dict) else None)
+    def on_raw_update(self, params: Any) -> None:
+        """One ``session/update`` notification's ``params`` as parsed from its frame (the
+        transport calls this; no SDK model is built): mapped (``acp_updates``) and handed to the
+        session, which records it and keeps modes, config options and commands current. A
+        payload of the wrong shape still reaches the session, as a ``system`` event saying what
+        is wrong with it."""
+        update = params.get("update") if isinstance(params, dict) else params
+        event_type, fields = map_raw_update(update)
         self._listener.on_update(event_type, fields)
+
+    async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
+        # The SDK's route, unused while the transport takes every session/update (on_raw_update);
+        # kept so this class still implements the SDK's Client.
+        self.on_raw_update({"update": dump(update)})
 
     async def request_permission(
         self, session_id: str, tool_call: Any, options: list[Any], **kwargs: Any

@@ -197,15 +197,21 @@ class AcpDriver:
             with contextlib.suppress(OSError):  # a crash could then leave it running; nothing worse
                 await asyncio.to_thread(self._book.add, entry)
         self.terminals.confine(self._confinement, book=self._book, tag=env.get(PROCESS_TAG))
+        client = Client(listener, self.terminals, self._redact, self.workspace)
         transport = self._transport = CheckedTransport(
-            self._proc.stdout, self._proc.stdin, on_garbage=self._garbage, on_eof=self._stdout_closed
+            self._proc.stdout,
+            self._proc.stdin,
+            on_garbage=self._garbage,
+            on_eof=self._stdout_closed,
+            on_update=client.on_raw_update,
         )
         self._tasks.spawn(self._drain_stderr(), "acp.stderr")
         self._tasks.spawn(self._watch_exit(), "acp.exit-watch")
-        # _Client implements the part of acp.Client we support; the SDK answers the rest.
+        # Client implements the part of acp.Client we support; the SDK answers the rest, except
+        # session/update, which the transport hands to client.on_raw_update itself.
         # The unstable protocol lets the SDK route elicitation/create to us.
         self._conn = acp.connect_to_agent(
-            cast(acp.Client, Client(listener, self.terminals, self._redact, self.workspace)), transport, use_unstable_protocol=True
+            cast(acp.Client, client), transport, use_unstable_protocol=True
         )
         self._phase = "initialize"
         response = await self._guard(

@@ -4,15 +4,19 @@ Owns: the child's environment (an allowlist), checking the command exists, spawn
 (confined in the sandbox or not) in its own process group with
 a stdout reader that has a read-ahead bound (backpressure on a fast agent), and the NDJSON
 transport that tells ACP frames from garbage (reported, never skipped) and hands each
-``session/update`` payload on as received. Imports acp's transport classes; must not import
-core.session, runtime, kernel or server.
+``session/update`` notification's params straight to a callback, as parsed from the frame: no SDK
+model and no task per notification (issue 14: those were most of a bare SDK client's cost).
+Requests, responses and every other notification still go to the SDK. Imports acp's transport
+classes; must not import core.session, runtime, kernel or server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping
@@ -23,6 +27,8 @@ from acp.task import MessageSender, TaskSupervisor
 
 from agh_nb.adapters.sandbox import Confinement, unconfined
 from agh_nb.events import loads
+
+log = logging.getLogger(__name__)
 
 # The SDK's default; multimodal payloads can be large.
 STREAM_LIMIT = 50 * 1024 * 1024
@@ -49,28 +55,10 @@ def build_environment(extra: dict[str, str], base: dict[str, str] | None = None)
     return env
 
 
-YIELD_EVERY = 32
-"""Frames read before the transport lets the loop run the tasks they started."""
-DISCARD_YIELD_EVERY = YIELD_EVERY
-"""Updates dropped (``discard_updates``) before the transport lets the loop run other work."""
+YIELD_EVERY = 64
+"""Frames read before the transport lets the loop run other work: a buffered line is read
+without yielding, so a fast agent would otherwise hold the loop for as long as its backlog."""
 SESSION_UPDATE = "session/update"
-RAW_UPDATE_KEY = "agh_nb.raw_update"
-"""Where the transport leaves a ``session/update``'s payload as received, for ``acp_client.Client``."""
-
-
-def carry_raw_update(message: dict[str, Any]) -> None:
-    # The SDK validates a notification into a model and calls session_update with the model,
-    # plus the notification's ``_meta`` entries as keyword arguments. Putting the update's own
-    # dict there hands it to the client as received: that is the SPEC's ``raw`` (a dump of the
-    # model would drop unknown fields and explicit nulls) and saves re-serialising it.
-    params = message.get("params")
-    if not isinstance(params, dict) or "id" in message:
-        return
-    update = params.get("update")
-    meta = params.get("_meta")
-    if not isinstance(update, dict) or not (meta is None or isinstance(meta, dict)):
-        return
-    params["_meta"] = {**(meta or {}), RAW_UPDATE_KEY: update}
 
 
 RAW_RESULT_KEY = "agh_nb.raw_result"
@@ -78,8 +66,8 @@ RAW_RESULT_KEY = "agh_nb.raw_result"
 
 
 def carry_raw_result(message: dict[str, Any]) -> None:
-    # Like carry_raw_update, for answers to our requests: the SDK validates a result into its
-    # model and drops what the model does not know (claude-agent-acp's and gemini's ``models``,
+    # The SDK validates an answer to our requests into its model and drops what the model does
+    # not know (claude-agent-acp's and gemini's ``models``,
     # not yet in the SDK's schema). A shallow copy goes under ``_meta``, where the model keeps it.
     result = message.get("result")
     if "method" in message or not isinstance(result, dict):
@@ -119,6 +107,19 @@ class BoundedReader(asyncio.StreamReader):
         if transport is not None and not self._paused and len(self._buffer) > self._read_ahead:
             transport.pause_reading()
             self._paused = True
+
+    def take_lines(self) -> list[bytes]:
+        """Every complete line already buffered (newlines dropped), taken at once, without
+        waiting; ``[]`` when none is. One split of the buffer costs far less than a ``readline``
+        (a coroutine and a ``wait_for``) per line: a fast agent's frames arrive by the hundred."""
+        buffer = self._buffer
+        end = buffer.rfind(b"\n")
+        if end < 0:
+            return []
+        lines = bytes(buffer[:end]).split(b"\n")
+        del buffer[: end + 1]
+        self._maybe_resume_transport()
+        return lines
 
     def _maybe_resume_transport(self) -> None:
         if self._paused and len(self._buffer) <= self._read_ahead and self._transport is not None:
@@ -231,7 +232,14 @@ def _above_stdio(fd: int) -> int:
 
 class CheckedTransport(NdjsonTransport):
     """The SDK's own NDJSON framing, except that a line which is not a JSON object is reported
-    (a protocol failure) instead of being logged and skipped; each frame is parsed once."""
+    (a protocol failure) instead of being logged and skipped; each frame is parsed once.
+
+    A ``session/update`` notification never reaches the SDK: its ``params``, as parsed, go to
+    ``on_update`` right here, in frame order, before any later frame is read. (The SDK would
+    validate them into a pydantic model and start a task to deliver it.) ``on_update`` must not
+    block; an exception it raises is logged, as the SDK logs a failed notification handler, and
+    reading goes on.
+    """
 
     def __init__(
         self,
@@ -240,43 +248,50 @@ class CheckedTransport(NdjsonTransport):
         *,
         on_garbage: Callable[[bytes], None],
         on_eof: Callable[[], None],
+        on_update: Callable[[Any], None],
     ) -> None:
         self._supervisor = TaskSupervisor(source="agh_nb.acp_driver")
         super().__init__(reader, MessageSender(writer, self._supervisor))
         self._on_garbage = on_garbage
         self._on_eof = on_eof
+        self._on_update = on_update
         self._unyielded = 0
+        self._bounded = reader if isinstance(reader, BoundedReader) else None
+        self._lines: collections.deque[bytes] = collections.deque()  # read, not yet handled
         self._discarding = False
         self.discarded = 0
         """``session/update`` notifications dropped since ``discard_updates``."""
 
     def discard_updates(self) -> None:
-        """From now on drop ``session/update`` notifications unread by the SDK (host shutdown).
+        """From now on drop ``session/update`` notifications unread (host shutdown).
 
         A busy agent has hundreds of KiB of updates in its pipe and our read-ahead; handing each
-        to the SDK and the store costs the loop seconds when many sessions stop at once, while the
+        to the session and the store costs the loop seconds when many sessions stop at once, while the
         answers the stop waits for (``session/prompt``'s, ``session/close``'s) queue behind them.
         Dropped, each costs one JSON parse; they are counted, and requests and answers still pass.
         """
         self._discarding = True
 
     async def receive(self) -> dict[str, Any] | None:
-        self._unyielded += 1
-        if self._unyielded >= YIELD_EVERY:
-            # Reading a buffered line does not yield to the loop, and the SDK starts one task per
-            # notification: without this, a fast agent fills the loop with thousands of pending
-            # tasks (latency, and garbage-collector work on everything they hold).
-            self._unyielded = 0
-            await asyncio.sleep(0)
+        lines = self._lines
         while True:
-            try:
-                line = await self._read_line()
-            except (ValueError, asyncio.LimitOverrunError):
-                self._on_garbage(b"<a line longer than the 50 MiB limit>")
-                continue
-            if not line:
-                self._on_eof()
-                return None
+            self._unyielded += 1
+            if self._unyielded >= YIELD_EVERY:
+                self._unyielded = 0
+                await asyncio.sleep(0)
+            if lines:
+                line = lines.popleft()
+            else:
+                try:
+                    line = await self._read_line()  # waits for the next line
+                except (ValueError, asyncio.LimitOverrunError):
+                    self._on_garbage(b"<a line longer than the 50 MiB limit>")
+                    continue
+                if not line:
+                    self._on_eof()
+                    return None
+                if self._bounded is not None:
+                    lines.extend(self._bounded.take_lines())  # and the ones behind it, at once
             line = line.strip()
             if not line:
                 continue
@@ -284,18 +299,21 @@ class CheckedTransport(NdjsonTransport):
                 message = loads(line)
             except ValueError:
                 message = None
-            if isinstance(message, dict):
-                if message.get("method") == SESSION_UPDATE:
-                    if self._discarding and "id" not in message:
-                        self.discarded += 1
-                        if self.discarded % DISCARD_YIELD_EVERY == 0:
-                            await asyncio.sleep(0)  # the other sessions' stops run meanwhile
-                        continue
-                    carry_raw_update(message)
-                elif "result" in message:
-                    carry_raw_result(message)
-                return message
-            self._on_garbage(line)
+            if not isinstance(message, dict):
+                self._on_garbage(line)
+                continue
+            if message.get("method") == SESSION_UPDATE and "id" not in message:
+                if self._discarding:
+                    self.discarded += 1  # the loop still yields every YIELD_EVERY lines, above
+                    continue
+                try:
+                    self._on_update(message.get("params"))
+                except Exception:
+                    log.exception("handling a session/update notification failed")
+                continue
+            if "result" in message:
+                carry_raw_result(message)
+            return message
 
     async def close(self) -> None:
         try:

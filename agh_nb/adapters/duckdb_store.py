@@ -284,15 +284,27 @@ class DuckDBStore:
             StoreError: the store is read-only, closed or failed, or ``save_session`` was never
                 awaited for this session (a bug).
         """
-        writer = self._require_writer()
-        content = build_content(
+        content = self._content(record, draft)
+        return schema.event_from_queued(self._require_writer().append(record, draft, content, self._new_id()), content)
+
+    def queue(self, record: SessionRecord, draft: EventDraft) -> None:
+        """``append`` without building the returned ``Event`` (a session's updates: nobody reads
+        it, and it was a sixth of the runtime's cost per update).
+
+        Raises:
+            StoreError: as ``append``.
+        """
+        self._require_writer().append(record, draft, self._content(record, draft), self._new_id())
+
+    @staticmethod
+    def _content(record: SessionRecord, draft: EventDraft) -> JSON:
+        return build_content(
             draft.type,
             acp_session_id=record.acp_session_id,
             turn_id=draft.turn_id,
             timestamp=draft.timestamp,
             fields=draft.fields,
         )
-        return writer.append(record, draft, content, self._new_id())
 
     async def append_durable(self, record: SessionRecord, draft: EventDraft) -> Event:
         """Append ``draft`` and return once it (and every earlier row) is committed.

@@ -40,7 +40,7 @@ from agh_nb.adapters import duckdb_schema as schema
 from agh_nb.core.private import make_private_file
 from agh_nb.core.record import SessionRecord
 from agh_nb.errors import StoreError
-from agh_nb.events import JSON, Event, EventDraft, EventType, dumps
+from agh_nb.events import JSON, EventDraft, EventType, dumps
 
 logger = logging.getLogger(__name__)
 
@@ -191,8 +191,8 @@ class GroupCommitWriter:
 
     def append(
         self, record: SessionRecord, draft: EventDraft, content: JSON, event_id: str
-    ) -> Event:
-        """Assign the next sequence of ``record.id``, build the event row and queue it.
+    ) -> schema.EventRow:
+        """Assign the next sequence of ``record.id``, build the event row, queue it and return it.
 
         Sequence assignment and queueing happen under one lock, so queue order is sequence
         order even when several threads append to the same session. The content is encoded
@@ -204,7 +204,8 @@ class GroupCommitWriter:
         """
         session_id = record.id
         kind = draft.type
-        event_type = kind.value if type(kind) is EventType else EventType(kind).value
+        # _value_: a plain attribute, where ``.value`` is a Python-level property (0.2 us a call).
+        event_type: str = kind._value_ if type(kind) is EventType else EventType(kind)._value_
         encoded = dumps(content)
         text, call_id, tool_name, title, status = derived.derived_fields(event_type, content)
         with self._cond:
@@ -243,7 +244,7 @@ class GroupCommitWriter:
             self._queue.append(row)
             if self._idle or (self._lingering and len(self._queue) >= self._max_batch):
                 self._cond.notify()
-        return schema.event_from_queued(row, content)
+        return row
 
     def submit(self, op: Op) -> None:
         """Queue ``op`` after everything submitted so far; its waiter resolves after commit."""

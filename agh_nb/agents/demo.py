@@ -30,6 +30,7 @@ What a prompt does is chosen by its first word (case-insensitive); see ``_SCRIPT
 ``fail``                  the prompt request fails with a JSON-RPC internal error
 ``garbage``               a non-JSON line on stdout mid-turn, then a normal end
 ``newer``                 one message chunk with a field from a newer protocol and an explicit null
+``malformed``             session/update frames that break the schema, then a normal chunk
 ``close-stdout``          one chunk, then stdout is closed while the process lives on
 ``echo-env NAME``         one chunk with the value of environment variable NAME
 ``leak NAME``             the value of NAME in a chunk, a tool input and stderr, then exit 5
@@ -554,6 +555,19 @@ class DemoAgent(SessionFeatures):
         await turn.pause()
         return PromptResponse(stop_reason="end_turn")
 
+    async def _script_malformed(self, turn: Turn, rest: str) -> PromptResponse:
+        """``malformed``: ``session/update`` frames that break the schema (``MALFORMED_PARAMS``),
+        each written as a frame of its own (the SDK's models would refuse them), then a normal
+        chunk. The client should keep each as a readable event and carry on."""
+        turn.check()
+        for params in MALFORMED_PARAMS:
+            if isinstance(params, dict):
+                params = {"sessionId": turn.session_id, **params}
+            frame = {"jsonrpc": "2.0", "method": "session/update", "params": params}
+            await self._write_raw(json.dumps(frame, separators=(",", ":")).encode("utf-8") + b"\n")
+        await turn.message("Still here after the malformed updates.\n")
+        return PromptResponse(stop_reason="end_turn")
+
     async def _script_close_stdout(self, turn: Turn, rest: str) -> PromptResponse | None:
         """``close-stdout``: close the protocol channel but keep running (a transport failure)."""
         await turn.message("Closing my stdout now.\n")
@@ -1028,6 +1042,14 @@ NEWER_UPDATE: dict[str, Any] = {
 }
 """The update ``newer`` sends, byte for byte (tests compare the stored ``raw`` with it)."""
 
+MALFORMED_PARAMS: tuple[Any, ...] = (
+    {"update": {"sessionUpdate": "agent_message_chunk"}},
+    {"update": {"sessionUpdate": "tool_call", "toolCallId": 7, "title": "Numbered"}},
+    {"update": "not an object"},
+    ["params", "that", "are", "a", "list"],
+)
+"""What ``malformed`` sends as ``session/update`` params (a ``sessionId`` is added to the objects)."""
+
 _SCRIPTS: dict[str, ScriptFn] = {
     "firehose": DemoAgent._script_firehose,
     "rawhose": DemoAgent._script_rawhose,
@@ -1037,6 +1059,7 @@ _SCRIPTS: dict[str, ScriptFn] = {
     "fail": DemoAgent._script_fail,
     "garbage": DemoAgent._script_garbage,
     "newer": DemoAgent._script_newer,
+    "malformed": DemoAgent._script_malformed,
     "close-stdout": DemoAgent._script_close_stdout,
     "echo-env": DemoAgent._script_echo_env,
     "leak": DemoAgent._script_leak,

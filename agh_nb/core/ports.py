@@ -40,6 +40,9 @@ class EventStore(Protocol):
     def append(self, record: SessionRecord, draft: EventDraft) -> Event:
         """Assign a sequence to ``draft`` and buffer it for the next group commit."""
 
+    def queue(self, record: SessionRecord, draft: EventDraft) -> None:
+        """``append`` without building the ``Event`` it returns: the per-update hot path."""
+
     async def append_durable(self, record: SessionRecord, draft: EventDraft) -> Event:
         """Append and return only once the row (and every earlier one) is committed."""
 

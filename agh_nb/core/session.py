@@ -570,7 +570,7 @@ class LiveSession:
         return draft if fields is draft.fields else EventDraft(draft.type, draft.turn_id, fields, draft.timestamp)
 
     def _append(self, draft: EventDraft) -> None:
-        self._store.append(self._record, self._scrub(draft))
+        self._store.queue(self._record, self._scrub(draft))
 
     async def _append_durable(self, draft: EventDraft) -> None:
         await self._store.append_durable(self._record, self._scrub(draft))

@@ -15,6 +15,7 @@ from agh_nb.core.redaction import (
     RedactingFilter,
     Redactor,
     install_log_redaction,
+    redact_strings,
 )
 
 SECRET = "sk-test-0123456789abcdef"
@@ -100,6 +101,60 @@ def test_redact_json_walks_dicts_lists_and_tuples(redactor: Redactor) -> None:
     hidden = f"[redacted:{LABEL}]"
     assert out == {"summary": f"x {hidden}", hidden: 1, "list": [hidden, 2, None, (hidden, True)], "n": 3.5}
     assert obj["summary"] == f"x {SECRET}"  # the input is not modified
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["sk-test-0123456789abcdef", 'with"quote', "back\\slash", "tab\there", "sécrète-1234", "12345678"],
+    ids=["plain", "quote", "backslash", "control", "non-ascii", "digits"],
+)
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"text": "{s}", "raw": {"content": {"text": "a{s}b"}}},
+        {"{s}": 1, "n": [2, None, True, 3.5]},
+        {"list": ["x", ("y", "{s}")], 7: "{s}"},
+        {"split": ["{head}", "{tail}"], "clean": "nothing here"},
+        {"surrogate": "\ud800 {s}"},
+        {"surrogate": "\ud800 clean"},
+        {"big": 2**70, "text": "{s}"},
+        {"number": 12345678, "text": "clean"},
+        {"json": '{{"key": "{s}"}}'},
+        {"escaped": "{escaped}"},
+    ],
+    ids=["text-and-raw", "key", "list-tuple-int-key", "split", "surrogate", "surrogate-clean",
+         "huge-int", "number", "json-text", "escaped-form"],
+)
+def test_redact_json_gives_what_walking_gives(secret: str, obj: dict[object, object]) -> None:
+    # redact_json may search the value's JSON text first (issue 14); whatever the secret's
+    # characters, the result must be exactly the walk's, and a clean value comes back as itself.
+    r = Redactor()
+    assert r.register(secret, LABEL)
+    escaped = json.dumps(secret)[1:-1]
+    fill = {"s": secret, "head": secret[:3], "tail": secret[3:], "escaped": escaped}
+
+    def filled(value: object) -> object:
+        if isinstance(value, str):
+            return value.format(**fill) if "{" in value else value
+        if isinstance(value, dict):
+            return {filled(k): filled(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(filled(v) for v in value)
+        return value
+
+    value = filled(obj)
+    assert r.redact_json(value) == redact_strings(value, r.redact)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"text": "clean", "raw": {"content": {"text": "also clean"}, "_meta": {"at": 1.5, "i": 3}}},
+        {"list": ["x", ("y", None)], 7: "z", "split": ["sk-test-", "0123456789abcdef"]},
+    ],
+)
+def test_redact_json_returns_a_clean_value_itself(redactor: Redactor, obj: dict[object, object]) -> None:
+    assert redactor.redact_json(obj) is obj  # nothing walked or copied (the per-event hot path)
 
 
 def test_repr_and_labels_never_show_values(redactor: Redactor) -> None:
