@@ -122,7 +122,7 @@ class Runtime:
         self._close_lock = threading.Lock()
         self.manager = SessionManager(
             store=self.store,
-            driver_factory=lambda: AcpDriver(redact=self.redactor.redact),
+            driver_factory=lambda: AcpDriver(redact=self.redactor.redact, backlog=self.store.backlog),
             settings=self.settings,
             home=self.home,
             resolve_secret=self.vault.resolver(os.environ),

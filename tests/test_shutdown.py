@@ -7,12 +7,14 @@ with a ``timeout`` failure naming the step, and the next host start repairs that
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
 from agh_nb.core.leftovers import tagged_pids
+from agh_nb.core.session_dir import ledger_path
 from agh_nb.events import EventQuery
 from agh_nb.runtime import Runtime
 from tests.conftest import wait_until, write_agent
@@ -51,5 +53,33 @@ def test_a_stop_that_cannot_finish_in_time_is_recorded_and_repaired_alone(agh_ho
         assert events[-1].type == "session_stopped" and events[-1].content["runtime"].get("repair") is True
         calm_events = reopened.store.query_events(calm.id, EventQuery())
         assert [e.type for e in calm_events].count("session_stopped") == 1, "the clean session is not repaired"
+    finally:
+        reopened.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_clean_shutdown_writes_every_ledger_once_every_session_is_recorded(agh_home: Path, workspace: Path) -> None:
+    runtime = Runtime.start(home=agh_home)
+    manager = runtime.manager
+    try:
+        records = [runtime.call(lambda: manager.create(agent_name="demo-fast", cwd=str(workspace))) for _ in range(3)]
+        for record in records:
+            runtime.call(lambda r=record: manager.prompt(r.id, "firehose 1000000000"))
+        for record in records:
+            wait_until(lambda r=record: runtime.store.query_events(r.id, EventQuery(types=("agent_message",), limit=1)))
+    finally:
+        runtime.close()  # the host shutdown: stop_all with the embedded budget
+
+    reopened = Runtime.start(home=agh_home)
+    try:
+        for record in records:
+            stored = reopened.store.get_session(record.id)
+            assert stored is not None and stored.state.value == "stopped" and stored.failure is None, stored
+            events = reopened.store.query_events(record.id, EventQuery())
+            # The ledger was deferred by the stop and written by stop_all: whole, ending where the store ends.
+            ledger = ledger_path(agh_home, stored).read_text().splitlines()
+            assert len(ledger) == len(events), (len(ledger), len(events))
+            assert json.loads(ledger[-1])["type"] == "session_stopped"
+            assert [e.type for e in events].count("session_stopped") == 1, "nothing to repair after a clean shutdown"
     finally:
         reopened.close()

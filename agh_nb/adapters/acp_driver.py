@@ -93,8 +93,10 @@ class AcpDriver:
         startup_timeout: float = 60.0,
         redact: Redactor = _identity,
         base_env: dict[str, str] | None = None,
+        backlog: Callable[[], int] | None = None,
     ) -> None:
         self._startup_timeout = startup_timeout
+        self._backlog = backlog
         self._redact = redact
         self._base_env = base_env
         self._proc: asyncio.subprocess.Process | None = None
@@ -204,6 +206,7 @@ class AcpDriver:
             on_garbage=self._garbage,
             on_eof=self._stdout_closed,
             on_update=client.on_raw_update,
+            backlog=self._backlog,
         )
         self._tasks.spawn(self._drain_stderr(), "acp.stderr")
         self._tasks.spawn(self._watch_exit(), "acp.exit-watch")

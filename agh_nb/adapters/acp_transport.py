@@ -58,6 +58,14 @@ def build_environment(extra: dict[str, str], base: dict[str, str] | None = None)
 YIELD_EVERY = 64
 """Frames read before the transport lets the loop run other work: a buffered line is read
 without yielding, so a fast agent would otherwise hold the loop for as long as its backlog."""
+BACKLOG_HIGH = 10_000
+"""Rows queued for the store writer past which the transport stops reading an agent's updates
+until the backlog is back under ``BACKLOG_LOW``: the agent's pipe then fills and the agent waits
+(backpressure). Without it, agents that stream faster than the store commits build a backlog of
+seconds of commits, which every later save (a stop's record, at host shutdown) waits behind."""
+BACKLOG_LOW = 5_000
+BACKLOG_POLL = 0.005
+"""Seconds between looks at the backlog while it is high."""
 SESSION_UPDATE = "session/update"
 
 
@@ -249,12 +257,14 @@ class CheckedTransport(NdjsonTransport):
         on_garbage: Callable[[bytes], None],
         on_eof: Callable[[], None],
         on_update: Callable[[Any], None],
+        backlog: Callable[[], int] | None = None,
     ) -> None:
         self._supervisor = TaskSupervisor(source="agh_nb.acp_driver")
         super().__init__(reader, MessageSender(writer, self._supervisor))
         self._on_garbage = on_garbage
         self._on_eof = on_eof
         self._on_update = on_update
+        self._backlog = backlog
         self._unyielded = 0
         self._bounded = reader if isinstance(reader, BoundedReader) else None
         self._lines: collections.deque[bytes] = collections.deque()  # read, not yet handled
@@ -279,6 +289,10 @@ class CheckedTransport(NdjsonTransport):
             if self._unyielded >= YIELD_EVERY:
                 self._unyielded = 0
                 await asyncio.sleep(0)
+                backlog = self._backlog
+                if backlog is not None and not self._discarding and backlog() > BACKLOG_HIGH:
+                    while backlog() > BACKLOG_LOW and not self._discarding:
+                        await asyncio.sleep(BACKLOG_POLL)
             if lines:
                 line = lines.popleft()
             else:

@@ -287,6 +287,11 @@ class DuckDBStore:
         content = self._content(record, draft)
         return schema.event_from_queued(self._require_writer().append(record, draft, content, self._new_id()), content)
 
+    def backlog(self) -> int:
+        """How far the writer is behind: rows and operations queued, not yet being committed."""
+        writer = self._writer
+        return writer.backlog() if writer is not None else 0
+
     def queue(self, record: SessionRecord, draft: EventDraft) -> None:
         """``append`` without building the returned ``Event`` (a session's updates: nobody reads
         it, and it was a sixth of the runtime's cost per update).

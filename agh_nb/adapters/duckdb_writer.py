@@ -256,6 +256,11 @@ class GroupCommitWriter:
             if self._idle or self._lingering:
                 self._cond.notify()
 
+    def backlog(self) -> int:
+        """Rows and operations queued and not yet taken by the writer (read without the lock:
+        a hint for producers that can wait, never a count to rely on)."""
+        return len(self._queue)
+
     def knows(self, session_id: str) -> bool:
         """Return True once ``session_id`` has a sequence counter in this process."""
         with self._cond:

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -514,12 +515,28 @@ class SessionManager:
                 log.error("stopping session %s at shutdown failed: %r", session.session_id, failed)
             if session.record.state is not SessionState.STOPPED:
                 unstopped.append(session.session_id)
+        ledgers = [s.record for s in sessions if s.ledger_deferred and s.record.state is SessionState.STOPPED]
+        room = deadline + allowance - loop.time()
+        if ledgers and room > 0:
+            await asyncio.to_thread(self._write_ledgers, ledgers, time.monotonic() + room)
         if unstopped:
             log.warning(
                 "%d session(s) could not be stopped in time; the next host start repairs them: %s",
                 len(unstopped), ", ".join(unstopped),
             )
         return unstopped
+
+    def _write_ledgers(self, records: list[SessionRecord], until: float) -> None:
+        """Write the ledgers a host shutdown deferred, one after another, while time is left
+        (monotonic ``until``); a ledger not written is rewritten whole at the session's next stop."""
+        for index, record in enumerate(records):
+            if time.monotonic() >= until:
+                log.info("%d ledger(s) left to their next stop: the host shutdown is out of time", len(records) - index)
+                return
+            try:
+                write_session_ledger(self._home, record, self._store)
+            except OSError as exc:  # the session is stopped either way
+                log.error("writing the ledger of %s failed: %s", record.id, exc)
 
     async def approve(self, session_id: str, request_id: str, decision: str) -> dict[str, object]:
         """Decide a pending permission request of a session (from any surface)."""

@@ -269,6 +269,11 @@ class LiveSession:
         """The stop path's task, once begun."""
         return self._stop.task
 
+    @property
+    def ledger_deferred(self) -> bool:
+        """True when a host shutdown's stop left this session's ledger to ``stop_all``."""
+        return self._stop.ledger_deferred
+
     def quiesce(self) -> None:
         """Host shutdown: stop recording what the agent streams (see ``AgentDriver.quiesce``)."""
         self._driver.quiesce()

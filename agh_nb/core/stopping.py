@@ -140,6 +140,8 @@ class StopPath:
         self._budget = StopBudget(cancel=grace, exit=grace / 2)
         self._task: asyncio.Task[SessionRecord] | None = None
         self.step = "not begun"
+        self.ledger_deferred = False
+        """True when a host shutdown left the ledger to ``SessionManager.stop_all`` (see below)."""
         """Where the stop is (named in the failure of a stop that could not finish in time)."""
         self._began = 0.0
 
@@ -258,11 +260,12 @@ class StopPath:
         host.move(SessionState.STOPPED)
         await host.save()
         await host.end_background()
-        if budget.deadline is not None and loop.time() >= budget.deadline:
-            # Host shutdown, out of time: a ledger costs time in proportion to the session's
-            # events, and the other sessions still have to be recorded. It is rewritten whole
-            # at the session's next stop.
-            log.info("the ledger of %s is left to its next stop: the host shutdown is out of time", host.session_id)
+        if budget.deadline is not None:
+            # Host shutdown: a ledger costs time in proportion to the session's events (a read
+            # of the store and a file), and the other sessions still have to be recorded, behind
+            # the same store and thread pool. stop_all writes the ledgers once every session is
+            # recorded, in what is left of the budget.
+            self.ledger_deferred = True
         else:
             self._at("writing the ledger")
             try:
