@@ -136,8 +136,8 @@ class Event:
             timestamp=datetime.fromisoformat(str(row["timestamp"]).replace("Z", "+00:00")),
         )
 
-    def to_dict(self) -> JSON:
-        """Return the row as plain JSON-able data (timestamps as RFC3339 strings)."""
+    def _head(self) -> JSON:
+        """The row's fields before ``content`` (the order of ``to_dict``)."""
         return {
             "id": self.id,
             "session_id": self.session_id,
@@ -147,26 +147,17 @@ class Event:
             "agent_name": self.agent_name,
             "workspace_id": self.workspace_id,
             "workspace_path": self.workspace_path,
-            "content": self.content,
-            "timestamp": format_timestamp(self.timestamp),
         }
+
+    def to_dict(self) -> JSON:
+        """Return the row as plain JSON-able data (timestamps as RFC3339 strings)."""
+        return {**self._head(), "content": self.content, "timestamp": format_timestamp(self.timestamp)}
 
     def to_json(self) -> str:
         """``dumps(self.to_dict())``, reusing the stored text of ``content`` when there is one."""
         if self.content_text is None:
             return dumps(self.to_dict())
-        head = dumps(
-            {
-                "id": self.id,
-                "session_id": self.session_id,
-                "sequence": self.sequence,
-                "turn_id": self.turn_id,
-                "type": self.type,
-                "agent_name": self.agent_name,
-                "workspace_id": self.workspace_id,
-                "workspace_path": self.workspace_path,
-            }
-        )
+        head = dumps(self._head())
         return f'{head[:-1]},"content":{self.content_text},"timestamp":"{format_timestamp(self.timestamp)}"}}'
 
 
