@@ -118,7 +118,9 @@ class PermissionGate:
             "action": kind,
             "resource": paths[0] if paths else None,
         }
-        self._session.append_event(
+        # Durable before anyone is shown the request: a surface that lists it pending can find
+        # its event in the store at once (and a crash cannot lose a request someone saw).
+        await self._session.append_event_durable(
             EventDraft(
                 EventType.PERMISSION,
                 turn_id,
