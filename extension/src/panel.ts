@@ -38,6 +38,8 @@ export class SessionsPanel extends Widget {
   private readonly _notifier: INotifier;
   private _mode: Mode = 'loading';
   private _sessions: ISession[] = [];
+  private _sessionsAsked = 0;
+  private _sessionsShown = 0;
   private _sessionsKey = '';
   private readonly _approvals = new Map<string, IApproval>();
   private readonly _seen = new Set<string>();
@@ -186,12 +188,14 @@ export class SessionsPanel extends Widget {
     this._polling = true;
     let next = this.isVisible ? POLL_MS : POLL_HIDDEN_MS;
     try {
-      const sessions = await this.client.sessions();
+      const sessions = await this._fetchSessions();
       if (this._mode !== 'ready') {
         this._setMode('ready');
       }
       this._setConnection(null);
-      this._setSessions(sessions);
+      if (sessions !== null) {
+        this._setSessions(sessions);
+      }
       if (!this._approvalsStarted) {
         await this._startApprovals();
       }
@@ -220,6 +224,19 @@ export class SessionsPanel extends Widget {
     } else if (this._body.parentNode !== this.node) {
       this.node.replaceChildren(this._body);
     }
+  }
+
+  /** The sessions, or null when a list asked for later has already been shown: two fetches
+   * can overlap (the poll, and a request for a session not listed yet), and an older answer
+   * must not replace a newer one (a session would go back to "starting"). */
+  private async _fetchSessions(): Promise<ISession[] | null> {
+    const asked = ++this._sessionsAsked;
+    const sessions = await this.client.sessions();
+    if (asked < this._sessionsShown) {
+      return null;
+    }
+    this._sessionsShown = asked;
+    return sessions;
   }
 
   private _setSessions(sessions: ISession[]): void {
@@ -317,7 +334,10 @@ export class SessionsPanel extends Widget {
       // A request can arrive before the next poll lists its new session: fetch it, so the
       // notification names the session rather than showing its id.
       try {
-        this._setSessions(await this.client.sessions());
+        const sessions = await this._fetchSessions();
+        if (sessions !== null) {
+          this._setSessions(sessions);
+        }
       } catch {
         // the id will do
       }

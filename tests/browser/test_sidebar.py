@@ -173,9 +173,10 @@ def test_a_decision_by_the_magic_removes_the_request(page: Page, lab: Lab, artif
     assert not (ws / "note.txt").exists(), "the rejected write reached the disk"
     row = poll(
         lambda: next(r for r in sidebar.sessions() if r.id == session_id),
-        lambda r: r.pending == 0, 10, "the session row's pending count to drop to 0",
+        # Sessions are polled (every 2 s): the row catches up with the store within a poll.
+        lambda r: r.pending == 0 and r.state == "active", 10, "the session row to show 0 pending, active",
     )
-    assert row.state == "active", row
+    assert (row.pending, row.state) == (0, "active"), row
     page.screenshot(path=str(artifacts / "sidebar-decided-by-magic.png"))
 
 
