@@ -639,8 +639,15 @@ class AcpDriver:
             signal=-returncode if returncode < 0 else None,
             stderr_tail=self.stderr_tail(),
         )
-        # The exit is known before its bookkeeping is done: a stop waiting for it goes on while
-        # the book entry is removed (the shared thread pool may be busy with other sessions).
+        # The book entry goes first, and on the loop: one unlink is cheaper than a hop to the
+        # thread pool (busy with every other session's stop at host shutdown), and a hop could be
+        # cancelled half way by close(), which ends this watcher as soon as the exit is known,
+        # leaving a reaped agent in the book for crash repair to chase.
+        if self._book is not None:
+            try:
+                self._book.remove(proc.pid)
+            except OSError as exc:
+                log.warning("cannot forget agent pid %s in the process book: %s", proc.pid, exc)
         if self._exit is not None and not self._exit.done():
             self._exit.set_result(info)
         self._exit_info = info
@@ -650,9 +657,6 @@ class AcpDriver:
                     FailureKind.PROCESS_EXIT, self._exit_summary(""), returncode=returncode
                 )
             )
-        if self._book is not None:
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(self._book.remove, proc.pid)
         self.listener.on_exit(info)
 
     def _exit_summary(self, when: str) -> str:
