@@ -306,6 +306,15 @@ def test_interrupting_the_turn_cancels_pending_requests(host: Host, workspace: P
     assert [d["decision"] for d in decisions] == ["cancelled"]
     with pytest.raises(ApprovalError, match="already resolved"):
         host.approve(record.id, request["request_id"], "allow-once")
+    # The agent dropped the call without a word: the turn's end closed it (no call stays pending),
+    # before the turn's done, saying why.
+    events = host.events(record.id, build_query(turn=turn.turn_id))
+    (closed,) = [e for e in events if e.type == "tool_result"]
+    (call,) = [e for e in events if e.type == "tool_call"]
+    assert closed.content["tool_call_id"] == call.content["tool_call_id"]
+    assert closed.content["tool_error"] == "not run: its permission request was refused (cancelled)"
+    assert closed.content["runtime"]["turn_end"] == "cancelled"
+    assert [e.type for e in events][-1] == "done" and closed.sequence < events[-1].sequence
 
 
 def test_allow_always_covers_later_writes(host: Host, workspace: Path) -> None:

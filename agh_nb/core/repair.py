@@ -30,11 +30,11 @@ REPAIR_RUNTIME: JSON = {"repair": True}
 """The ``runtime`` marker carried by every event repair appends."""
 
 _REPAIRABLE_REASONS = frozenset({StopReason.AGENT_CRASHED, StopReason.ERROR})
-TURN_PLAN_TYPES: tuple[str, ...] = tuple(
-    t.value for t in (EventType.TOOL_CALL, EventType.PERMISSION, EventType.TOOL_RESULT, EventType.DONE, EventType.ERROR)
+TALLIED_TYPES: frozenset[EventType] = frozenset(
+    {EventType.TOOL_CALL, EventType.PERMISSION, EventType.TOOL_RESULT, EventType.DONE, EventType.ERROR}
 )
-"""The only event types ``plan_interrupted_tool_results`` and ``plan_turn_end_tool_results`` read:
-a caller may fetch just these (a streaming turn's thousands of chunks are not needed)."""
+"""The only event types a ``TurnTally`` reads: a live session passes just these to its turn
+runner (a streaming turn's thousands of chunks are not needed)."""
 _DETAIL_LIMIT = 500
 
 # Stale state -> (stop reason, failure kind, detail); the detail doubles as the failure summary.
@@ -165,8 +165,10 @@ def plan_session_stopped(record: SessionRecord, now: datetime) -> EventDraft:
 
 
 @dataclass
-class _Turn:
-    """What the events of one turn say about how it ended."""
+class TurnTally:
+    """What the events of one turn say about how it ended: its tool calls, their last status,
+    refusals and results. Built from stored events (repair) or kept up to date as a live turn's
+    events are appended (``TurnRunner``), so a turn's end needs no read of the store."""
 
     turn_id: str
     calls: dict[str, JSON] = field(default_factory=dict)  # id -> latest title/tool_name, first-seen order
@@ -188,9 +190,13 @@ class _Turn:
 
     def add(self, event: Event) -> None:
         """Take one stored event of this turn into account."""
-        content = event.content
+        self.observe(event.type, event.content)
+
+    def observe(self, event_type: str, content: JSON) -> None:
+        """Take one event of this turn into account, stored (its ``content``) or about to be (a
+        draft's ``fields``: the same keys, ``None`` for what the envelope leaves out)."""
         call_id = content.get("tool_call_id")
-        if event.type == EventType.TOOL_CALL.value and call_id is not None:
+        if event_type == EventType.TOOL_CALL.value and call_id is not None:
             info = self.calls.setdefault(str(call_id), {})
             for key in ("title", "tool_name"):
                 if content.get(key) is not None:
@@ -199,16 +205,16 @@ class _Turn:
             status = raw.get("status") if isinstance(raw, dict) else None
             if isinstance(status, str):
                 self.statuses[str(call_id)] = status
-        elif event.type == EventType.PERMISSION.value and call_id is not None:
+        elif event_type == EventType.PERMISSION.value and call_id is not None:
             decision = content.get("decision")
             if isinstance(decision, str) and decision.startswith(("reject", "cancelled")):
                 self.refusals[str(call_id)] = decision
-        elif event.type == EventType.TOOL_RESULT.value and call_id is not None:
+        elif event_type == EventType.TOOL_RESULT.value and call_id is not None:
             self.results.add(str(call_id))
-        elif event.type == EventType.DONE.value:
+        elif event_type == EventType.DONE.value:
             self.done = True
             self.done_error = bool(content.get("error")) or content.get("stop_reason") == "error"
-        elif event.type == EventType.ERROR.value:
+        elif event_type == EventType.ERROR.value:
             self.error = True
 
 
@@ -271,11 +277,21 @@ def plan_interrupted_tool_results(events: Sequence[Event], turn_id: str, now: da
     Returns:
         One draft per dangling tool call, in first-seen order; empty when none is open.
     """
-    turn = _Turn(turn_id)
+    return interrupted_tool_results(tally_turn(events, turn_id), now)
+
+
+def interrupted_tool_results(tally: TurnTally, now: datetime) -> list[EventDraft]:
+    """``plan_interrupted_tool_results`` over a turn's tally (the live host keeps one)."""
+    return _close_dangling(tally, now)
+
+
+def tally_turn(events: Sequence[Event], turn_id: str) -> TurnTally:
+    """The tally of ``turn_id`` from stored events (any order; other turns' are skipped)."""
+    turn = TurnTally(turn_id)
     for event in sorted(events, key=lambda e: e.sequence):
         if event.turn_id == turn_id:
             turn.add(event)
-    return _close_dangling(turn, now)
+    return turn
 
 
 def plan_turn_end_tool_results(
@@ -295,10 +311,12 @@ def plan_turn_end_tool_results(
         stop_reason: how it ends (quoted in the error).
         now: the time of the planned events.
     """
-    turn = _Turn(turn_id)
-    for event in sorted(events, key=lambda e: e.sequence):
-        if event.turn_id == turn_id:
-            turn.add(event)
+    return turn_end_tool_results(tally_turn(events, turn_id), stop_reason, now)
+
+
+def turn_end_tool_results(turn: TurnTally, stop_reason: str, now: datetime) -> list[EventDraft]:
+    """``plan_turn_end_tool_results`` over a turn's tally (the live host keeps one)."""
+    turn_id = turn.turn_id
     drafts = []
     for call_id, info in turn.dangling():
         refused = turn.refusals.get(call_id)
@@ -313,7 +331,7 @@ def plan_turn_end_tool_results(
     return drafts
 
 
-def _close_dangling(turn: _Turn, now: datetime) -> list[EventDraft]:
+def _close_dangling(turn: TurnTally, now: datetime) -> list[EventDraft]:
     drafts = []
     for call_id, info in turn.dangling():
         fields: JSON = {"tool_call_id": call_id, **info, "tool_error": INTERRUPTED_TOOL_ERROR}
@@ -322,7 +340,7 @@ def _close_dangling(turn: _Turn, now: datetime) -> list[EventDraft]:
     return drafts
 
 
-def _last_run_turns(events: Sequence[Event]) -> list[_Turn]:
+def _last_run_turns(events: Sequence[Event]) -> list[TurnTally]:
     """The turns of the session's last run (after the session_stopped preceding the last prompt)."""
     last_prompt = max(
         (i for i, e in enumerate(events) if e.type == EventType.USER_MESSAGE.value and e.turn_id), default=None
@@ -332,10 +350,10 @@ def _last_run_turns(events: Sequence[Event]) -> list[_Turn]:
     start = 1 + max(
         (i for i, e in enumerate(events[:last_prompt]) if e.type == EventType.SESSION_STOPPED.value), default=-1
     )
-    turns: dict[str, _Turn] = {}
+    turns: dict[str, TurnTally] = {}
     for event in events[start:]:
         if event.turn_id:
-            turns.setdefault(event.turn_id, _Turn(event.turn_id)).add(event)
+            turns.setdefault(event.turn_id, TurnTally(event.turn_id)).add(event)
     return list(turns.values())
 
 

@@ -37,6 +37,7 @@ from agh_nb.core.ports import AgentDriver, DriverFailure, EventStore, ExitInfo, 
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.session_dir import session_dir, write_meta
 from agh_nb.core.redaction import StreamView
+from agh_nb.core.repair import TALLIED_TYPES
 from agh_nb.core.state import FailureKind, SessionState, transition
 from agh_nb.core.stream_redaction import StreamRedaction
 from agh_nb.core.stopping import STOP_GRACE as STOP_GRACE, StopBudget, StopPath
@@ -575,10 +576,16 @@ class LiveSession:
         return draft if fields is draft.fields else EventDraft(draft.type, draft.turn_id, fields, draft.timestamp)
 
     def _append(self, draft: EventDraft) -> None:
-        self._store.queue(self._record, self._scrub(draft))
+        draft = self._scrub(draft)
+        if draft.type in TALLIED_TYPES:
+            self._turns.observe(draft)
+        self._store.queue(self._record, draft)
 
     async def _append_durable(self, draft: EventDraft) -> None:
-        await self._store.append_durable(self._record, self._scrub(draft))
+        draft = self._scrub(draft)
+        if draft.type in TALLIED_TYPES:
+            self._turns.observe(draft)
+        await self._store.append_durable(self._record, draft)
 
     def _update(self, **changes: Any) -> None:
         self._record = self._record.replace(updated_at=self._clock.now(), **changes)

@@ -220,6 +220,7 @@ class StopPath:
             )
         verdict = classify(cause, exit_info, redact=self._redact)
         if running is not None:
+            self._at("settling the turn")
             await self._turns.settle(running, interrupted=verdict.stop_reason in _REPAIRABLE)
         failure = verdict.failure
         if failure is not None:
@@ -239,6 +240,7 @@ class StopPath:
             settled = host.record.replace(state=SessionState.STOPPED)  # what the record is about to be
             for draft in plan_transcript_repair(settled, events, host.now()):
                 host.append_event(draft)
+        self._at("storing session_stopped")
         host.flush_all_streams()  # text held back from a stream (redaction) is stored before the end
         exit_json = {"pid": exit_info.pid, "returncode": exit_info.returncode, "signal": exit_info.signal}
         runtime: JSON = {"stop_detail": verdict.stop_detail, "exit": exit_json}
@@ -258,7 +260,9 @@ class StopPath:
             ),
         )
         host.move(SessionState.STOPPED)
+        self._at("saving the record")
         await host.save()
+        self._at("ending background work")
         await host.end_background()
         if budget.deadline is not None:
             # Host shutdown: a ledger costs time in proportion to the session's events (a read

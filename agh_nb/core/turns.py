@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
 from collections.abc import Awaitable
 from typing import Any, Protocol, TypeVar
 
@@ -23,13 +22,13 @@ from agh_nb.core.classify import CauseKind, StopCause, turn_failure_cause, unexp
 from agh_nb.core.clock import IdGenerator, SystemClock
 from agh_nb.core.ports import AgentDriver, DriverFailure, EventStore, TurnOutcome
 from agh_nb.core.record import SessionRecord
-from agh_nb.core.repair import TURN_PLAN_TYPES, plan_interrupted_tool_results, plan_turn_end_tool_results
+from agh_nb.core.repair import TurnTally, interrupted_tool_results, turn_end_tool_results
 from agh_nb.core.state import FailureKind, SessionState
 from agh_nb.core.supervisor import SupervisedSession, supervise_turn
 from agh_nb.core.tasks import TaskOwner
 from agh_nb.core.turn import Turn, TurnResult, storable_usage
 from agh_nb.errors import QueueFullError
-from agh_nb.events import JSON, Event, EventDraft, EventQuery, EventType
+from agh_nb.events import JSON, EventDraft, EventType
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +108,10 @@ class TurnRunner:
         self._abandon: asyncio.Future[None] | None = None  # set: end the running turn locally
         self._orphan: Turn | None = None  # ended locally; its session/prompt is still unanswered
         self._orphan_call: asyncio.Task[Any] | None = None
+        # turn id -> its tool calls so far, fed by every event the session appends: a turn's end
+        # closes its open calls without a flush and a read of the store (at a host shutdown that
+        # read, for every session at once, took longer than the whole budget).
+        self._tallies: dict[str, TurnTally] = {}
 
     # -- views --------------------------------------------------------------------------------
 
@@ -159,6 +162,7 @@ class TurnRunner:
                 session_id=host.session_id,
             )
         turn_id = self._ids.turn_id()
+        self._tallies[turn_id] = TurnTally(turn_id)
         fields: JSON = {"text": text, "runtime": {"replay_transcript": True}} if replay else {"text": text}
         command = slash_command(text)
         if command is not None:
@@ -328,14 +332,19 @@ class TurnRunner:
             if not host.stop_started():  # already stopped: nothing to wait for
                 self.resolve_deferred()
 
-    async def _turn_events(self, turn_id: str) -> Sequence[Event]:
-        await self._store.flush()
-        query = EventQuery(turn_id=turn_id, types=TURN_PLAN_TYPES)  # not the turn's stream of chunks
-        return await asyncio.to_thread(self._store.query_events, self._host.session_id, query)
+    def observe(self, draft: EventDraft) -> None:
+        """Take an event the session appends into its turn's tally (a tool call, a permission
+        decision, a result, an error, a done; the session passes only those types)."""
+        tally = self._tallies.get(draft.turn_id) if draft.turn_id is not None else None
+        if tally is not None:
+            tally.observe(draft.type.value, draft.fields)
+
+    def _tally(self, turn_id: str) -> TurnTally:
+        return self._tallies.get(turn_id) or TurnTally(turn_id)
 
     async def close_dangling(self, turn_id: str) -> None:
         """Append an interrupted ``tool_result`` for every tool call of ``turn_id`` still open."""
-        for draft in plan_interrupted_tool_results(await self._turn_events(turn_id), turn_id, self._clock.now()):
+        for draft in interrupted_tool_results(self._tally(turn_id), self._clock.now()):
             self._host.append_event(draft)
 
     async def finish(
@@ -356,10 +365,11 @@ class TurnRunner:
         refused and that the agent then abandoned without a word.
         """
         if turn.future.done() or turn.recorded:
+            self._tallies.pop(turn.turn_id, None)
             return
         self._host.flush_streams(turn.turn_id)
         if turn is self._current and stop_reason != "error":
-            for draft in plan_turn_end_tool_results(await self._turn_events(turn.turn_id), turn.turn_id, stop_reason, self._clock.now()):
+            for draft in turn_end_tool_results(self._tally(turn.turn_id), stop_reason, self._clock.now()):
                 self._host.append_event(draft)
         fields: JSON = {"stop_reason": stop_reason, "usage": usage}
         if error:
@@ -368,6 +378,7 @@ class TurnRunner:
             fields["runtime"] = runtime
         await self._host.append_event_durable(EventDraft(EventType.DONE, turn.turn_id, fields, self._clock.now()))
         turn.recorded = True
+        self._tallies.pop(turn.turn_id, None)
         if turn is self._current:
             self._host.end_turn_grants()
         if resolve:
