@@ -142,6 +142,7 @@ class Runtime:
         repaired = runtime.call(runtime.manager.repair_stale)
         if repaired:
             log.warning("repaired %d session(s) left by a host that died: %s", len(repaired), ", ".join(repaired))
+        runtime._loop.call_soon_threadsafe(runtime.manager.start_ledger_catch_up)
         return runtime
 
     @classmethod
@@ -151,6 +152,7 @@ class Runtime:
         repaired = await runtime.manager.repair_stale()
         if repaired:
             log.warning("repaired %d session(s) left by a host that died: %s", len(repaired), ", ".join(repaired))
+        runtime.manager.start_ledger_catch_up()
         return runtime
 
     async def aclose(self) -> None:

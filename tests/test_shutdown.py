@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from agh_nb.core.leftovers import tagged_pids
-from agh_nb.core.session_dir import ledger_path
+from agh_nb.core import manager as manager_module
+from agh_nb.core.ledger import verify_ledger
+from agh_nb.core.session_dir import LEDGER_PENDING, ledger_path, session_dir
 from agh_nb.events import EventQuery
 from agh_nb.runtime import Runtime
 from tests.conftest import wait_until, write_agent
@@ -76,10 +78,48 @@ def test_a_clean_shutdown_writes_every_ledger_once_every_session_is_recorded(agh
             stored = reopened.store.get_session(record.id)
             assert stored is not None and stored.state.value == "stopped" and stored.failure is None, stored
             events = reopened.store.query_events(record.id, EventQuery())
-            # The ledger was deferred by the stop and written by stop_all: whole, ending where the store ends.
+            # The ledger was deferred by the stop and written by stop_all (or, when the budget had
+            # no room for it, by this host's catch-up): whole, ending where the store ends.
+            marker = session_dir(agh_home, record.id) / LEDGER_PENDING
+            wait_until(lambda m=marker: not m.exists(), timeout=30)
             ledger = ledger_path(agh_home, stored).read_text().splitlines()
             assert len(ledger) == len(events), (len(ledger), len(events))
             assert json.loads(ledger[-1])["type"] == "session_stopped"
             assert [e.type for e in events].count("session_stopped") == 1, "nothing to repair after a clean shutdown"
+    finally:
+        reopened.close()
+
+
+@pytest.mark.timeout(120)
+def test_ledgers_a_shutdown_has_no_time_for_are_written_by_the_next_host(
+    agh_home: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every ledger priced out of the budget, as with 50 firehose sessions (about 50 us an event).
+    monkeypatch.setattr(manager_module, "LEDGER_SECONDS_PER_EVENT", 1000.0)
+    runtime = Runtime.start(home=agh_home)
+    manager = runtime.manager
+    try:
+        records = [runtime.call(lambda: manager.create(agent_name="demo-fast", cwd=str(workspace))) for _ in range(2)]
+        for record in records:
+            runtime.call(lambda r=record: manager.prompt(r.id, "firehose 1000000000"))
+        for record in records:
+            wait_until(lambda r=record: runtime.store.query_events(r.id, EventQuery(types=("agent_message",), limit=1)))
+    finally:
+        runtime.close()
+    for record in records:
+        assert (session_dir(agh_home, record.id) / LEDGER_PENDING).exists(), "left for later, and marked so"
+        assert not ledger_path(agh_home, record).exists()
+
+    monkeypatch.undo()
+    reopened = Runtime.start(home=agh_home)
+    try:
+        for record in records:
+            wait_until(lambda r=record: not (session_dir(agh_home, r.id) / LEDGER_PENDING).exists(), timeout=30)
+            path = ledger_path(agh_home, record)
+            events = reopened.store.query_events(record.id, EventQuery())
+            lines = path.read_text().splitlines()
+            assert len(lines) == len(events) and json.loads(lines[-1])["type"] == "session_stopped"
+            assert verify_ledger(path)
+            assert [e.type for e in events].count("session_stopped") == 1, "stopped cleanly: nothing repaired"
     finally:
         reopened.close()

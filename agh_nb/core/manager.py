@@ -38,7 +38,15 @@ from agh_nb.core.redaction import Redactor
 from agh_nb.core.session import LiveSession, Turn
 from agh_nb.core.repair import plan_repair
 from agh_nb.core.sandbox_policy import sandbox_policy
-from agh_nb.core.session_dir import make_session_dir, read_meta, session_dir, write_meta, write_session_ledger
+from agh_nb.core.session_dir import (
+    make_session_dir,
+    mark_ledger_pending,
+    pending_ledgers,
+    read_meta,
+    session_dir,
+    write_meta,
+    write_session_ledger,
+)
 from agh_nb.core.transcript import build_transcript, transcript_text
 from agh_nb.core.state import FailureKind, SessionState, SessionType
 from agh_nb.core.stopping import shutdown_budget
@@ -63,6 +71,13 @@ cancel grace, then 0.5 s each for ``session/close``, EOF, SIGTERM and SIGKILL (`
 Jupyter kills a kernel 5 s after asking it to shut down (``shutdown_wait_time``)."""
 RECORD_ALLOWANCE = 2.0
 """Seconds after the shutdown deadline that stops may still take to record themselves."""
+LEDGER_SECONDS_PER_EVENT = 60e-6
+"""What a ledger costs per event (read, canonical JSON twice, sha256, write; ~50 us measured on 2
+cores): a host shutdown writes only the ledgers that fit in ``SHUTDOWN_LEDGER_SLICE``."""
+SHUTDOWN_LEDGER_SLICE = 0.5
+"""Seconds a host shutdown spends on ledgers, at most, once every session is recorded: a few
+ordinary sessions' worth. The rest are marked pending and written by the next host start; a
+quick exit matters more (Jupyter kills a slow kernel or server)."""
 REPLAY_PREAMBLE = (
     "This session was resumed in a fresh agent session. For context, here is the transcript of the "
     "conversation so far; do not act on it, just take it into account:\n\n"
@@ -146,6 +161,7 @@ class SessionManager:
         self._pins: dict[str, list[tuple[str, str]]] = {}  # session id -> (value, label) pinned
         self._resuming: dict[str, asyncio.Future[SessionRecord]] = {}
         self._closing = False  # the host shuts down: no session starts any more
+        self._catch_up: asyncio.Task[int] | None = None
         self.approvals = ApprovalBroker(timeout=settings.approval_timeout)
         self.elicitations = ElicitationBroker(timeout=settings.approval_timeout)
 
@@ -495,6 +511,9 @@ class SessionManager:
         self._closing = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
+        if self._catch_up is not None and not self._catch_up.done():
+            self._catch_up.cancel()  # the ledger it is writing finishes in its thread; the rest wait
+            await asyncio.wait({self._catch_up})
         cause = StopCause(CauseKind.USER, detail=detail)
         sessions = list(self._live.values())
         for session in sessions:
@@ -516,7 +535,11 @@ class SessionManager:
             if session.record.state is not SessionState.STOPPED:
                 unstopped.append(session.session_id)
         ledgers = [s.record for s in sessions if s.ledger_deferred and s.record.state is SessionState.STOPPED]
-        room = deadline + allowance - loop.time()
+        if ledgers:
+            # Marked first (a file each, milliseconds): what the budget leaves unwritten, the next
+            # host start writes (``catch_up_ledgers``).
+            await asyncio.to_thread(self._mark_ledgers, ledgers)
+        room = min(SHUTDOWN_LEDGER_SLICE, deadline + allowance - loop.time())
         if ledgers and room > 0:
             await asyncio.to_thread(self._write_ledgers, ledgers, time.monotonic() + room)
         if unstopped:
@@ -526,17 +549,56 @@ class SessionManager:
             )
         return unstopped
 
-    def _write_ledgers(self, records: list[SessionRecord], until: float) -> None:
-        """Write the ledgers a host shutdown deferred, one after another, while time is left
-        (monotonic ``until``); a ledger not written is rewritten whole at the session's next stop."""
-        for index, record in enumerate(records):
-            if time.monotonic() >= until:
-                log.info("%d ledger(s) left to their next stop: the host shutdown is out of time", len(records) - index)
-                return
+    def _mark_ledgers(self, records: list[SessionRecord]) -> None:
+        for record in records:
             try:
+                mark_ledger_pending(self._home, record.id)
+            except OSError as exc:
+                log.error("cannot mark the ledger of %s as pending: %s", record.id, exc)
+
+    def _write_ledgers(self, records: list[SessionRecord], until: float) -> None:
+        """Write the ledgers a host shutdown deferred, each only if it fits before monotonic
+        ``until`` (its cost estimated from its event count); the others stay marked pending."""
+        left = 0
+        for record in records:
+            try:
+                newest = self._store.query_events(record.id, EventQuery(limit=1))
+                cost = (newest[0].sequence if newest else 0) * LEDGER_SECONDS_PER_EVENT
+                if time.monotonic() + cost >= until:
+                    left += 1
+                    continue
                 write_session_ledger(self._home, record, self._store)
-            except OSError as exc:  # the session is stopped either way
+            except OSError as exc:  # the session is stopped either way; it stays marked
                 log.error("writing the ledger of %s failed: %s", record.id, exc)
+        if left:
+            log.info("%d ledger(s) left to the next host start: the host shutdown is out of time", left)
+
+    def start_ledger_catch_up(self) -> None:
+        """Write, in the background, the ledgers an earlier host shutdown left pending."""
+        if self._catch_up is None and not self._closing:
+            self._catch_up = asyncio.get_running_loop().create_task(self.catch_up_ledgers(), name="ledger-catch-up")
+
+    async def catch_up_ledgers(self) -> int:
+        """Write the ledger of every stopped session marked pending, oldest first; return how many.
+
+        One at a time, in a thread; stops early when the host shuts down. A session running
+        again (resumed) is skipped: its own stop writes its ledger.
+        """
+        written = 0
+        for session_id in await asyncio.to_thread(pending_ledgers, self._home):
+            if self._closing:
+                break
+            record = await asyncio.to_thread(self._store.get_session, session_id)
+            if record is None or record.state is not SessionState.STOPPED or session_id in self._live:
+                continue
+            try:
+                if await asyncio.to_thread(write_session_ledger, self._home, record, self._store, only_pending=True):
+                    written += 1
+            except Exception as exc:  # noqa: BLE001 - the next start tries again; never a task failure
+                log.error("writing the pending ledger of %s failed: %s", session_id, exc)
+        if written:
+            log.info("wrote %d ledger(s) an earlier host shutdown left pending", written)
+        return written
 
     async def approve(self, session_id: str, request_id: str, decision: str) -> dict[str, object]:
         """Decide a pending permission request of a session (from any surface)."""
