@@ -16,12 +16,29 @@ import pytest
 from agh_nb.core.leftovers import tagged_pids
 from agh_nb.core import manager as manager_module
 from agh_nb.core.ledger import verify_ledger
+from agh_nb.core.record import SessionRecord
 from agh_nb.core.session_dir import LEDGER_PENDING, ledger_path, session_dir
 from agh_nb.events import EventQuery
 from agh_nb.runtime import Runtime
 from tests.conftest import wait_until, write_agent
 
 STUBBORN = [sys.executable, "-m", "agh_nb.agents.demo", "--fast", "--ignore-eof", "--on-cancel", "ignore"]
+
+
+def shut_down_streaming(agh_home: Path, workspace: Path, *, sessions: int) -> list[SessionRecord]:
+    """Start a host, give it ``sessions`` sessions streaming without end, then shut it down the
+    way a kernel does (``stop_all`` with the embedded budget); return their records."""
+    runtime = Runtime.start(home=agh_home)
+    manager = runtime.manager
+    try:
+        records = [runtime.call(lambda: manager.create(agent_name="demo-fast", cwd=str(workspace))) for _ in range(sessions)]
+        for record in records:
+            runtime.call(lambda r=record: manager.prompt(r.id, "firehose 1000000000"))
+        for record in records:
+            wait_until(lambda r=record: runtime.store.query_events(r.id, EventQuery(types=("agent_message",), limit=1)))
+    finally:
+        runtime.close()
+    return records
 
 
 @pytest.mark.timeout(120)
@@ -61,16 +78,7 @@ def test_a_stop_that_cannot_finish_in_time_is_recorded_and_repaired_alone(agh_ho
 
 @pytest.mark.timeout(120)
 def test_a_clean_shutdown_writes_every_ledger_once_every_session_is_recorded(agh_home: Path, workspace: Path) -> None:
-    runtime = Runtime.start(home=agh_home)
-    manager = runtime.manager
-    try:
-        records = [runtime.call(lambda: manager.create(agent_name="demo-fast", cwd=str(workspace))) for _ in range(3)]
-        for record in records:
-            runtime.call(lambda r=record: manager.prompt(r.id, "firehose 1000000000"))
-        for record in records:
-            wait_until(lambda r=record: runtime.store.query_events(r.id, EventQuery(types=("agent_message",), limit=1)))
-    finally:
-        runtime.close()  # the host shutdown: stop_all with the embedded budget
+    records = shut_down_streaming(agh_home, workspace, sessions=3)
 
     reopened = Runtime.start(home=agh_home)
     try:
@@ -96,16 +104,7 @@ def test_ledgers_a_shutdown_has_no_time_for_are_written_by_the_next_host(
 ) -> None:
     # Every ledger priced out of the budget, as with 50 firehose sessions (about 50 us an event).
     monkeypatch.setattr(manager_module, "LEDGER_SECONDS_PER_EVENT", 1000.0)
-    runtime = Runtime.start(home=agh_home)
-    manager = runtime.manager
-    try:
-        records = [runtime.call(lambda: manager.create(agent_name="demo-fast", cwd=str(workspace))) for _ in range(2)]
-        for record in records:
-            runtime.call(lambda r=record: manager.prompt(r.id, "firehose 1000000000"))
-        for record in records:
-            wait_until(lambda r=record: runtime.store.query_events(r.id, EventQuery(types=("agent_message",), limit=1)))
-    finally:
-        runtime.close()
+    records = shut_down_streaming(agh_home, workspace, sessions=2)
     for record in records:
         assert (session_dir(agh_home, record.id) / LEDGER_PENDING).exists(), "left for later, and marked so"
         assert not ledger_path(agh_home, record).exists()

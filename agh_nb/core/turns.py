@@ -162,13 +162,15 @@ class TurnRunner:
                 session_id=host.session_id,
             )
         turn_id = self._ids.turn_id()
-        self._tallies[turn_id] = TurnTally(turn_id)
         fields: JSON = {"text": text, "runtime": {"replay_transcript": True}} if replay else {"text": text}
         command = slash_command(text)
         if command is not None:
             fields["runtime"] = {"command": command}
         await host.append_event_durable(EventDraft(EventType.USER_MESSAGE, turn_id, fields, self._clock.now()))
         host.require_active()
+        # Tallied from here: nothing of the turn can be appended before it is queued below, and
+        # a prompt refused above leaves no tally behind.
+        self._tallies[turn_id] = TurnTally(turn_id)
         if interrupt:
             for stale in list(self._queue):
                 await self.finish(stale, "cancelled", error="dropped by an interrupting prompt")
