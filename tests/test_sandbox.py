@@ -88,12 +88,14 @@ def test_nothing_outside_the_workspace_is_written(
     attempt(host, record.id, word, f"cp x {outside}/; echo y > {outside}/file; echo z > {outside}/new; rm -f {outside}/file")
     assert sorted(p.name for p in outside.iterdir()) == ["file"]
     assert (outside / "file").read_text() == "outside contents\n"
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    result = attempt(host, record.id, word, f"head -1 {readme}; cat {outside}/file; echo inside > made-here")
+    # A file of the host outside /tmp (a checkout may itself live under /tmp, which is private).
+    readable = Path("/etc/os-release")
+    result = attempt(host, record.id, word, f"head -1 {readable}; cat {outside}/file; echo inside > made-here")
     assert (workspace / "made-here").read_text() == "inside\n"
     # The rest of the disk stays readable (the README says so), but /tmp is a private one.
     output = str(result["output"])
-    assert output.startswith("# agh_nb") and "outside contents" not in output
+    first = readable.read_text().splitlines()[0]
+    assert output.startswith(first + "\n") and "outside contents" not in output
 
 
 def test_without_the_sandbox_the_same_attack_succeeds(agh_home: Path, workspace: Path, outside: Path) -> None:

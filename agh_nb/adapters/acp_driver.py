@@ -52,6 +52,8 @@ from agh_nb.core.state import FailureKind
 from agh_nb.core.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+"""The agh_nb package directory."""
 
 T = TypeVar("T")
 
@@ -166,7 +168,9 @@ class AcpDriver:
             env[PROCESS_TAG] = spec.session_id  # how crash repair knows our processes
         try:
             resolved = check_command(argv[0], env)
-            keep = [resolved, os.path.realpath(resolved), sys.prefix, sys.base_prefix]
+            # The interpreter, and agh_nb's own code (the built-in agents run from it; an editable
+            # install is the source tree), stay visible wherever they are installed.
+            keep = [resolved, os.path.realpath(resolved), sys.prefix, sys.base_prefix, _PACKAGE_DIR]
             self._confinement = await confinement(spec.sandbox, keep=keep)
             self._proc = await spawn_agent(argv, env=env, cwd=spec.cwd, confinement=self._confinement)
         except SandboxUnavailableError as exc:

@@ -194,9 +194,10 @@ class Confinement:
         opts += ["--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent"]
         if not policy.network:
             opts.append("--unshare-net")
-        for private in ("/tmp", "/var/tmp", "/run", "/var/run"):
+        for private in PRIVATE_DIRS:
             if os.path.isdir(private) and not os.path.islink(private):
                 opts += ["--tmpfs", private]
+        opts += rebind_private(keep)
         # /etc/resolv.conf is often a symlink into /run (systemd-resolved): bind its target back.
         for name in ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf"):
             target = os.path.realpath(name)
@@ -256,6 +257,20 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+PRIVATE_DIRS = ("/tmp", "/var/tmp", "/run", "/var/run")
+"""Replaced by empty tmpfs inside the sandbox."""
+
+
+def rebind_private(paths: Sequence[str]) -> list[str]:
+    """Options binding back, read-only, the paths that lie in a private directory (an agent or a
+    virtualenv installed under ``/tmp`` must still run inside)."""
+    opts: list[str] = []
+    for path in dict.fromkeys(os.path.realpath(p) for p in paths if p):
+        if _exists(path) and any(_within(path, d) for d in PRIVATE_DIRS):
+            opts += ["--ro-bind", path, path]
+    return opts
+
+
 def find_bwrap(configured: str | None, which: Callable[[str], str | None] = shutil.which) -> str | None:
     """The bubblewrap binary: the configured path if it is an executable file, else on the PATH."""
     if configured:
@@ -279,7 +294,8 @@ async def probe(bwrap: str, *, network: bool) -> str | None:
         if key in _probes:
             return _probes[key]
         argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--unshare-pid", "--proc", "/proc"]
-        argv += ["--unshare-ipc", "--tmpfs", "/tmp", "--die-with-parent", "--clearenv"]
+        argv += ["--unshare-ipc", "--tmpfs", "/tmp", *rebind_private([sys.prefix, sys.base_prefix, sys.executable])]
+        argv += ["--die-with-parent", "--clearenv"]
         if not network:
             argv.append("--unshare-net")
         argv += ["--", sys.executable, "-c", ""]
