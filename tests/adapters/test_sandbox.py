@@ -176,6 +176,24 @@ def test_private_tmp_and_run(tree: dict[str, Path], tmp_path: Path) -> None:
     assert not Path("/tmp/inside").exists()
 
 
+def test_an_interpreter_kept_under_tmp_is_bound_back_alone(tree: dict[str, Path]) -> None:
+    # A checkout or virtualenv under /tmp (a clean clone there): what the agent runs from comes back
+    # read-only inside the private /tmp; nothing else of the host's /tmp does.
+    base = Path("/tmp") / f"agh-sandbox-venv-{os.getpid()}"
+    (base / "venv" / "bin").mkdir(parents=True)
+    tool = base / "venv" / "bin" / "tool"
+    tool.write_text("#!/bin/sh\necho tool-ran\n")
+    tool.chmod(0o755)
+    (base / "sibling").write_text(SECRET)
+    try:
+        box = Confinement(policy(tree), bwrap(), keep=(*KEEP, str(base / "venv")))
+        result = shell(box, f"{tool}; cat {base}/sibling; touch {base}/venv/new && echo venv-writable", tree["ws"])
+    finally:
+        shutil.rmtree(base)
+    assert "tool-ran" in result.stdout, result.stderr
+    assert SECRET not in result.stdout and "venv-writable" not in result.stdout
+
+
 def test_jupyter_runtime_dir_is_hidden(tree: dict[str, Path]) -> None:
     runtime = tree["home"] / "jrt"
     runtime.mkdir()
