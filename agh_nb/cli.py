@@ -13,14 +13,25 @@ document, unchanged. Errors are one line with one prefix, suggesting ``agh-nb`` 
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from agh_nb.errors import AghError, HostError, StoreLockedError, UsageError
+
+if TYPE_CHECKING:
+    from agh_nb.commands import Waiter
+    from agh_nb.core.handles import TurnHandle
+    from agh_nb.core.host import HostProtocol, ReaderProtocol
+    from agh_nb.core.turn import TurnResult
+    from agh_nb.holder import Holder
+    from rich.console import Console
+    from rich.table import Table
 
 PROG = "agh-nb"
 _MAGIC_WORDS = re.compile(r"%%?agh (?=session |vault |sql\b)")
@@ -32,9 +43,10 @@ GAP = 2  # spaces between columns
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the process exit code (0 ok, 1 error, 2 usage, 130 interrupted)."""
     from agh_nb.commands import execute, follow_logs, parse
+    from agh_nb.core.host import is_live
 
     words = list(sys.argv[1:] if argv is None else argv)
-    host: Any = None
+    host: ReaderProtocol | None = None
     try:
         args, help_text = parse(words, prog=PROG)
         if args is None:
@@ -49,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             secret_prompt=_getpass,
             follow=_follow,
             follow_logs=follow_logs,
-            waiter=_waiter(host, json_output),
+            # a reader runs no turn, so it has nothing to wait for (``execute`` refuses ``prompt``)
+            waiter=_waiter(host, json_output) if is_live(host) else None,
             prog=PROG,
         )
         if json_output:
@@ -84,8 +97,9 @@ def _error(exc: AghError) -> None:
 # -- which host answers ---------------------------------------------------------------------------
 
 
-def _open_host(args: Any) -> Any:
-    """The Jupyter server host that holds this AGH_HOME's store, else a read-only ``Reader``.
+def _open_host(args: argparse.Namespace) -> ReaderProtocol:
+    """The Jupyter server host that holds this AGH_HOME's store (a ``RemoteHost``), else a
+    read-only ``Reader``.
 
     Raises:
         StoreLockedError: a kernel or another process holds the store (the message names it).
@@ -115,7 +129,9 @@ def _open_host(args: Any) -> Any:
                 "GET /agh/api/host from Jupyter's runtime directory (still starting, or another JUPYTER_RUNTIME_DIR?): "
                 "try again, or use it from JupyterLab"
             )
-        return _NoHost()  # no server holds this store: the grammar says what a live word needs
+        # No server holds this store: a reader over no store (``live`` is False, nothing is opened)
+        # stands for "no live host", so the grammar says what a live word needs.
+        return Reader.open_vault_only(home)
     try:
         return Reader.open(home)
     except StoreLockedError as exc:
@@ -131,7 +147,7 @@ def _open_host(args: Any) -> Any:
         raise _held_by(home, holder) from None
 
 
-def _held_by(home: Any, holder: Any) -> StoreLockedError:
+def _held_by(home: Path, holder: Holder) -> StoreLockedError:
     """The one line naming the kernel (notebook) or process that holds the store."""
     there = " (in that notebook, as %agh)" if holder.kind == "kernel" else ""
     return StoreLockedError(
@@ -140,15 +156,6 @@ def _held_by(home: Any, holder: Any) -> StoreLockedError:
         pid=holder.pid,
         path=str(home / "agh.duckdb"),
     )
-
-
-class _NoHost:
-    """Stands for "no live host" so the grammar reports live words uniformly."""
-
-    live = False
-
-    def close(self) -> None:
-        """Nothing to close."""
 
 
 def _getpass(label: str) -> str:
@@ -160,17 +167,17 @@ def _getpass(label: str) -> str:
         raise UsageError("vault put: no value was entered; nothing was stored") from None
 
 
-def _follow(host: Any, session_id: str, args: Any) -> int:
+def _follow(host: HostProtocol, session_id: str, args: argparse.Namespace) -> int:
     from agh_nb.follow import follow_events
 
     return follow_events(host, session_id, args)
 
 
-def _waiter(host: Any, json_output: bool) -> Any:
+def _waiter(host: HostProtocol, json_output: bool) -> Waiter:
     """``--wait`` in a terminal: a progress line rewritten in place on stderr (when it is a
     terminal), the turn's permission requests asked about on stdin (when it is one)."""
 
-    def wait(handle: Any, timeout: float | None) -> Any:
+    def wait(handle: TurnHandle, timeout: float | None) -> TurnResult:
         from agh_nb.waiting import ProgressLine, TerminalLine, TurnWaiter
 
         def line(text: str) -> ProgressLine:
@@ -194,8 +201,12 @@ def _waiter(host: Any, json_output: bool) -> Any:
 # -- printing -------------------------------------------------------------------------------------
 
 
-def show(value: Any, console: Any = None) -> None:
-    """Print a command's value for a person: tables for rows, key/value tables for dicts."""
+def show(value: Any, console: Console | None = None) -> None:
+    """Print a command's value for a person: tables for rows, key/value tables for dicts.
+
+    ``value`` is ``Any`` on purpose: it is told apart by its type's name (a DataFrame, a
+    TurnResult...) so that printing imports neither pandas nor the API to ask ``isinstance``.
+    """
     from rich.console import Console
 
     from agh_nb import output
@@ -239,7 +250,7 @@ def show(value: Any, console: Any = None) -> None:
         console.print(str(value), markup=False)
 
 
-def cell(value: Any) -> str:
+def cell(value: object) -> str:
     """One table cell: NULL, NaN and NaT are empty; nested values compact JSON."""
     from agh_nb.output import value_text
 
@@ -250,7 +261,7 @@ def cell(value: Any) -> str:
     return value_text(value)
 
 
-def rows_table(columns: Sequence[Any], rows: Any, width: int | None = None) -> Any:
+def rows_table(columns: Sequence[object], rows: Iterable[Sequence[object]], width: int | None = None) -> Table:
     """An aligned table that fits ``width`` columns (None: no limit, e.g. a pipe).
 
     Text columns (summaries, names, reasons) shrink, cut with an ellipsis; key columns (ids,
@@ -287,7 +298,7 @@ def rows_table(columns: Sequence[Any], rows: Any, width: int | None = None) -> A
     return table
 
 
-def dict_table(doc: Any, title: str | None = None) -> Any:
+def dict_table(doc: Mapping[str, object], title: str | None = None) -> Table:
     """A two-column ``key  value`` table (one level of nesting flattened to ``key.sub``)."""
     from rich.table import Table
     from rich.text import Text

@@ -1,8 +1,9 @@
 """The command grammar shared by the ``%agh`` magic and the ``agh-nb`` CLI (SPEC 8).
 
 Owns: the argparse grammar (one parser, errors raised as ``UsageError`` instead of exiting),
-``execute`` (words -> a call on a ``Reader``/``Host`` -> a ``Result`` holding the Python value
-and its JSON document). Knows nothing of IPython or of how results are printed.
+``execute`` (words -> a call on a ``ReaderProtocol``, or a ``HostProtocol`` for the live words ->
+a ``Result`` holding the Python value and its JSON document). Knows nothing of IPython or of how
+results are printed.
 """
 
 from __future__ import annotations
@@ -12,18 +13,29 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from agh_nb import output
-from agh_nb.api import Host, Reader, Session, build_query
+from agh_nb.api import Session, build_query
+from agh_nb.core.handles import TurnHandle
+from agh_nb.core.host import HostProtocol, ReaderProtocol, is_live
 from agh_nb.core.session import TurnResult
 from agh_nb.errors import UsageError
 from agh_nb.events import JSON
 from agh_nb.output import Record
 
+if TYPE_CHECKING:
+    import pandas
+
 LIVE_COMMANDS = {"new", "create", "prompt", "stop", "approve", "resume", "set", "auth", "fork", "answer"}
 FULL_HELP = "every column of the stored rows (the default shows what a person reads first)"
 SecretPrompt = Callable[[str], str]
+# What a surface lends ``execute``: ``events --follow`` and ``logs --follow`` print as things come
+# and return how many lines; ``prompt --wait`` blocks on the turn; the widgets are the notebook's.
+Follow = Callable[[HostProtocol, str, argparse.Namespace], int]
+FollowLogs = Callable[[ReaderProtocol, str, argparse.Namespace], int]
+Waiter = Callable[[TurnHandle, float | None], TurnResult]
+Widgets = Callable[[HostProtocol, argparse.Namespace], object]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -209,35 +221,38 @@ def _pairs(words: Sequence[str], what: str) -> dict[str, str]:
     return out
 
 
-def _agent_command(args: argparse.Namespace, reader: Any, follow_logs: Callable[[Any, str, argparse.Namespace], Any] | None) -> Result | None:
-    """Run ``set``, ``auth``, ``fork``, ``answer`` or ``logs``; None for any other command."""
+def _agent_command(args: argparse.Namespace, host: HostProtocol) -> Result | None:
+    """Run ``set``, ``auth``, ``fork`` or ``answer``; None for any other command."""
     command = args.command
     if command == "set":
         options = _pairs(args.option, "session set --option")
-        record = reader.set(args.id, mode=args.mode, model=args.model, options=options or None)
+        record = host.set(args.id, mode=args.mode, model=args.model, options=options or None)
         return Result(record.to_dict(), record.to_dict())
     if command == "auth":
-        record = reader.auth(args.id, args.method)
-        return Result(Session(reader, record.id), record.to_dict())
+        record = host.auth(args.id, args.method)
+        return Result(Session(host, record.id), record.to_dict())
     if command == "fork":
-        record = reader.fork(args.id, name=args.name)
-        return Result(Session(reader, record.id), record.to_dict())
+        record = host.fork(args.id, name=args.name)
+        return Result(Session(host, record.id), record.to_dict())
     if command == "answer":
         if args.decline and args.cancel:
             raise UsageError("session answer: --decline and --cancel cannot go together")
         action = "decline" if args.decline else "cancel" if args.cancel else "accept"
         if action != "accept" and args.values:
             raise UsageError(f"session answer: --{action} takes no KEY=VALUE")
-        resolved = reader.answer(args.id, args.request, _pairs(args.values, "session answer"), action=action)
+        resolved = host.answer(args.id, args.request, _pairs(args.values, "session answer"), action=action)
         return Result(resolved, resolved)
-    if command == "logs":
-        if args.follow:
-            if follow_logs is None:
-                raise UsageError("--follow needs a terminal or a notebook")
-            return Result(follow_logs(reader, args.id, args), None)
-        lines = reader.logs(args.id, last=args.last)
-        return Result(lines, {"session_id": args.id, "lines": list(lines), "cursor": lines.cursor})
     return None
+
+
+def _logs(args: argparse.Namespace, reader: ReaderProtocol, follow_logs: FollowLogs | None) -> Result:
+    """``session logs``: the agent's log lines (a reader's word: the logs are files of their own)."""
+    if args.follow:
+        if follow_logs is None:
+            raise UsageError("--follow needs a terminal or a notebook")
+        return Result(follow_logs(reader, args.id, args), None)
+    lines = reader.logs(args.id, last=args.last)
+    return Result(lines, {"session_id": args.id, "lines": list(lines), "cursor": lines.cursor})
 
 
 FOLLOW_POLL = 0.5
@@ -245,7 +260,7 @@ FOLLOW_POLL = 0.5
 
 
 def follow_logs(
-    reader: Any,
+    reader: ReaderProtocol,
     session_id: str,
     args: argparse.Namespace,
     *,
@@ -278,11 +293,12 @@ def follow_logs(
         return printed
 
 
-def _session_state(reader: Any, session_id: str) -> str | None:
+def _session_state(reader: ReaderProtocol, session_id: str) -> str | None:
     from agh_nb.core.session_dir import read_meta
 
-    if getattr(reader, "home", None) is not None and not reader.live:
-        meta = read_meta(reader.home, session_id)  # the command line: no store needed
+    home = reader.home
+    if home is not None and not reader.live:
+        meta = read_meta(home, session_id)  # the command line: no store needed
         return meta.state.value if meta else None
     return str(reader.get(session_id).state.value)
 
@@ -291,8 +307,8 @@ def _session_state(reader: Any, session_id: str) -> str | None:
 class Result:
     """A command's outcome: the Python value for the user and its JSON document."""
 
-    value: Any
-    document: Any
+    value: object  # a frame, Session, Record, handle, widget...: each surface shows it by what it is
+    document: JSON | list[JSON] | None  # None for words that print as they go, and for widgets
 
 
 def parse(line: str | Sequence[str], prog: str = "%agh") -> tuple[argparse.Namespace | None, str | None]:
@@ -325,18 +341,18 @@ def parse(line: str | Sequence[str], prog: str = "%agh") -> tuple[argparse.Names
 
 def execute(
     args: argparse.Namespace,
-    reader: Any,
+    reader: ReaderProtocol,
     *,
     cell: str | None = None,
-    follow: Callable[[Host, str, argparse.Namespace], Any] | None = None,
+    follow: Follow | None = None,
     secret_prompt: SecretPrompt | None = None,
-    widgets: Callable[[Host, argparse.Namespace], Any] | None = None,
-    waiter: Callable[[Any, float | None], TurnResult] | None = None,
+    widgets: Widgets | None = None,
+    waiter: Waiter | None = None,
     prog: str = "%agh",
-    follow_logs: Callable[[Any, str, argparse.Namespace], Any] | None = None,
+    follow_logs: FollowLogs | None = None,
 ) -> Result:
     """Run a parsed command against ``reader``: a ``Reader`` (read-only words), or a live host
-    (the embedded ``Host`` or a ``RemoteHost``; both offer the same methods).
+    (the embedded ``Host`` or a ``RemoteHost``; both are a ``HostProtocol``, told by ``live``).
 
     The value is what a person reads first (compact rows; dicts that show as small tables); the
     document (``-o json``) is the full JSON, unchanged by that. ``prog`` is the surface's own
@@ -355,43 +371,19 @@ def execute(
         summary = reader.export(args.dir, since=args.since, session=args.session)
         return Result(summary, summary)
     if args.group in ("tail", "approvals", "timeline"):
-        if not reader.live or widgets is None:
+        if not is_live(reader) or widgets is None:
             raise UsageError(f"'{args.group}' is a notebook widget: run %agh {args.group} in a notebook")
         if getattr(args, "id", None):
             reader.get(args.id)
         value = widgets(reader, args)
         return Result(value, reader.pending_approvals(args.id) if args.group == "approvals" else None)
     command = args.command
-    if command in LIVE_COMMANDS and not reader.live:
-        raise UsageError(_needs_live_host(f"session {command}", prog))
-    if command in ("new", "create"):
-        record = reader.create(
-            args.agent,
-            cwd=args.cwd,
-            name=args.name,
-            permissions=args.permissions,
-            session_type=args.session_type,
-            mode=args.mode,
-            model=args.model,
-            auth=args.auth,
-        )
-        return Result(Session(reader, record.id), record.to_dict())
-    agent_result = _agent_command(args, reader, follow_logs)
-    if agent_result is not None:
-        return agent_result
-    if command == "prompt":
-        text = cell if cell is not None and cell.strip() else " ".join(args.text)
-        if not text.strip():
-            body = " (or use %%agh session prompt ID with a cell body)" if prog == "%agh" else ""
-            raise UsageError(f"session prompt: give the prompt text{body}")
-        handle = reader.prompt(args.id, text, interrupt=args.interrupt)
-        if args.wait:
-            result: TurnResult = waiter(handle, args.timeout) if waiter else handle.wait(args.timeout)
-            return Result(result, result.to_dict())
-        return Result(handle, handle.to_dict())
-    if command == "stop":
-        doc = record_doc = reader.stop(args.id).to_dict()
-        return Result(Record(doc, f"session {args.id} stopped"), record_doc)
+    if command in LIVE_COMMANDS:
+        if not is_live(reader):
+            raise UsageError(_needs_live_host(f"session {command}", prog))
+        return _live_command(args, reader, cell=cell, waiter=waiter, prog=prog)
+    if command == "logs":
+        return _logs(args, reader, follow_logs)
     if command == "list":
         rows = []
         for record in reader.list():
@@ -407,18 +399,12 @@ def execute(
     if command == "inspect":
         doc = reader.inspect(args.id)
         return Result(Record(doc, f"session {args.id}"), doc)
-    if command == "resume":
-        record = reader.resume(args.id, replay_transcript=args.replay_transcript)
-        return Result(Session(reader, record.id), record.to_dict())
     if command == "transcript":
         entries = reader.transcript(args.id)
         return Result(entries, entries)
     if command == "repair":
         plan = reader.repair(args.id, dry_run=args.dry_run)
         return Result(Record(plan, f"repair of {args.id}"), plan)
-    if command == "approve":
-        resolved = reader.approve(args.id, args.request, args.decision)
-        return Result(Record(resolved, f"request {args.request}"), resolved)
     if command == "events":
         filters = build_query(
             last=args.last,
@@ -434,7 +420,7 @@ def execute(
                     f"session events: --follow prints one line per event as it arrives, so it does not "
                     f"take {flag}; drop --follow for {flag}, or {flag} to follow"
                 )
-            if not reader.live or follow is None:
+            if not is_live(reader) or follow is None:
                 raise UsageError(_needs_live_host("--follow", prog))
             return Result(follow(reader, args.id, args), None)
         events = reader.events(args.id, filters)
@@ -443,6 +429,48 @@ def execute(
     if command == "history":
         turns = reader.history(args.id)
         return Result(_frame(turns if args.full else output.history_rows(turns)), turns)
+    raise UsageError(f"unknown command session {command}")
+
+
+def _live_command(
+    args: argparse.Namespace, host: HostProtocol, *, cell: str | None, waiter: Waiter | None, prog: str
+) -> Result:
+    """Run one of ``LIVE_COMMANDS`` (the words that need a host running sessions)."""
+    command = args.command
+    if command in ("new", "create"):
+        record = host.create(
+            args.agent,
+            cwd=args.cwd,
+            name=args.name,
+            permissions=args.permissions,
+            session_type=args.session_type,
+            mode=args.mode,
+            model=args.model,
+            auth=args.auth,
+        )
+        return Result(Session(host, record.id), record.to_dict())
+    agent_result = _agent_command(args, host)
+    if agent_result is not None:
+        return agent_result
+    if command == "prompt":
+        text = cell if cell is not None and cell.strip() else " ".join(args.text)
+        if not text.strip():
+            body = " (or use %%agh session prompt ID with a cell body)" if prog == "%agh" else ""
+            raise UsageError(f"session prompt: give the prompt text{body}")
+        handle = host.prompt(args.id, text, interrupt=args.interrupt)
+        if args.wait:
+            result: TurnResult = waiter(handle, args.timeout) if waiter else handle.wait(args.timeout)
+            return Result(result, result.to_dict())
+        return Result(handle, handle.to_dict())
+    if command == "stop":
+        doc = record_doc = host.stop(args.id).to_dict()
+        return Result(Record(doc, f"session {args.id} stopped"), record_doc)
+    if command == "resume":
+        record = host.resume(args.id, replay_transcript=args.replay_transcript)
+        return Result(Session(host, record.id), record.to_dict())
+    if command == "approve":
+        resolved = host.approve(args.id, args.request, args.decision)
+        return Result(Record(resolved, f"request {args.request}"), resolved)
     raise UsageError(f"unknown command session {command}")
 
 
@@ -455,7 +483,7 @@ def _needs_live_host(what: str, prog: str) -> str:
     )
 
 
-def _vault(args: argparse.Namespace, reader: Reader, secret_prompt: SecretPrompt | None, prog: str) -> Result:
+def _vault(args: argparse.Namespace, reader: ReaderProtocol, secret_prompt: SecretPrompt | None, prog: str) -> Result:
     if args.command == "list":
         rows = reader.vault_list(namespace=args.namespace, prefix=args.prefix)
         return Result(_frame(rows), rows)
@@ -476,13 +504,13 @@ def _vault(args: argparse.Namespace, reader: Reader, secret_prompt: SecretPrompt
     return Result(Record(entry, f"deleted {args.ref}"), entry)
 
 
-def _frame(rows: list[JSON]) -> Any:
+def _frame(rows: list[JSON]) -> pandas.DataFrame:
     import pandas
 
     return pandas.DataFrame(rows)
 
 
-def _frame_records(frame: Any) -> list[JSON]:
+def _frame_records(frame: pandas.DataFrame) -> list[JSON]:
     import json
 
     return list(json.loads(frame.to_json(orient="records", date_format="iso")))

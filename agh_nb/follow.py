@@ -16,9 +16,8 @@ import queue
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
-
 from agh_nb.api import build_query
+from agh_nb.core.host import HostProtocol
 from agh_nb.events import Event, EventQuery
 from agh_nb.output import one_line, summary
 
@@ -50,7 +49,7 @@ def _matcher(query: EventQuery) -> Callable[[Event], bool]:
 
 
 def follow_events(
-    host: Any,
+    host: HostProtocol,
     session_id: str,
     args: argparse.Namespace,
     *,
@@ -125,7 +124,7 @@ def follow_events(
     return printed
 
 
-def _idle(host: Any, session_id: str, query: EventQuery) -> bool:
+def _idle(host: HostProtocol, session_id: str, query: EventQuery) -> bool:
     status = host.status(session_id)
     if status["state"] == "stopped":
         return True

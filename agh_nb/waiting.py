@@ -17,7 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
+from agh_nb.core.handles import TurnHandle
+from agh_nb.core.host import HostProtocol
 from agh_nb.core.permissions import DECISIONS
+from agh_nb.core.turn import TurnResult
 from agh_nb.errors import AghError
 
 POLL_INTERVAL = 0.5  # progress and pending requests are looked at this often
@@ -93,7 +96,7 @@ class TurnWaiter:
 
     def __init__(
         self,
-        host: Any,
+        host: HostProtocol,
         *,
         line: Callable[[str], ProgressLine] | None,
         ask: Callable[[str], str] | None,
@@ -115,7 +118,7 @@ class TurnWaiter:
 
     # -- the wait ------------------------------------------------------------------------------
 
-    def wait(self, handle: Any, timeout: float | None) -> Any:
+    def wait(self, handle: TurnHandle, timeout: float | None) -> TurnResult:
         """Block until the turn of ``handle`` ends (or ``timeout`` seconds pass); return its result.
 
         Raises:
@@ -172,7 +175,7 @@ class TurnWaiter:
             line.close()
         return result
 
-    def _pause(self, handle: Any) -> None:
+    def _pause(self, handle: TurnHandle) -> None:
         # Poll every POLL_INTERVAL, but notice the end of the turn within a tenth of a second.
         for _ in range(round(POLL_INTERVAL / END_CHECK_INTERVAL)):
             if handle.done():
@@ -181,7 +184,7 @@ class TurnWaiter:
 
     # -- cheap progress ---------------------------------------------------------------------------
 
-    def _progress_text(self, handle: Any, elapsed: float, pending: list[dict[str, Any]]) -> str:
+    def _progress_text(self, handle: TurnHandle, elapsed: float, pending: list[dict[str, Any]]) -> str:
         from agh_nb.api import build_query
 
         try:
@@ -210,14 +213,14 @@ class TurnWaiter:
             text += f", waiting for a decision on {', '.join(p['request_id'] for p in pending)}"
         return text
 
-    def _forms(self, handle: Any) -> list[dict[str, Any]]:
+    def _forms(self, handle: TurnHandle) -> list[dict[str, Any]]:
         try:
             forms: list[dict[str, Any]] = self._host.pending_elicitations(handle.session_id)
         except AghError:
             return []
         return [f for f in forms if f.get("turn_id") in (None, handle.turn_id)]
 
-    def _form_hint(self, handle: Any, form: dict[str, Any]) -> str:
+    def _form_hint(self, handle: TurnHandle, form: dict[str, Any]) -> str:
         names = " ".join(f"{f['name']}=..." for f in form.get("fields") or [])
         where = " (or --decline) from another cell, or in the %agh approvals panel" if self._prog == "%agh" else " (or --decline) from another terminal"
         return (
@@ -226,7 +229,7 @@ class TurnWaiter:
             "Still waiting."
         )
 
-    def _pending(self, handle: Any) -> list[dict[str, Any]]:
+    def _pending(self, handle: TurnHandle) -> list[dict[str, Any]]:
         try:
             requests = self._host.pending_approvals(handle.session_id)
         except AghError:
@@ -235,7 +238,7 @@ class TurnWaiter:
 
     # -- deciding inline --------------------------------------------------------------------------
 
-    def _handle_request(self, handle: Any, request: dict[str, Any]) -> None:
+    def _handle_request(self, handle: TurnHandle, request: dict[str, Any]) -> None:
         if self._ask is None:
             self._say(self._hint(handle, request))
             return
@@ -268,7 +271,7 @@ class TurnWaiter:
             return
         self._say(self._hint(handle, request))
 
-    def _hint(self, handle: Any, request: dict[str, Any]) -> str:
+    def _hint(self, handle: TurnHandle, request: dict[str, Any]) -> str:
         sid, rid = handle.session_id, request["request_id"]
         command = f"{self._prog} session approve {sid} --request {rid} --decision allow-once (or allow-always, reject-once, reject-always)"
         if self._prog != "%agh":  # a terminal: another terminal can decide it

@@ -5,7 +5,8 @@ and ``HostProtocol`` (those plus the live words: create, prompt, stop, resume, a
 Implemented by ``api.Reader`` (read-only, the command line without a server), ``api.Host`` (the
 embedded host of a kernel) and ``remote.RemoteHost`` (the same words over the HTTP API of the
 server host, ``server.app.ServerHost``, which answers them with the same core functions).
-``hosts.py`` checks each class against these protocols under strict mypy.
+``hosts.py`` checks each class against these protocols under strict mypy. ``is_live`` narrows a
+reader to a live host by its ``live`` word (how the surfaces refuse live words without one).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import builtins
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeGuard
 
 from agh_nb.core.handles import LogLines, TurnHandle
 from agh_nb.core.ports import EventCallback, Subscription
@@ -118,6 +119,16 @@ class HostProtocol(ReaderProtocol, Protocol):
     def pending_elicitations(self, session_id: str | None = None) -> builtins.list[JSON]: ...
 
     def subscribe(self, session_id: str | None, after_sequence: int, callback: EventCallback) -> Subscription: ...
+
+
+def is_live(host: ReaderProtocol) -> TypeGuard[HostProtocol]:
+    """True when ``host`` runs sessions, and then mypy treats it as a ``HostProtocol``.
+
+    ``live`` is each class's promise that the live words work; mypy cannot follow a bool to a
+    type, so this is the one place that trusts it (``hosts.py`` checks that the live classes,
+    ``api.Host`` and ``remote.RemoteHost``, match ``HostProtocol``).
+    """
+    return host.live
 
 
 HOST_WORDS: tuple[str, ...] = tuple(

@@ -14,6 +14,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from agh_nb.core.host import HostProtocol
 from agh_nb.core.permissions import DECISIONS
 from agh_nb.errors import AghError
 from agh_nb.kernel.elicitation_widget import ElicitationForm
@@ -76,7 +77,7 @@ class ApprovalPanel(widgets.VBox):  # type: ignore[misc]
         session_id: show only this session's requests (None: every session).
     """
 
-    def __init__(self, host: Any, session_id: str | None = None) -> None:
+    def __init__(self, host: HostProtocol, session_id: str | None = None) -> None:
         self._host = host
         self._session_id = session_id
         self._lock = threading.Lock()

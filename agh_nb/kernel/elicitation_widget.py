@@ -14,6 +14,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from agh_nb.core.host import HostProtocol
 from agh_nb.errors import AghError
 from agh_nb.events import JSON
 
@@ -40,7 +41,7 @@ class ElicitationForm(widgets.VBox):  # type: ignore[misc]
         request: the pending elicitation (``host.pending_elicitations()``).
     """
 
-    def __init__(self, host: Any, request: JSON) -> None:
+    def __init__(self, host: HostProtocol, request: JSON) -> None:
         self._host = host
         self.request_id: str = request["request_id"]
         self.session_id: str = request["session_id"]

@@ -7,14 +7,20 @@ error line (never a traceback for a user mistake).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from agh_nb.errors import AghError
+
+if TYPE_CHECKING:
+    from agh_nb.commands import Waiter
+    from agh_nb.core.handles import TurnHandle
+    from agh_nb.core.host import HostProtocol
+    from agh_nb.core.turn import TurnResult
 
 
 def _secret_prompt(label: str) -> str:
@@ -33,11 +39,11 @@ def _secret_prompt(label: str) -> str:
         ) from exc
 
 
-def _waiter(host: Any, json_output: bool) -> Callable[[Any, float | None], Any]:
+def _waiter(host: HostProtocol, json_output: bool) -> Waiter:
     """The ``--wait`` of this cell: a progress line (none under ``-o json``) and inline decisions
     on the turn's permission requests when the front end can take an answer on stdin."""
 
-    def wait(handle: Any, timeout: float | None) -> Any:
+    def wait(handle: TurnHandle, timeout: float | None) -> TurnResult:
         from agh_nb.kernel.wait import progress_line, stdin_allowed
         from agh_nb.waiting import TurnWaiter
 
@@ -80,7 +86,7 @@ def register_formatters(ipython: Any) -> None:
     formatters["text/plain"].for_type_by_name("agh_nb.core.turn", "TurnResult", turn_text)
 
 
-def _widget(host: Any, args: Any) -> Any:
+def _widget(host: HostProtocol, args: argparse.Namespace) -> object:
     if args.group == "timeline":
         from agh_nb.kernel.timeline import timeline_chart
 
@@ -94,7 +100,7 @@ def _widget(host: Any, args: Any) -> Any:
     return EventTail(host, args.id)
 
 
-def _for_notebook(value: Any) -> Any:
+def _for_notebook(value: object) -> object:
     from agh_nb.api import Session
     from agh_nb.kernel.card import NotebookSession
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from agh_nb.core.host import HostProtocol
 from agh_nb.events import Event, EventQuery
 from agh_nb.output import as_text as _as_text
 from agh_nb.output import join_chunks, plan_entries, plan_line, preview_is_whole, result_body, result_preview
@@ -260,7 +261,7 @@ class EventTail(widgets.VBox):  # type: ignore[misc]
         backlog: how many stored events to show first.
     """
 
-    def __init__(self, host: Any, session_id: str, *, scrollback: int = 300, backlog: int = 50) -> None:
+    def __init__(self, host: HostProtocol, session_id: str, *, scrollback: int = 300, backlog: int = 50) -> None:
         self.session_id = session_id
         self._folded = TailRows(scrollback)
         self._lock = threading.Lock()
