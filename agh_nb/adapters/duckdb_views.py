@@ -16,7 +16,8 @@ Why they are fast enough (figures: ``benchmarks/analytics.py``, 10 million event
   ``error``): DuckDB drops a view's unused columns, so an unused JSON field costs nothing. Rows
   of one type are picked with ``type = '...'``, never ``IN (...)``: only an equality reaches the
   scan as a filter, and a scan that reads ``content`` for every row costs seconds.
-* ``messages`` needs no window: ``message_seq`` already says which message a chunk belongs to.
+* ``messages`` needs no window: ``message_seq`` already says which message a chunk belongs to; and
+  no sort inside an aggregate (``chunks_in_order``).
 * Days are cut with epoch arithmetic (the ``utc_day`` macro), never a TIMESTAMPTZ cast (ICU:
   eight times slower).
 
@@ -37,37 +38,63 @@ from agh_nb.adapters.derived_columns import DERIVED_COLUMNS
 
 logger = logging.getLogger(__name__)
 
+CHUNKS_IN_ORDER = """
+CREATE OR REPLACE MACRO chunks_in_order(joined, keys) AS
+    CASE WHEN keys = list_sort(keys) THEN joined
+    ELSE array_to_string(list_transform(list_grade_up(keys), lambda i: substring(
+        joined,
+        (1 + coalesce(list_sum(list_transform(keys[1:i - 1], lambda k: k & 4294967295)), 0))::BIGINT,
+        (keys[i] & 4294967295)::BIGINT)), '')
+    END
+"""
+"""``chunks_in_order(joined, keys)``: a message's text in sequence order, from its chunks joined in
+whatever order the aggregate met them and, in that same order, one key per chunk: its place in the
+message (``sequence - message_seq``) in the high 32 bits, its length in the low 32. Nearly always
+the keys are sorted already and ``joined`` is the answer; otherwise the chunks are cut out of
+``joined`` and put in order. An ordered ``string_agg(text, '' ORDER BY sequence)`` gives the same
+text but sorts every message's chunks: 2.4x the time of this at 10 million events (a phrase search
+over ``messages``, ``benchmarks/analytics.py``). Both aggregates of one group meet its rows in the
+same order (DuckDB updates and combines a group's aggregate states together), which is what makes
+the keys describe ``joined``; a parallel scan does split a few messages out of order (18 of 525,750
+at 10 million events), which is why the keys are checked."""
+
+_CHUNK_KEY = "((sequence - message_seq) << 32) | length(text)"
+
 MESSAGES = """
 CREATE OR REPLACE VIEW messages AS
 -- Three parts, because each message holds one type: a prompt is a message of its own (no
 -- grouping), agent message chunks are joined as they are, and thought chunks, which are often
 -- whole sentences with no space between them ("...briefly." then "Plan: ..."), get a space between
--- a sentence end and a capital letter. Grouping each type apart spares every message the other
--- type's ordered aggregate (measured: about 15% less CPU for a phrase search, benchmarks/analytics.py).
+-- a sentence end and a capital letter. No part sorts inside its aggregate (see chunks_in_order).
 SELECT session_id, turn_id, sequence, sequence AS last_sequence, type, text, 1::BIGINT AS chunks,
        timestamp AS started_at, timestamp AS ended_at, agent_name
 FROM events
 WHERE type = 'user_message' AND message_seq IS NOT NULL
 UNION ALL
 SELECT session_id, any_value(turn_id) AS turn_id, message_seq AS sequence, max(sequence) AS last_sequence,
-       'agent_message' AS type, string_agg(text, '' ORDER BY sequence) AS text, count(*) AS chunks,
-       min(timestamp) AS started_at, max(timestamp) AS ended_at, any_value(agent_name) AS agent_name
+       'agent_message' AS type, chunks_in_order(string_agg(text, ''), list({KEY})) AS text,
+       count(*) AS chunks, min(timestamp) AS started_at, max(timestamp) AS ended_at,
+       any_value(agent_name) AS agent_name
 FROM events
 WHERE type = 'agent_message' AND message_seq IS NOT NULL
 GROUP BY session_id, message_seq
 UNION ALL
-SELECT session_id, any_value(turn_id) AS turn_id, message_seq AS sequence, max(sequence) AS last_sequence,
-       'thought' AS type,
-       list_reduce(list(text ORDER BY sequence),
+SELECT session_id, turn_id, sequence, last_sequence, 'thought' AS type,
+       list_reduce(CASE WHEN keys = list_sort(keys) THEN texts ELSE list_select(texts, list_grade_up(keys)) END,
                    lambda a, b: a || CASE WHEN right(a, 1) IN ('.', '!', '?', ':', ';')
                                                AND left(b, 1) BETWEEN 'A' AND 'Z'
                                           THEN ' ' ELSE '' END || b) AS text,
-       count(*) AS chunks, min(timestamp) AS started_at, max(timestamp) AS ended_at,
-       any_value(agent_name) AS agent_name
-FROM events
-WHERE type = 'thought' AND message_seq IS NOT NULL
-GROUP BY session_id, message_seq
-"""
+       chunks, started_at, ended_at, agent_name
+FROM (
+    SELECT session_id, any_value(turn_id) AS turn_id, message_seq AS sequence, max(sequence) AS last_sequence,
+           list(text) AS texts, list(sequence) AS keys,  -- in the same order as each other
+           count(*) AS chunks, min(timestamp) AS started_at, max(timestamp) AS ended_at,
+           any_value(agent_name) AS agent_name
+    FROM events
+    WHERE type = 'thought' AND message_seq IS NOT NULL
+    GROUP BY session_id, message_seq
+)
+""".replace("{KEY}", _CHUNK_KEY)
 
 TOOL_CALLS = """
 CREATE OR REPLACE VIEW tool_calls AS
@@ -323,5 +350,6 @@ def prepare_analytics(con: duckdb.DuckDBPyConnection) -> None:
             con.execute("ROLLBACK")
             raise
     con.execute(UTC_DAY)
+    con.execute(CHUNKS_IN_ORDER)
     for _, ddl in VIEWS:
         con.execute(ddl)

@@ -128,6 +128,39 @@ def test_thought_chunks_get_a_space_only_between_a_sentence_end_and_a_capital(st
     assert rows(store, "SELECT text FROM messages")[0]["text"] == "Version 3.14 is out. Then more. Done: Next"
 
 
+def test_messages_are_in_sequence_order_whatever_order_the_rows_are_stored_in(tmp_path: Path) -> None:
+    # The view joins chunks without sorting them and puts a message back in order only when its
+    # chunks were met out of order (chunks_in_order). A parallel scan does that to a few messages
+    # of a big store; rows stored in reverse make every message take that path here.
+    path = tmp_path / "agh.duckdb"
+    with DuckDBStore.open(path) as s:
+        w = Writer(s, record())
+        w(EventType.USER_MESSAGE, "t1", text="go")
+        for text in ("Grüße, ", "naïve ", "", "café ", "日本語 ", "done."):
+            w(EventType.AGENT_MESSAGE, "t1", text=text)
+        for text in ("First thought.", "Second one", " ends here."):
+            w(EventType.THOUGHT, "t1", text=text)
+        w.flush()
+        in_order = rows(s, "SELECT type, text, chunks FROM messages ORDER BY sequence")
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TEMP TABLE copy AS SELECT * FROM events ORDER BY sequence DESC")
+    con.execute("DELETE FROM events")
+    con.execute("INSERT INTO events SELECT * FROM copy")
+    assert [r[0] for r in con.execute("SELECT sequence FROM events").fetchall()] == list(range(10, 0, -1))
+    con.close()
+    with DuckDBStore.open(path) as s:
+        reversed_rows = rows(s, "SELECT type, text, chunks FROM messages ORDER BY sequence")
+        macro = rows(s, "SELECT chunks_in_order('worldhello, ', [(1::BIGINT << 32) | 5, 7]) AS t")[0]["t"]
+    expected = [
+        {"type": "user_message", "text": "go", "chunks": 1},
+        {"type": "agent_message", "text": "Grüße, naïve café 日本語 done.", "chunks": 5},
+        {"type": "thought", "text": "First thought. Second one ends here.", "chunks": 3},
+    ]
+    assert in_order == expected
+    assert reversed_rows == expected
+    assert macro == "hello, world"
+
+
 # -- tool calls --------------------------------------------------------------------------------
 
 
