@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from agh_nb.adapters.derived_columns import DERIVED_COLUMNS
 from agh_nb.core.record import SessionRecord
-from agh_nb.events import JSON, Event, EventQuery, dumps, loads
+from agh_nb.events import JSON, Event, EventQuery, dumps
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
@@ -363,11 +363,11 @@ backlog of rows waiting for their commit costs collections nothing (dicts would)
 
 
 def event_from_queued(row: EventRow, content: JSON | None = None) -> Event:
-    """The ``Event`` of a queued row; its content is decoded from the row's text unless given."""
-    return Event(
-        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-        loads(row[8]) if content is None else content, row[9], row[8],
-    )
+    """The ``Event`` of a queued row: ``content`` when given, else decoded from the row's text
+    when first read (a subscriber that only frames the row never decodes it)."""
+    if content is None:
+        return Event.stored((row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7]), row[8], row[9])
+    return Event(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], content, row[9], row[8])
 
 
 def event_batch_table(rows: Sequence[EventRow]) -> pa.Table:
@@ -465,20 +465,10 @@ def events_select(session_id: str, query: EventQuery) -> tuple[str, list[Any]]:
 
 
 def event_from_row(row: Sequence[Any]) -> Event:
-    """Rebuild an ``Event`` from an ``events_select`` or ``BACKLOG_PAGE`` row."""
-    content: JSON = loads(row[8])
-    return Event(
-        id=row[0],
-        session_id=row[1],
-        sequence=row[2],
-        turn_id=row[3],
-        type=row[4],
-        agent_name=row[5],
-        workspace_id=row[6],
-        workspace_path=row[7],
-        content=content,
-        timestamp=from_epoch_us(row[9]),
-        content_text=row[8],
+    """Rebuild an ``Event`` from an ``events_select`` or ``BACKLOG_PAGE`` row (``content`` is
+    decoded when first read)."""
+    return Event.stored(
+        (row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7]), row[8], from_epoch_us(row[9])
     )
 
 

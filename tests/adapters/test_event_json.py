@@ -62,3 +62,26 @@ def test_an_event_without_stored_text_is_encoded_afresh() -> None:
     event = Event("evt_1", "sess", 1, None, "agent_message", "a", "w", "/w", {"text": "x"}, T0)
     assert event.content_text is None
     assert event.to_json() == dumps(event.to_dict())
+
+
+def test_a_stored_event_decodes_its_content_only_when_read_and_stays_immutable(store: DuckDBStore) -> None:
+    # The writer builds an Event for every committed row a subscriber listens to; SSE streams
+    # frame it from the stored text, so its content is decoded only by a reader that asks.
+    record = make_record()
+    save(store, record)
+    store.append(record, EventDraft(EventType.AGENT_MESSAGE, turn_id="turn_1", fields=FIELDS[2], timestamp=T0))
+    flush(store)
+    event = store.query_events(record.id, EventQuery())[0]
+    assert event._content is not event.content_text and not isinstance(event._content, dict)  # not decoded yet
+    framed = event.to_json()
+    assert not isinstance(event._content, dict)  # framing did not decode it either
+    assert loads(framed)["content"]["text"] == FIELDS[2]["text"]
+    assert event.content["text"] == FIELDS[2]["text"] and isinstance(event._content, dict)
+    fresh = Event(*(getattr(event, f) for f in ("id", "session_id", "sequence", "turn_id", "type", "agent_name",
+                                                 "workspace_id", "workspace_path", "content", "timestamp")))
+    assert fresh == store.query_events(record.id, EventQuery())[0]  # equal, decoded or not
+    with pytest.raises(AttributeError):
+        event.sequence = 2  # type: ignore[misc]
+    changed = event.replace(content={"text": "other"})
+    assert changed.content_text is None and changed.to_json() == dumps(changed.to_dict())
+    assert event.replace(sequence=5).content_text == event.content_text

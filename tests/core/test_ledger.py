@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -102,7 +101,7 @@ def test_rewrite_of_the_same_events_touches_nothing(ledger: Path, events: list[E
 
 
 def test_rewrite_with_more_events_replaces_the_file(ledger: Path, events: list[Event]) -> None:
-    extra = dataclasses.replace(events[-1], id="evt_more", sequence=events[-1].sequence + 1)
+    extra = events[-1].replace(id="evt_more", sequence=events[-1].sequence + 1)
     more = [*events, extra]
     digest = write_ledger(ledger, more)
     assert digest == render_ledger(more)[1] != render_ledger(events)[1]
@@ -211,7 +210,7 @@ def test_missing_or_damaged_files_fail_verification(ledger: Path, damage: Callab
 
 def test_line_separators_inside_strings_survive(tmp_path: Path, events: list[Event]) -> None:
     # Canonical JSON keeps U+2028/U+2029/U+0085 unescaped; the ledger splits on "\n" only.
-    odd = dataclasses.replace(events[0], content={**events[0].content, "text": "a\u2028b\u2029c\x85d"})
+    odd = events[0].replace(content={**events[0].content, "text": "a\u2028b\u2029c\x85d"})
     path = tmp_path / "ledger.jsonl"
     write_ledger(path, [odd, *events[1:]])
     assert "\u2028" in path.read_text(encoding="utf-8")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -44,7 +43,7 @@ def load_legacy_agent_crash() -> tuple[SessionRecord, list[Event]]:
     record, events = load("events_agent_crash")
     kept = [e for e in events if not (e.type == "tool_result" and (e.content.get("runtime") or {}).get("repair"))]
     assert len(kept) == len(events) - 1
-    return record, [dataclasses.replace(e, sequence=i) for i, e in enumerate(kept, start=1)]
+    return record, [e.replace(sequence=i) for i, e in enumerate(kept, start=1)]
 
 
 def append(record: SessionRecord, events: Sequence[Event], drafts: Sequence[EventDraft]) -> list[Event]:
