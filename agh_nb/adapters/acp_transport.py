@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # The SDK's default; multimodal payloads can be large.
 STREAM_LIMIT = 50 * 1024 * 1024
+PIPE_BYTES = 1024 * 1024
+"""The size asked for the agent's stdout pipe (``widen_pipe``); Linux's default is 64 KiB."""
 
 ENV_ALLOWLIST = (
     "HOME",
@@ -142,6 +144,7 @@ class AgentProtocol(asyncio.subprocess.SubprocessStreamProtocol):
         super().connection_made(transport)
         pipe = cast(asyncio.SubprocessTransport, transport).get_pipe_transport(1)
         if pipe is not None:
+            widen_pipe(pipe.get_extra_info("pipe"))
             reader = BoundedReader(limit=STREAM_LIMIT, read_ahead=READ_AHEAD, loop=self._loop)  # type: ignore[attr-defined]
             reader.set_transport(pipe)
             self.stdout = reader
@@ -213,6 +216,7 @@ async def spawn_agent(
             launch.close()  # closes stdin_r and stdout_w too: the child has them
         process = asyncio.subprocess.Process(boxed_transport, boxed_protocol, loop)
         reader = BoundedReader(limit=STREAM_LIMIT, read_ahead=READ_AHEAD, loop=loop)
+        widen_pipe(stdout_r)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(stdout_r, "rb", 0))
         ours.remove(stdout_r)
         write_transport, write_protocol = await loop.connect_write_pipe(
@@ -227,6 +231,22 @@ async def spawn_agent(
     process.stdout = reader
     process.stdin = asyncio.StreamWriter(write_transport, write_protocol, None, loop)
     return process
+
+
+def widen_pipe(pipe: Any) -> None:
+    """Let the agent's stdout pipe hold ``PIPE_BYTES`` (Linux; elsewhere, or past the system's
+    ``pipe-max-size``, it keeps its size).
+
+    The runtime loop shares the GIL with the store writer: after each read of the pipe it may
+    wait up to a switch interval to run again. With the default 64 KiB the agent then blocks on
+    a full pipe and sits idle on its own CPU; with room to write ahead it keeps working, and each
+    read takes a bigger batch (benchmarks/ingest.py).
+    """
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is None or pipe is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        fcntl.fcntl(pipe if isinstance(pipe, int) else pipe.fileno(), set_size, PIPE_BYTES)
 
 
 def _above_stdio(fd: int) -> int:
