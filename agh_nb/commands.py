@@ -221,30 +221,6 @@ def _pairs(words: Sequence[str], what: str) -> dict[str, str]:
     return out
 
 
-def _agent_command(args: argparse.Namespace, host: HostProtocol) -> Result | None:
-    """Run ``set``, ``auth``, ``fork`` or ``answer``; None for any other command."""
-    command = args.command
-    if command == "set":
-        options = _pairs(args.option, "session set --option")
-        record = host.set(args.id, mode=args.mode, model=args.model, options=options or None)
-        return Result(record.to_dict(), record.to_dict())
-    if command == "auth":
-        record = host.auth(args.id, args.method)
-        return Result(Session(host, record.id), record.to_dict())
-    if command == "fork":
-        record = host.fork(args.id, name=args.name)
-        return Result(Session(host, record.id), record.to_dict())
-    if command == "answer":
-        if args.decline and args.cancel:
-            raise UsageError("session answer: --decline and --cancel cannot go together")
-        action = "decline" if args.decline else "cancel" if args.cancel else "accept"
-        if action != "accept" and args.values:
-            raise UsageError(f"session answer: --{action} takes no KEY=VALUE")
-        resolved = host.answer(args.id, args.request, _pairs(args.values, "session answer"), action=action)
-        return Result(resolved, resolved)
-    return None
-
-
 def _logs(args: argparse.Namespace, reader: ReaderProtocol, follow_logs: FollowLogs | None) -> Result:
     """``session logs``: the agent's log lines (a reader's word: the logs are files of their own)."""
     if args.follow:
@@ -449,9 +425,26 @@ def _live_command(
             auth=args.auth,
         )
         return Result(Session(host, record.id), record.to_dict())
-    agent_result = _agent_command(args, host)
-    if agent_result is not None:
-        return agent_result
+    if command == "set":
+        options = _pairs(args.option, "session set --option")
+        record = host.set(args.id, mode=args.mode, model=args.model, options=options or None)
+        return Result(record.to_dict(), record.to_dict())
+    if command in ("auth", "fork", "resume"):
+        if command == "auth":
+            record = host.auth(args.id, args.method)
+        elif command == "fork":
+            record = host.fork(args.id, name=args.name)
+        else:
+            record = host.resume(args.id, replay_transcript=args.replay_transcript)
+        return Result(Session(host, record.id), record.to_dict())
+    if command == "answer":
+        if args.decline and args.cancel:
+            raise UsageError("session answer: --decline and --cancel cannot go together")
+        action = "decline" if args.decline else "cancel" if args.cancel else "accept"
+        if action != "accept" and args.values:
+            raise UsageError(f"session answer: --{action} takes no KEY=VALUE")
+        resolved = host.answer(args.id, args.request, _pairs(args.values, "session answer"), action=action)
+        return Result(resolved, resolved)
     if command == "prompt":
         text = cell if cell is not None and cell.strip() else " ".join(args.text)
         if not text.strip():
@@ -465,9 +458,6 @@ def _live_command(
     if command == "stop":
         doc = record_doc = host.stop(args.id).to_dict()
         return Result(Record(doc, f"session {args.id} stopped"), record_doc)
-    if command == "resume":
-        record = host.resume(args.id, replay_transcript=args.replay_transcript)
-        return Result(Session(host, record.id), record.to_dict())
     if command == "approve":
         resolved = host.approve(args.id, args.request, args.decision)
         return Result(Record(resolved, f"request {args.request}"), resolved)
