@@ -12,12 +12,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from agh_nb.api import Host
-from agh_nb.core.leftovers import BOOK_DIR, ProcessBook, ProcessEntry, kill_leftovers, start_time
+from agh_nb.core.leftovers import BOOK_DIR, ProcessBook, ProcessEntry, is_zombie, kill_leftovers, start_time
 from agh_nb.runtime import Runtime
 from tests.conftest import wait_until
 
@@ -119,6 +120,24 @@ def test_a_recycled_pid_is_never_killed(tmp_path: Path) -> None:
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_an_exited_process_not_yet_reaped_is_not_reported_as_left_running(tmp_path: Path) -> None:
+    # Popen does not reap until wait(): after the kill the child is a zombie with its start time intact.
+    dead = subprocess.Popen(["sleep", "60"])
+    try:
+        entry = ProcessEntry.of(dead.pid, kind="agent", name="agent")
+        dead.kill()
+        deadline = time.monotonic() + 10
+        while not is_zombie(dead.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert is_zombie(dead.pid) and start_time(dead.pid) == entry.start_time
+        ProcessBook(tmp_path).add(entry)
+        assert kill_leftovers(tmp_path, "sess_nobody") == []
+        assert not list((tmp_path / BOOK_DIR).glob("*.json"))
+    finally:
+        dead.kill()
+        dead.wait()
 
 
 def test_tagged_processes_are_found_even_when_unrecorded(tmp_path: Path) -> None:

@@ -41,6 +41,15 @@ def boot_id(proc: Path = PROC) -> str | None:
         return None
 
 
+def is_zombie(pid: int, proc: Path = PROC) -> bool:
+    """Whether ``pid`` has exited and waits to be reaped (state ``Z``): dead, though /proc shows it."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except (OSError, ValueError):
+        return False
+    return stat[stat.rfind(")") + 2 :].startswith("Z")
+
+
 def start_time(pid: int, proc: Path = PROC) -> int | None:
     """The start time of ``pid`` in clock ticks since boot, or None when it is gone (or no /proc)."""
     try:
@@ -167,6 +176,10 @@ def kill_leftovers(state_dir: Path, session_id: str, *, proc: Path = PROC) -> li
             continue
         if start_time(entry.pid, proc) != entry.start_time:
             continue  # gone, or the pid now belongs to someone else
+        if is_zombie(entry.pid, proc):
+            # Exited, but its new parent has not reaped it yet (an orphan whose sandbox died with
+            # the host): nothing runs, so nothing is killed or reported.
+            continue
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if entry.pgid == entry.pid:
                 os.killpg(entry.pgid, signal.SIGKILL)  # the leader lives: the whole group is ours
