@@ -83,6 +83,12 @@ elif ! uv_install; then
   echo "setup: installing with uv failed; installing with pip instead" >&2
   pip_install
 fi
+# Bytecode for the venv and agh_nb: uv, unlike pip, does not compile what it installs, and where
+# PYTHONDONTWRITEBYTECODE is set (as on this project's machines) Python never writes it either, so
+# every kernel, agent, server and CLI process compiled some 200 modules from source: a kernel with
+# agh_nb loaded started in 1.45 s instead of 0.79 s. compileall skips what is up to date (2 s).
+.venv/bin/python -m compileall -q -j 0 .venv/lib agh_nb >/dev/null \
+  || echo "setup: compiling bytecode failed for some files (everything still runs, more slowly)" >&2
 # ACP agents written by other projects, for tests/test_third_party.py (npm registry only).
 if command -v npm >/dev/null 2>&1; then
   (cd tests/third_party && npm install --silent --no-audit --no-fund --no-package-lock >/dev/null)
