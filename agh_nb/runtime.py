@@ -18,9 +18,8 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from agh_nb.adapters.acp_driver import AcpDriver
 from agh_nb.adapters.duckdb_store import DuckDBStore
 from agh_nb.adapters.vault import Vault
 from agh_nb.config import Settings, agh_home, load_settings
@@ -30,6 +29,9 @@ from agh_nb.core.redaction import Redactor, install_log_redaction
 from agh_nb.errors import HostError, UsageError
 from agh_nb.events import JSON
 from agh_nb.holder import remove_holder, this_process, write_holder
+
+if TYPE_CHECKING:
+    from agh_nb.adapters.acp_driver import AcpDriver
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +122,16 @@ class Runtime:
         self._thread = threading.Thread(target=self._run_loop, name="agh-runtime", daemon=True)
         self._closed = False
         self._close_lock = threading.Lock()
+        # Imported here, by a live host, and not with this module: readers (agh-nb's read words,
+        # Reader.open) import runtime for open_store, and acp's schema costs 0.5 s to import.
+        from agh_nb.adapters.acp_driver import AcpDriver
+
+        def driver() -> AcpDriver:
+            return AcpDriver(redact=self.redactor.redact, backlog=self.store.backlog)
+
         self.manager = SessionManager(
             store=self.store,
-            driver_factory=lambda: AcpDriver(redact=self.redactor.redact, backlog=self.store.backlog),
+            driver_factory=driver,
             settings=self.settings,
             home=self.home,
             resolve_secret=self.vault.resolver(os.environ),
