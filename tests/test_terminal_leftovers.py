@@ -6,6 +6,7 @@ next host's crash repair kills what the dead host left, and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -138,6 +139,26 @@ def test_an_exited_process_not_yet_reaped_is_not_reported_as_left_running(tmp_pa
     finally:
         dead.kill()
         dead.wait()
+
+
+def test_what_still_runs_in_the_group_of_an_exited_leader_is_killed(tmp_path: Path) -> None:
+    # The leader (sh) exits at once and stays unreaped; the sleep it started runs on in its group.
+    leader = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!"], stdout=subprocess.PIPE, start_new_session=True)
+    assert leader.stdout is not None
+    with leader.stdout:
+        member = int(leader.stdout.readline())
+    try:
+        entry = ProcessEntry.of(leader.pid, kind="terminal", name="term_x")
+        wait_until(lambda: is_zombie(leader.pid), timeout=10)
+        assert start_time(member) is not None and not is_zombie(member)
+        ProcessBook(tmp_path).add(entry)
+        assert kill_leftovers(tmp_path, "sess_nobody") == []  # the leader was not running
+        wait_until(lambda: start_time(member) is None or is_zombie(member), timeout=10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
+        leader.kill()
+        leader.wait()
 
 
 def test_tagged_processes_are_found_even_when_unrecorded(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ dead host left running). Blocking file and ``/proc`` I/O: callers on the loop us
 Killing only what is ours: a pid is recycled once its process is gone, so a recorded pid alone
 proves nothing. A process is killed when either
 - it is the recorded pid with the recorded start time (``/proc/<pid>/stat`` field 22) in the
-  same boot (then its process group is ours too, since the leader still lives), or
+  same boot (then its process group is ours too, since the leader still lives or at least is
+  not yet reaped; an unreaped leader runs nothing and is not reported as killed), or
 - its environment carries ``AGH_NB_SESSION=<this session id>`` (every agent and terminal process
   is spawned with it, and children inherit it).
 Without ``/proc`` (macOS), nothing can be proven and nothing is killed.
@@ -41,23 +42,25 @@ def boot_id(proc: Path = PROC) -> str | None:
         return None
 
 
-def is_zombie(pid: int, proc: Path = PROC) -> bool:
-    """Whether ``pid`` has exited and waits to be reaped (state ``Z``): dead, though /proc shows it."""
-    try:
-        stat = (proc / str(pid) / "stat").read_text()
-    except (OSError, ValueError):
-        return False
-    return stat[stat.rfind(")") + 2 :].startswith("Z")
-
-
-def start_time(pid: int, proc: Path = PROC) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot, or None when it is gone (or no /proc)."""
+def _stat(pid: int, proc: Path = PROC) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` from field 3 on (state, ppid, ...), or None when gone."""
     try:
         stat = (proc / str(pid) / "stat").read_text()
     except (OSError, ValueError):
         return None
     # The command name (field 2) is in parentheses and may itself hold spaces and ')'.
-    fields = stat[stat.rfind(")") + 2 :].split()
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def is_zombie(pid: int, proc: Path = PROC) -> bool:
+    """Whether ``pid`` has exited and waits to be reaped (state ``Z``): dead, though /proc shows it."""
+    fields = _stat(pid, proc)
+    return fields is not None and fields[:1] == ["Z"]
+
+
+def start_time(pid: int, proc: Path = PROC) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot, or None when it is gone (or no /proc)."""
+    fields = _stat(pid, proc) or []
     try:
         return int(fields[19])  # field 22 overall; fields[0] is field 3
     except (IndexError, ValueError):
@@ -176,16 +179,18 @@ def kill_leftovers(state_dir: Path, session_id: str, *, proc: Path = PROC) -> li
             continue
         if start_time(entry.pid, proc) != entry.start_time:
             continue  # gone, or the pid now belongs to someone else
-        if is_zombie(entry.pid, proc):
-            # Exited, but its new parent has not reaped it yet (an orphan whose sandbox died with
-            # the host): nothing runs, so nothing is killed or reported.
-            continue
+        # A zombie has exited but its new parent has not reaped it yet (a sandbox's bwrap dies
+        # with its host and waits for init): it runs nothing and is not reported. While it is
+        # unreaped its pid, and so its process group, cannot be reused: what still runs in that
+        # group is ours and is killed with it.
+        exited = is_zombie(entry.pid, proc)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if entry.pgid == entry.pid:
-                os.killpg(entry.pgid, signal.SIGKILL)  # the leader lives: the whole group is ours
-            else:
+                os.killpg(entry.pgid, signal.SIGKILL)  # the leader is ours: the whole group is ours
+            elif not exited:
                 os.kill(entry.pid, signal.SIGKILL)
-            killed.append(entry.pid)
+            if not exited:
+                killed.append(entry.pid)
     if entries or (state_dir / BOOK_DIR).is_dir():
         for pid in tagged_pids(session_id, proc):
             with contextlib.suppress(ProcessLookupError, PermissionError):
