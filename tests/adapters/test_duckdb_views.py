@@ -151,6 +151,10 @@ def test_messages_are_in_sequence_order_whatever_order_the_rows_are_stored_in(tm
     with DuckDBStore.open(path) as s:
         reversed_rows = rows(s, "SELECT type, text, chunks FROM messages ORDER BY sequence")
         macro = rows(s, "SELECT chunks_in_order('worldhello, ', [(1::BIGINT << 32) | 5, 7]) AS t")[0]["t"]
+        # Out of order only in the middle, and the one-key and no-key lists that have no pair.
+        mid = rows(s, "SELECT chunks_in_order('acb', [1::BIGINT, (2::BIGINT << 32) | 1, (1::BIGINT << 32) | 1]) AS t")
+        ordered = rows(s, "SELECT [in_sequence([1, 2, 5]), in_sequence([1, 5, 2]), in_sequence([7]), "
+                          "in_sequence([]::BIGINT[])] AS t")
     expected = [
         {"type": "user_message", "text": "go", "chunks": 1},
         {"type": "agent_message", "text": "Grüße, naïve café 日本語 done.", "chunks": 5},
@@ -159,6 +163,8 @@ def test_messages_are_in_sequence_order_whatever_order_the_rows_are_stored_in(tm
     assert in_order == expected
     assert reversed_rows == expected
     assert macro == "hello, world"
+    assert mid[0]["t"] == "abc"
+    assert [bool(b) for b in ordered[0]["t"]] == [True, False, True, True]
 
 
 # -- tool calls --------------------------------------------------------------------------------
