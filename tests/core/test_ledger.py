@@ -77,6 +77,38 @@ def test_each_line_is_the_canonical_row_plus_a_chained_hash(events: list[Event])
     assert "“hello there”" in data.decode("utf-8")  # UTF-8, not \u escapes
 
 
+def test_lines_stay_canonical_when_values_look_like_the_content_key() -> None:
+    # A row's content is encoded once and put in its place by text replacement: values that
+    # quote the key, hold the marker, or nest a "content" of their own must not move it.
+    def dumps(value: object) -> str:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    contents: list[object] = [
+        {"content": '"content":x', "é": "naïve\u2028x\x00y", "big": 2**70, "f": 1e-05, "g": 1e16},
+        {"nested": {"content": {"content": 1}}},
+        "\x00agh-ledger-content\x00",
+        [1, "two"],
+        None,
+        {},
+    ]
+    events = [
+        Event(id=f"evt_{i}", session_id='s"content":"', sequence=i + 1, turn_id=None, type="system",
+              agent_name='"content":"\x00agh-ledger-content\x00"', workspace_id="ws",
+              workspace_path='/w/"content":', content=content, timestamp=datetime(2026, 1, 2, 3, 4, 5))
+        for i, content in enumerate(contents)
+    ]
+    data, _ = render_ledger(events)
+    prev = None
+    for line, event in zip(data.decode("utf-8").split("\n"), events, strict=False):
+        row = json.loads(line)
+        assert line == dumps(row)
+        claimed = row.pop("hash")
+        assert claimed == hashlib.sha256(dumps(row).encode("utf-8")).hexdigest()
+        assert row.pop("prev_hash") == prev
+        assert row == event.to_dict()
+        prev = claimed
+
+
 def test_empty_ledger() -> None:
     assert render_ledger([]) == (b"", hashlib.sha256(b"").hexdigest())
 
