@@ -39,7 +39,9 @@ Diagnostics: a "driver" leg (agh_nb's ``AcpDriver`` with a counting listener, no
 CPU seconds and microseconds per event of each process (and, for agh_nb, of its runtime loop
 and store writer threads), which stay meaningful on a busy machine where rates do not; a
 "CPU-bound estimate" turns those into the rates an idle machine would allow. ``--repeat K``
-interleaves K rounds and keeps the best rate of each leg. ``--profile`` runs agh_nb once more
+interleaves K rounds and keeps the best rate of each leg; it also prints each round's own
+ratios against that round's ceiling run (the legs compared with it run right after it), which a
+machine whose speed drifts from round to round affects far less. ``--profile`` runs agh_nb once more
 under per-thread cProfile and prints where each thread's time goes, by component.
 
 The last line printed is one JSON object with every figure.
@@ -60,6 +62,7 @@ import pstats
 import re
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -825,6 +828,11 @@ def _round_all(values: dict[str, float | None]) -> dict[str, float | None]:
     return {k: None if v is None else round(v, 3) for k, v in values.items()}
 
 
+def same_round_ratios(runs: list[dict[str, Any]], ceilings: list[dict[str, Any]]) -> list[float]:
+    """Each run's rate over the ceiling's rate of the same round."""
+    return [run["events_per_s"] / ceiling["events_per_s"] for run, ceiling in zip(runs, ceilings, strict=False)]
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
@@ -948,21 +956,23 @@ def main() -> int:
     slow_fires: list[dict[str, Any]] = []
     for round_ in range(args.repeat):
         tag = f" #{round_ + 1}" if args.repeat > 1 else ""
+        # The legs compared with the ceiling run right after it, so that a round's own ratios
+        # (same_round) see the machine at nearly one speed.
         ceilings.append(run_ceiling(n))
         print_ceiling(ceilings[-1], "ceiling" + tag)
+        aghs.append(run_agh(n))
+        print_agh(aghs[-1], "agh_nb" + tag)
+        if not args.no_kernel:
+            kernels.append(run_kernel(n))
+            print_kernel(kernels[-1], "kernel" + tag)
         if not args.no_driver:
             drivers.append(run_driver(n))
             print_driver(drivers[-1], "driver" + tag)
-        aghs.append(run_agh(n))
-        print_agh(aghs[-1], "agh_nb" + tag)
         if not args.no_slow:
             slow_fires.append(run_agh(n, slow_subscriber=SLOW_SUBSCRIBER_SECONDS))
             print_slow(slow_fires[-1], "slow sub" + tag)
         sqlites.append(run_sqlite(sqlite_n))
         print_sqlite(sqlites[-1], "sqlite" + tag)
-        if not args.no_kernel:
-            kernels.append(run_kernel(n))
-            print_kernel(kernels[-1], "kernel" + tag)
     paced_n = max(1, int(PACED_RATE * PACED_SECONDS * (0.2 if args.quick else 1.0)))
     paced = run_agh(paced_n, rate=PACED_RATE)
     print_agh(paced, f"paced {PACED_RATE:g}/s")
@@ -1007,6 +1017,12 @@ def main() -> int:
               "   commits do not wait for a subscriber")
     if not checks["correct"]:
         print("WARNING: a delivery check failed (missing, out-of-order or gapped events); see the lines above")
+    same_round = {"agh": same_round_ratios(aghs, ceilings), "kernel": same_round_ratios(kernels, ceilings)}
+    if args.repeat > 1:
+        print("same-round ratios (informational; each against the ceiling run just before it, so a machine"
+              " whose speed drifts between rounds moves both):"
+              + "".join(f" {name}/ceiling {', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f});"
+                        for name, ratios in same_round.items() if ratios))
     proj = projection(ceiling, agh)
     if proj["ratio"] is not None:
         print(f"CPU-bound estimate (each serial stage on its own CPU, no other load): ceiling"
@@ -1069,6 +1085,7 @@ def main() -> int:
             "sqlite": [round(r["events_per_s"], 1) for r in sqlites],
         },
         "cpu_bound_estimate": _round_all(proj),
+        "same_round_ratios": {name: [round(r, 3) for r in ratios] for name, ratios in same_round.items() if ratios},
     }
     if kernel is not None:
         figures["kernel_events_per_s"] = round(kernel["events_per_s"], 1)
