@@ -344,6 +344,28 @@ class AgentDefinition:
         """Return the command with ``{python}`` replaced by the running interpreter."""
         return tuple(sys.executable if part == "{python}" else part for part in self.command)
 
+    def in_workspace(self, workspace: str) -> bool:
+        """Whether this AGENT.md lies inside ``workspace`` (a real path).
+
+        Agents can write there (and so can the authors of a repository one opens), so such a
+        definition may only tighten what the user configured (its sandbox and its permission
+        mode) and is handed no secret (its ``env:``/``vault:`` refs are refused).
+        """
+        if not self.source:
+            return False
+        root = workspace.rstrip("/") or "/"
+        path = os.path.realpath(self.source)
+        return path == root or path.startswith(root if root == "/" else root + "/")
+
+    def secret_refs(self) -> list[str]:
+        """The ``env:``/``vault:`` refs among this definition's values (its env, and its MCP
+        servers' env and headers), in order; optional refs without their ``?``."""
+        values = [*self.env.values()]
+        for server in self.mcp_servers:
+            values += [v for _, v in server.env] + [v for _, v in server.headers]
+        refs = [optional_ref(v)[0] for v in values]
+        return [ref for ref in refs if ref.startswith(("env:", "vault:"))]
+
 
 def parse_agent_md(path: Path) -> AgentDefinition:
     """Parse one AGENT.md (YAML front matter between ``---`` lines, then free text).

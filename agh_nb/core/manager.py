@@ -89,16 +89,34 @@ def workspace_id_for(path: Path) -> str:
     return "ws_" + hashlib.sha256(str(path).encode("utf-8")).hexdigest()[:16]
 
 
+_PERMISSIVENESS = {mode: rank for rank, mode in enumerate(PERMISSION_MODES)}
+"""``deny-all`` < ``approve-reads`` < ``approve-all`` (PERMISSION_MODES is in that order)."""
+
+
 def resolve_permissions(
-    flag: str | None, definition: AgentDefinition | None, settings: Settings, session_type: str
+    flag: str | None,
+    definition: AgentDefinition | None,
+    settings: Settings,
+    session_type: str,
+    *,
+    workspace: str | None = None,
 ) -> str:
-    """Return the session's permission mode: dream > flag > AGENT.md > config.toml > default."""
+    """Return the session's permission mode: dream > flag > AGENT.md > config.toml > default.
+
+    An AGENT.md inside ``workspace`` may only tighten the configured mode: the agent can write
+    there, and must not grant its next session ``approve-all``.
+    """
     if session_type == SessionType.DREAM.value:
         return "approve-all"
-    for candidate in (flag, definition.permissions if definition else None, settings.permission_mode):
-        if candidate:
-            return candidate
-    return DEFAULT_PERMISSION_MODE
+    if flag:
+        return flag
+    configured = settings.permission_mode or DEFAULT_PERMISSION_MODE
+    wanted = definition.permissions if definition else None
+    if not wanted:
+        return configured
+    if workspace is not None and definition is not None and definition.in_workspace(workspace):
+        return min(wanted, configured, key=lambda mode: _PERMISSIVENESS.get(mode, 0))
+    return wanted
 
 
 def env_resolver(environ: Mapping[str, str]) -> SecretResolver:
@@ -224,7 +242,7 @@ class SessionManager:
         except AghError as exc:
             await live.fail_start(FailureKind.STARTUP_FAILURE, str(exc))
             raise AgentStartError(f"session {record.id} could not start: {exc}", session_id=record.id) from None
-        resolved = resolve_permissions(permissions, definition, self._settings, session_type)
+        resolved = resolve_permissions(permissions, definition, self._settings, session_type, workspace=spec.cwd)
         live.set_permissions(resolved)
         spec = self._confine(spec, definition, record.id, resolved)
         self._pin_secrets(record.id, spec)
@@ -383,6 +401,15 @@ class SessionManager:
         if not workspace.is_dir():
             raise AghError(f"workspace {workspace} is not a directory (pass a directory with --cwd)")
         definition = find_agent(agent_name, home=self._home, workspace=workspace)
+        refs = definition.secret_refs()
+        if refs and definition.in_workspace(str(workspace)):
+            # Before any ref is resolved: what an agent (or a cloned repository) wrote in the
+            # workspace must not hand the next agent the user's keys.
+            raise AghError(
+                f"agent {definition.name!r} is defined inside the workspace ({definition.source}), which agents "
+                f"can write, so its secret refs are not resolved ({', '.join(refs[:3])}); define it in "
+                f"$AGH_HOME/agents/{definition.name}/AGENT.md to give it secrets"
+            )
         secrets: list[tuple[str, str]] = []
         env = self._resolve_values(definition.env.items(), secrets)
         servers = tuple(

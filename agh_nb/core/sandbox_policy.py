@@ -52,11 +52,6 @@ class SandboxPolicy:
         return self.mode != "off"
 
 
-def _within(path: str, root: str) -> bool:
-    root = root.rstrip("/") or "/"
-    return path == root or path.startswith(root if root == "/" else root + "/")
-
-
 def _expand(path: str, home: str) -> str:
     """``~/x`` under ``home`` (a trailing ``/`` is dropped)."""
     rest = path[2:] if path.startswith("~/") else path
@@ -89,7 +84,7 @@ def sandbox_policy(
     mode = (override.mode if override and override.mode else None) or settings.sandbox_mode
     network = settings.sandbox_network if override is None or override.network is None else override.network
     extra = override.writable if override else ()
-    if definition is not None and _within(os.path.realpath(definition.source or "/"), workspace):
+    if definition is not None and definition.in_workspace(workspace):
         mode = "required" if "required" in (mode, settings.sandbox_mode) else settings.sandbox_mode
         network = network and settings.sandbox_network
         extra = ()
