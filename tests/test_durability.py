@@ -16,6 +16,7 @@ import pytest
 
 from agh_nb.api import Host, Reader, build_query
 from agh_nb.events import Event, format_timestamp as format_ts
+from agh_nb.core.health import heartbeat_phase
 from agh_nb.core.ledger import verify_ledger
 from agh_nb.core.session_dir import ledger_path, write_session_ledger
 from agh_nb.errors import AgentStartError, ResumeError
@@ -271,6 +272,28 @@ def test_activity_keeps_a_long_turn_alive_and_silence_times_out(agh_home: Path, 
         assert notice.content["runtime"]["detail"] == "activity_timeout"
         assert warnings[0].sequence < notice.sequence
         assert host.events(record.id)[-1].content["stop_reason"] == "timeout"
+    finally:
+        host.close()
+
+
+def test_the_first_heartbeat_comes_at_the_sessions_own_phase(agh_home: Path, workspace: Path) -> None:
+    # Sessions started together must not all refresh their presence at the same instant (fifty
+    # session rows in one commit held every stream back for a second): the first heartbeat comes
+    # at a share of the interval taken from the session id, then every interval.
+    write_config(agh_home, '[health]\nstale_after = "9s"\n')  # a heartbeat every 3 s
+    host = Host(Runtime.start(home=agh_home))
+    try:
+        for _ in range(20):  # a session whose phase is well before the interval's end
+            record = host.create("demo-fast", cwd=str(workspace))
+            phase = heartbeat_phase(record.id, 3.0)
+            if phase < 1.2:
+                break
+            host.stop(record.id)
+        assert phase < 1.2
+        first = record.last_presence_at
+        assert first is not None
+        beat = wait_until(lambda: (p := host.get(record.id).last_presence_at) is not None and p > first and p, 10)
+        assert (beat - first).total_seconds() < 2.4, "without a phase the first heartbeat would come at 3 s"
     finally:
         host.close()
 

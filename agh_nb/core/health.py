@@ -2,12 +2,14 @@
 
 Owns: ``compute_health``, a pure function of the record (its ``last_presence_at`` heartbeat
 included), what the host knows of the live session, the clock and the stale threshold; and
-``heartbeat_interval``, how often a live session refreshes its presence. Imports only
+``heartbeat_interval``, how often a live session refreshes its presence, and ``heartbeat_phase``,
+when its first refresh comes (sessions started together refresh apart). Imports only
 ``core.record``, ``core.state`` and ``events``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 from agh_nb.core.record import SessionRecord
@@ -27,6 +29,19 @@ def heartbeat_interval(stale_after: float) -> float:
     if stale_after <= 0:
         return MAX_HEARTBEAT_INTERVAL
     return min(MAX_HEARTBEAT_INTERVAL, stale_after / 3)
+
+
+def heartbeat_phase(session_id: str, interval: float) -> float:
+    """Seconds before a session's first heartbeat: a share of ``interval`` taken from its id.
+
+    Sessions started together (a server host opening fifty at once) would otherwise refresh
+    their presence in the same instant, every interval: fifty session rows rewritten in one
+    commit, which held every stream's events back for about a second (benchmarks/server.py,
+    paced leg). Spread over the interval, each refresh is one small write among the events.
+    The result is in (0, interval], so the first refresh is never later than the others.
+    """
+    digest = hashlib.sha256(session_id.encode("utf-8")).digest()
+    return interval * (int.from_bytes(digest[:8], "big") + 1) / 2**64
 
 
 def compute_health(

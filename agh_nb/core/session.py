@@ -31,7 +31,7 @@ from agh_nb.core.classify import CauseKind, StopCause
 from agh_nb.core.clock import IdGenerator, SystemClock
 from agh_nb.core.elicitations import ElicitationBroker, elicit
 from agh_nb.core.gate import PermissionGate
-from agh_nb.core.health import heartbeat_interval
+from agh_nb.core.health import heartbeat_interval, heartbeat_phase
 from agh_nb.core.opening import Note, SessionOpener, StartOptions, apply_change
 from agh_nb.core.ports import AgentDriver, DriverFailure, EventStore, ExitInfo, LaunchSpec
 from agh_nb.core.record import SessionRecord
@@ -600,9 +600,11 @@ class LiveSession:
     async def _beat(self) -> None:
         """The heartbeat: refresh ``last_presence_at`` in the metadata (never an event) while live."""
         interval = heartbeat_interval(self._settings.stale_after)
+        wait = heartbeat_phase(self.session_id, interval)  # sessions started together beat apart
         while not self._halt.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._halt.wait(), timeout=interval)
+                await asyncio.wait_for(self._halt.wait(), timeout=wait)
+            wait = interval
             if self._halt.is_set():
                 return
             # Presence only: updated_at stays the time the session last changed.

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from agh_nb.core.health import compute_health, heartbeat_interval
+from agh_nb.core.health import compute_health, heartbeat_interval, heartbeat_phase
 from agh_nb.core.record import Failure, SessionRecord
 from agh_nb.core.state import FailureKind, SessionState
 
@@ -88,3 +88,12 @@ def test_stale_after_zero_turns_staleness_off() -> None:
 @pytest.mark.parametrize(("stale_after", "interval"), [(900.0, 30.0), (60.0, 20.0), (0.6, 0.2), (0.0, 30.0)])
 def test_heartbeat_interval_is_a_third_of_stale_after_at_most_30s(stale_after: float, interval: float) -> None:
     assert heartbeat_interval(stale_after) == pytest.approx(interval)
+
+
+def test_heartbeat_phases_spread_sessions_over_the_interval() -> None:
+    phases = sorted(heartbeat_phase(f"sess_{i:032x}", 30.0) for i in range(50))
+    assert all(0 < p <= 30.0 for p in phases)
+    assert heartbeat_phase("sess_a", 30.0) == heartbeat_phase("sess_a", 30.0)  # stable for a session
+    gaps = [b - a for a, b in zip([0.0, *phases], [*phases, 30.0], strict=True)]
+    assert max(gaps) < 6.0, "fifty sessions leave no long stretch without a heartbeat"
+    assert max(sum(1 for p in phases if lo <= p < lo + 3.0) for lo in range(0, 30, 3)) <= 12, "no burst"
