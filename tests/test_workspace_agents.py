@@ -33,9 +33,16 @@ def workspace_agent(workspace: Path, name: str, extra: str) -> Path:
 def test_a_workspace_definition_cannot_raise_the_permission_mode(host: Host, agh_home: Path, workspace: Path) -> None:
     workspace_agent(workspace, "loose", "permissions: approve-all\n")
     write_agent(agh_home, "loose-at-home", [*DEMO, "--fast"], "permissions: approve-all\n")
-    assert host.create("loose", cwd=str(workspace)).permissions == "approve-reads"  # the default
-    assert host.create("loose-at-home", cwd=str(workspace)).permissions == "approve-all"
-    assert host.create("loose", cwd=str(workspace), permissions="approve-all").permissions == "approve-all"
+    capped = host.create("loose", cwd=str(workspace))
+    assert capped.permissions == "approve-reads"  # the default
+    (note,) = [e for e in host.events(capped.id) if e.type == "system" and e.content.get("title") == "permissions"]
+    assert "runs approve-reads, not the approve-all" in note.content["text"] and "\n" not in note.content["text"]
+    at_home = host.create("loose-at-home", cwd=str(workspace))
+    assert at_home.permissions == "approve-all"
+    flagged = host.create("loose", cwd=str(workspace), permissions="approve-all")
+    assert flagged.permissions == "approve-all"
+    for obeyed in (at_home, flagged):  # nothing to say when the definition or the flag was obeyed
+        assert not [e for e in host.events(obeyed.id) if e.content.get("title") == "permissions"]
 
 
 def test_permissions_of_a_workspace_definition_only_tighten(tmp_path: Path) -> None:

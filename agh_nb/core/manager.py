@@ -256,6 +256,18 @@ class SessionManager:
                     {"parent_id": parent.id, "parent_acp_session_id": parent.acp_session_id},
                 )
             )
+        capped = session_type != SessionType.DREAM.value and resolved not in (definition.permissions, permissions)
+        if definition.permissions and capped:
+            # Said once, where the user looks (the timeline): the definition was not obeyed.
+            await live.note(
+                Note(
+                    "permissions",
+                    f"runs {resolved}, not the {definition.permissions} its AGENT.md asks for: a definition inside "
+                    f"the workspace cannot loosen config.toml's mode (pass --permissions, or define the agent in "
+                    f"$AGH_HOME/agents/{definition.name}/AGENT.md)",
+                    {"asked": definition.permissions, "granted": resolved},
+                )
+            )
         return live.record
 
     async def fork(self, session_id: str, *, name: str | None = None) -> SessionRecord:
