@@ -310,7 +310,15 @@ class McpServerDef:
         else:
             doc |= {"url": self.url, "headers": [k for k, _ in self.headers]}
         return doc
+
+
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # always fullmatch: "$" would let "a\n" in
+
+
+def path_within(path: str, root: str) -> bool:
+    """True when ``path`` is ``root`` or below it (both real paths: no ``..``, no symlink)."""
+    root = root.rstrip("/") or "/"
+    return path == root or path.startswith(root if root == "/" else root + "/")
 
 
 @dataclass(frozen=True)
@@ -351,11 +359,7 @@ class AgentDefinition:
         definition may only tighten what the user configured (its sandbox and its permission
         mode) and is handed no secret (its ``env:``/``vault:`` refs are refused).
         """
-        if not self.source:
-            return False
-        root = workspace.rstrip("/") or "/"
-        path = os.path.realpath(self.source)
-        return path == root or path.startswith(root if root == "/" else root + "/")
+        return bool(self.source) and path_within(os.path.realpath(self.source), workspace)
 
     def secret_refs(self) -> list[str]:
         """The ``env:``/``vault:`` refs among this definition's values (its env, and its MCP

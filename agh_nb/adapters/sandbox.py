@@ -34,6 +34,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from agh_nb.config import path_within
 from agh_nb.core.sandbox_policy import SandboxPolicy
 from agh_nb.errors import AghError
 
@@ -77,12 +78,6 @@ def unconfined(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> Launch:
 
 def _exists(path: str) -> bool:
     return os.path.lexists(path)
-
-
-def _within(path: str, root: str) -> bool:
-    """True when ``path`` is ``root`` or below it."""
-    root = root.rstrip("/") or "/"
-    return path == root or path.startswith(root if root == "/" else root + "/")
 
 
 def jupyter_runtime_dirs(env: Mapping[str, str], home: str) -> list[str]:
@@ -165,7 +160,7 @@ class Confinement:
         """
         inner_env = dict(env)
         tmpdir = inner_env.get("TMPDIR")
-        if tmpdir and not _within(os.path.realpath(tmpdir), self.policy.workspace):
+        if tmpdir and not path_within(os.path.realpath(tmpdir), self.policy.workspace):
             inner_env["TMPDIR"] = "/tmp"  # the host's TMPDIR is not visible inside
         options = [*self._options, "--chdir", cwd, "--clearenv"]
         for name, value in inner_env.items():
@@ -201,7 +196,7 @@ class Confinement:
         # /etc/resolv.conf is often a symlink into /run (systemd-resolved): bind its target back.
         for name in ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf"):
             target = os.path.realpath(name)
-            if target != name and _within(target, "/run") and os.path.exists(target):
+            if target != name and path_within(target, "/run") and os.path.exists(target):
                 opts += ["--ro-bind", target, target]
         visible = [p for p in (workspace, home, *keep) if p]
         for parent in ("/home",):
@@ -212,15 +207,15 @@ class Confinement:
             for entry in entries:
                 path = os.path.join(parent, entry)
                 real = os.path.realpath(path)
-                if os.path.isdir(path) and not os.path.islink(path) and not any(_within(v, real) for v in visible):
+                if os.path.isdir(path) and not os.path.islink(path) and not any(path_within(v, real) for v in visible):
                     opts += ["--tmpfs", path]
-        if os.path.isdir("/root") and not any(_within(v, "/root") for v in visible):
+        if os.path.isdir("/root") and not any(path_within(v, "/root") for v in visible):
             opts += ["--tmpfs", "/root"]
         for path in policy.writable:
             # Bound where it really is (a symlinked ~/.claude then resolves to it inside too),
             # and only inside the home: a state path never opens anything else.
             real = os.path.realpath(path)
-            if _exists(real) and _within(real, home or "/") and real != home:
+            if _exists(real) and path_within(real, home or "/") and real != home:
                 opts += ["--bind", real, real]
         opts += ["--bind" if policy.workspace_writable else "--ro-bind", workspace, workspace]
         hidden = list(dict.fromkeys([*policy.hidden, *jupyter_runtime_dirs(environ, home)]))
@@ -229,7 +224,7 @@ class Confinement:
                 opts += ["--tmpfs", path]
             elif _exists(path):
                 opts += ["--ro-bind", "/dev/null", path]
-        if any(_within(workspace, h) and workspace != h for h in hidden if os.path.isdir(h)):
+        if any(path_within(workspace, h) and workspace != h for h in hidden if os.path.isdir(h)):
             # The workspace lies inside a hidden directory: it alone comes back.
             opts += ["--bind" if policy.workspace_writable else "--ro-bind", workspace, workspace]
         return opts
@@ -266,7 +261,7 @@ def rebind_private(paths: Sequence[str]) -> list[str]:
     virtualenv installed under ``/tmp`` must still run inside)."""
     opts: list[str] = []
     for path in dict.fromkeys(os.path.realpath(p) for p in paths if p):
-        if _exists(path) and any(_within(path, d) for d in PRIVATE_DIRS):
+        if _exists(path) and any(path_within(path, d) for d in PRIVATE_DIRS):
             opts += ["--ro-bind", path, path]
     return opts
 
