@@ -1,0 +1,214 @@
+"""How long DuckDB's checkpoint holds up a steady stream of event commits, and what would avoid it.
+
+Run: ``python benchmarks/checkpoint_stall.py [--seconds 60] [--rate 5000] [--prefill 1000000]``
+
+Why it exists: the server host's paced p99 (``benchmarks/server.py``, issue 14: 50 sessions x 100
+events/s, target 250 ms) is set by stalls of 0.5-0.9 s that line up with DuckDB's automatic
+checkpoint, which folds the write-ahead log into the database file once it passes
+``CHECKPOINT_THRESHOLD``. This script reproduces that stall without the rest of agh_nb, on the
+store's real ``events`` table (its DDL and threshold are imported), and measures two ways around
+it, so that the next change to the store starts from figures rather than guesses.
+
+One writer thread commits ``--rate`` rows per second in commits of 100 (one every 20 ms, the
+store's group-commit interval), with rows shaped like the server's ``agent_message`` events.
+Three legs, each ``--seconds`` long, on a fresh file holding ``--prefill`` rows:
+
+1. ``one table``: rows go into ``events``, as the store does today.
+2. ``hot table, same file``: rows go into a second table of the same file, and a mover thread
+   moves them into ``events`` once a second (one transaction). This shows whether a stall is
+   confined to the table being checkpointed.
+3. ``hot table, attached file``: rows go into a table of a second database file ``ATTACH``-ed to
+   the first; the mover inserts them into ``events`` (one transaction on the main file) and then
+   deletes them from the attached one (a second transaction: DuckDB lets one transaction write to
+   one database only), then checkpoints the attached file, whose WAL then never holds more than
+   a second of rows. Each file has its own WAL and checkpoint.
+
+Printed per leg: the commit latency p50/p99/max, how many commits took over 50 ms and how much
+of the leg they covered, and the p99 as a ratio of leg 1's (same run). The last line is one JSON
+object with every figure. Nothing here is a test: these machines are noisy; read the ratios.
+
+Measured here (2 cores, 60 s legs, 5,000 rows/s; December 2026, DuckDB 2.0.1): one table p99
+16 ms, max 612 ms (a checkpoint stall every ~34 s); hot table in the same file max 1,556 ms
+(the checkpoint holds commits to every table of its file); hot table in an attached file max
+22 ms, no commit over 50 ms (left to the threshold instead of checkpointed after each move, the
+attached file's own checkpoint stalled the writer 84-432 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agh_nb.adapters.duckdb_schema import DDL
+from agh_nb.adapters.duckdb_store import CHECKPOINT_THRESHOLD
+
+BATCH = 100
+STALL_MS = 50.0
+
+_EVENTS_DDL = next(s for s in DDL if "CREATE TABLE IF NOT EXISTS events (" in s)
+
+# One agent_message row as the server stores it: derived columns filled, content a typical
+# chunk's envelope (a few hundred bytes of JSON).
+_ROWS = """
+INSERT INTO {table}
+SELECT 'evt_' || md5(range::VARCHAR), 'sess_' || (range % 50), range, 'turn_x', 'agent_message', 'demo-fast',
+       'ws_x', '/work/x',
+       ('{{"schema":"agh.session.event.v1","type":"agent_message","session_id":"acp-' || (range % 50)
+        || '","turn_id":"turn_x","timestamp":"2026-12-03T12:00:00.000000Z","text":"' || range
+        || ' ","raw":{{"content":{{"text":"' || range || ' ","type":"text"}},"sessionUpdate":"agent_message_chunk",'
+        || '"_meta":{{"agh_demo_sent_at":1796303714.123456,"agh_demo_index":' || range || '}}}}}}')::JSON,
+       now(), range || ' ', NULL, NULL, NULL, NULL, range - (range % 10)
+FROM range(?, ?)
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(len(values) * q))] if values else float("nan")
+
+
+def run_leg(leg: str, directory: Path, seconds: float, rate: float, prefill: int) -> dict[str, Any]:
+    """One leg on fresh files; returns its figures."""
+    main_path = directory / f"{leg}.duckdb"
+    stage_path = directory / f"{leg}.stage.duckdb"
+    con = duckdb.connect(str(main_path))
+    con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+    con.execute(_EVENTS_DDL)
+    if prefill:
+        con.execute(_ROWS.format(table="events"), [-prefill, 0])
+        con.execute("CHECKPOINT")
+    target = "events"
+    if leg == "same-file":
+        con.execute(_EVENTS_DDL.replace("events (", "events_hot (", 1))
+        target = "events_hot"
+    elif leg == "attached":
+        con.execute(f"ATTACH '{stage_path}' AS stage")
+        con.execute(_EVENTS_DDL.replace("events (", "stage.events_hot (", 1))
+        target = "stage.events_hot"
+
+    stop = threading.Event()
+    commits: list[tuple[float, float]] = []  # (start, seconds)
+    moves: list[float] = []
+    errors: list[str] = []
+
+    def writer() -> None:
+        cur = con.cursor()
+        period = BATCH / rate
+        next_at = time.perf_counter()
+        first = 0
+        try:
+            while not stop.is_set():
+                start = time.perf_counter()
+                cur.execute(_ROWS.format(table=target), [first, first + BATCH])
+                commits.append((start, time.perf_counter() - start))
+                first += BATCH
+                next_at += period
+                time.sleep(max(0.0, next_at - time.perf_counter()))
+        except duckdb.Error as exc:
+            errors.append(f"writer: {exc}")
+
+    def mover() -> None:
+        cur = con.cursor()
+        try:
+            while not stop.wait(1.0):
+                start = time.perf_counter()
+                through = cur.execute(f"SELECT max(sequence) FROM {target}").fetchall()[0][0]
+                if through is None:
+                    continue
+                if leg == "same-file":
+                    cur.execute("BEGIN TRANSACTION")
+                    cur.execute(f"INSERT INTO events SELECT * FROM {target} WHERE sequence <= ?", [through])
+                    cur.execute(f"DELETE FROM {target} WHERE sequence <= ?", [through])
+                    cur.execute("COMMIT")
+                else:
+                    cur.execute(f"INSERT INTO events SELECT * FROM {target} WHERE sequence <= ?", [through])
+                    cur.execute(f"DELETE FROM {target} WHERE sequence <= ?", [through])
+                    # Left to the threshold, the attached file's own checkpoint comes due with
+                    # the main file's (same volume) and stalls the writer 0.1-0.4 s; folded
+                    # after every move, its WAL holds a second of rows and costs milliseconds.
+                    cur.execute("CHECKPOINT stage")
+                moves.append(time.perf_counter() - start)
+        except duckdb.Error as exc:
+            errors.append(f"mover: {exc}")
+
+    threads = [threading.Thread(target=writer)]
+    if leg != "one-table":
+        threads.append(threading.Thread(target=mover))
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    stored = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
+    if leg != "one-table":
+        stored += con.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
+    con.close()
+    for leftover in directory.iterdir():
+        if leftover.name.startswith(leg):
+            if leftover.is_dir():
+                continue
+            leftover.unlink()
+    latencies = sorted(d * 1000.0 for _, d in commits)
+    stalls = [d * 1000.0 for _, d in commits if d * 1000.0 > STALL_MS]
+    return {
+        "leg": leg,
+        "commits": len(commits),
+        "rows_expected": len(commits) * BATCH + prefill,
+        "rows_stored": stored,
+        "p50_ms": round(pct(latencies, 0.50), 2),
+        "p99_ms": round(pct(latencies, 0.99), 2),
+        "max_ms": round(latencies[-1], 1) if latencies else float("nan"),
+        "stalls_over_50ms": len(stalls),
+        "stalled_share": round(sum(stalls) / 1000.0 / seconds, 4),
+        "move_p50_ms": round(pct(sorted(m * 1000.0 for m in moves), 0.5), 1) if moves else None,
+        "errors": errors,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each leg (default 60)")
+    parser.add_argument("--rate", type=float, default=5000.0, help="rows per second (default 5000: 50 sessions x 100)")
+    parser.add_argument("--prefill", type=int, default=1_000_000, help="rows in events before each leg")
+    args = parser.parse_args()
+    directory = Path(tempfile.mkdtemp(prefix="agh-checkpoint-"))
+    print(f"checkpoint stall: {args.rate:,.0f} rows/s in commits of {BATCH} for {args.seconds:g} s per leg, "
+          f"checkpoint_threshold {CHECKPOINT_THRESHOLD}, {args.prefill:,} rows before; DuckDB {duckdb.__version__}, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    results = []
+    labels = {"one-table": "one table (today)", "same-file": "hot table, same file", "attached": "hot table, attached file"}
+    for leg in ("one-table", "same-file", "attached"):
+        res = run_leg(leg, directory, args.seconds, args.rate, args.prefill)
+        results.append(res)
+        base = results[0]["p99_ms"]
+        lost = "" if res["rows_stored"] == res["rows_expected"] else f"  ROWS {res['rows_stored']:,} of {res['rows_expected']:,}"
+        print(f"{labels[leg]:26} commit p50 {res['p50_ms']:6.1f} ms  p99 {res['p99_ms']:6.1f} ms "
+              f"(x{res['p99_ms'] / base:4.2f} of today)  max {res['max_ms']:7.1f} ms  "
+              f"{res['stalls_over_50ms']:3} commits over {STALL_MS:g} ms ({res['stalled_share']:.1%} of the time)"
+              f"{lost}{'  ' + '; '.join(res['errors']) if res['errors'] else ''}", flush=True)
+    for leftover in directory.iterdir():
+        if leftover.is_dir():
+            for inner in leftover.iterdir():
+                inner.unlink()
+            leftover.rmdir()
+        else:
+            leftover.unlink()
+    directory.rmdir()
+    print(json.dumps({"benchmark": "agh_nb.checkpoint_stall", "duckdb": duckdb.__version__,
+                      "threshold": CHECKPOINT_THRESHOLD, "seconds": args.seconds, "rate": args.rate,
+                      "prefill": args.prefill, "legs": results}))
+
+
+if __name__ == "__main__":
+    main()
