@@ -22,16 +22,23 @@ Three legs, each ``--seconds`` long, on a fresh file holding ``--prefill`` rows:
    deletes them from the attached one (a second transaction: DuckDB lets one transaction write to
    one database only), then checkpoints the attached file, whose WAL then never holds more than
    a second of rows. Each file has its own WAL and checkpoint.
+4. ``attached file + session rows``: leg 3, plus what the store's writer also does between event
+   commits: after each one, a session row (a table with a primary key, like ``sessions``) is
+   upserted in the main file, in a transaction of its own. DuckDB takes the checkpoint lock for
+   writes to a keyed table, so this shows whether session rows could stay in the main file.
 
-Printed per leg: the commit latency p50/p99/max, how many commits took over 50 ms and how much
-of the leg they covered, and the p99 as a ratio of leg 1's (same run). The last line is one JSON
+Printed per leg: the event commit latency p50/p99/max, how many commits took over 50 ms and how much
+of the leg they covered, and the p99 as a ratio of leg 1's (same run); for leg 4 also the
+session upserts' max and how many took over 50 ms. The last line is one JSON
 object with every figure. Nothing here is a test: these machines are noisy; read the ratios.
 
-Measured here (2 cores, 60 s legs, 5,000 rows/s; December 2026, DuckDB 2.0.1): one table p99
-16 ms, max 612 ms (a checkpoint stall every ~34 s); hot table in the same file max 1,556 ms
-(the checkpoint holds commits to every table of its file); hot table in an attached file max
-22 ms, no commit over 50 ms (left to the threshold instead of checkpointed after each move, the
-attached file's own checkpoint stalled the writer 84-432 ms).
+Measured here (2 cores, 60 s legs, 5,000 rows/s; December 2026, DuckDB 2.0.1; two runs): one
+table max 621-648 ms (a checkpoint stall every ~34 s); hot table in the same file max
+1,196-1,357 ms (the checkpoint holds commits to every table of its file); hot table in an
+attached file max 32-34 ms, no commit over 50 ms (left to the threshold instead of checkpointed
+after each move, the attached file's own checkpoint stalled the writer 84-432 ms); with session
+rows upserted in the main file, the events still never waited over 41 ms but an upsert waited
+1,026 ms: session rows would have to move to the attached file as well.
 """
 
 from __future__ import annotations
@@ -91,13 +98,17 @@ def run_leg(leg: str, directory: Path, seconds: float, rate: float, prefill: int
     if leg == "same-file":
         con.execute(_EVENTS_DDL.replace("events (", "events_hot (", 1))
         target = "events_hot"
-    elif leg == "attached":
+    elif leg in ("attached", "sessions"):
         con.execute(f"ATTACH '{stage_path}' AS stage")
         con.execute(_EVENTS_DDL.replace("events (", "stage.events_hot (", 1))
         target = "stage.events_hot"
+    if leg == "sessions":
+        con.execute("CREATE TABLE sessions (id VARCHAR PRIMARY KEY, state VARCHAR NOT NULL, updated_at TIMESTAMPTZ)")
+        con.execute("INSERT INTO sessions SELECT 'sess_' || range, 'running', now() FROM range(50)")
 
     stop = threading.Event()
     commits: list[tuple[float, float]] = []  # (start, seconds)
+    upserts: list[float] = []
     moves: list[float] = []
     errors: list[str] = []
 
@@ -111,6 +122,11 @@ def run_leg(leg: str, directory: Path, seconds: float, rate: float, prefill: int
                 start = time.perf_counter()
                 cur.execute(_ROWS.format(table=target), [first, first + BATCH])
                 commits.append((start, time.perf_counter() - start))
+                if leg == "sessions":
+                    start = time.perf_counter()
+                    cur.execute("INSERT OR REPLACE INTO sessions VALUES (?, 'running', now())",
+                                [f"sess_{(first // BATCH) % 50}"])
+                    upserts.append(time.perf_counter() - start)
                 first += BATCH
                 next_at += period
                 time.sleep(max(0.0, next_at - time.perf_counter()))
@@ -160,6 +176,7 @@ def run_leg(leg: str, directory: Path, seconds: float, rate: float, prefill: int
                 continue
             leftover.unlink()
     latencies = sorted(d * 1000.0 for _, d in commits)
+    upsert_ms = sorted(u * 1000.0 for u in upserts)
     stalls = [d * 1000.0 for _, d in commits if d * 1000.0 > STALL_MS]
     return {
         "leg": leg,
@@ -171,6 +188,8 @@ def run_leg(leg: str, directory: Path, seconds: float, rate: float, prefill: int
         "max_ms": round(latencies[-1], 1) if latencies else float("nan"),
         "stalls_over_50ms": len(stalls),
         "stalled_share": round(sum(stalls) / 1000.0 / seconds, 4),
+        "upsert_max_ms": round(upsert_ms[-1], 1) if upsert_ms else None,
+        "upserts_over_50ms": sum(u > STALL_MS for u in upsert_ms) if upsert_ms else None,
         "move_p50_ms": round(pct(sorted(m * 1000.0 for m in moves), 0.5), 1) if moves else None,
         "errors": errors,
     }
@@ -187,8 +206,9 @@ def main() -> None:
           f"checkpoint_threshold {CHECKPOINT_THRESHOLD}, {args.prefill:,} rows before; DuckDB {duckdb.__version__}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     results = []
-    labels = {"one-table": "one table (today)", "same-file": "hot table, same file", "attached": "hot table, attached file"}
-    for leg in ("one-table", "same-file", "attached"):
+    labels = {"one-table": "one table (today)", "same-file": "hot table, same file",
+              "attached": "hot table, attached file", "sessions": "attached + session rows"}
+    for leg in labels:
         res = run_leg(leg, directory, args.seconds, args.rate, args.prefill)
         results.append(res)
         base = results[0]["p99_ms"]
@@ -197,6 +217,9 @@ def main() -> None:
               f"(x{res['p99_ms'] / base:4.2f} of today)  max {res['max_ms']:7.1f} ms  "
               f"{res['stalls_over_50ms']:3} commits over {STALL_MS:g} ms ({res['stalled_share']:.1%} of the time)"
               f"{lost}{'  ' + '; '.join(res['errors']) if res['errors'] else ''}", flush=True)
+        if res["upsert_max_ms"] is not None:
+            print(f"{'':26} session upserts: max {res['upsert_max_ms']:7.1f} ms, "
+                  f"{res['upserts_over_50ms']} over {STALL_MS:g} ms", flush=True)
     for leftover in directory.iterdir():
         if leftover.is_dir():
             for inner in leftover.iterdir():
