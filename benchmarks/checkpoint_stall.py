@@ -11,7 +11,7 @@ it, so that the next change to the store starts from figures rather than guesses
 
 One writer thread commits ``--rate`` rows per second in commits of 100 (one every 20 ms, the
 store's group-commit interval), with rows shaped like the server's ``agent_message`` events.
-Three legs, each ``--seconds`` long, on a fresh file holding ``--prefill`` rows:
+Four legs, each ``--seconds`` long, on a fresh file holding ``--prefill`` rows:
 
 1. ``one table``: rows go into ``events``, as the store does today.
 2. ``hot table, same file``: rows go into a second table of the same file, and a mover thread
@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -56,9 +57,12 @@ from typing import Any
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from agh_nb.adapters.duckdb_schema import DDL
-from agh_nb.adapters.duckdb_store import CHECKPOINT_THRESHOLD
+from ingest import loadavg, pct  # noqa: E402
+
+from agh_nb.adapters.duckdb_schema import DDL  # noqa: E402
+from agh_nb.adapters.duckdb_store import CHECKPOINT_THRESHOLD  # noqa: E402
 
 BATCH = 100
 STALL_MS = 50.0
@@ -80,14 +84,12 @@ FROM range(?, ?)
 """
 
 
-def pct(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(len(values) * q))] if values else float("nan")
-
-
-def run_leg(leg: str, directory: Path, seconds: float, rate: float, prefill: int) -> dict[str, Any]:
-    """One leg on fresh files; returns its figures."""
-    main_path = directory / f"{leg}.duckdb"
-    stage_path = directory / f"{leg}.stage.duckdb"
+def run_leg(leg: str, parent: Path, seconds: float, rate: float, prefill: int) -> dict[str, Any]:
+    """One leg on fresh files (removed afterwards); returns its figures."""
+    directory = parent / leg
+    directory.mkdir()
+    main_path = directory / "store.duckdb"
+    stage_path = directory / "stage.duckdb"
     con = duckdb.connect(str(main_path))
     con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
     con.execute(_EVENTS_DDL)
@@ -170,11 +172,7 @@ def run_leg(leg: str, directory: Path, seconds: float, rate: float, prefill: int
     if leg != "one-table":
         stored += con.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
     con.close()
-    for leftover in directory.iterdir():
-        if leftover.name.startswith(leg):
-            if leftover.is_dir():
-                continue
-            leftover.unlink()
+    shutil.rmtree(directory)  # the next leg starts with the disk as this one found it
     latencies = sorted(d * 1000.0 for _, d in commits)
     upsert_ms = sorted(u * 1000.0 for u in upserts)
     stalls = [d * 1000.0 for _, d in commits if d * 1000.0 > STALL_MS]
@@ -201,36 +199,32 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5000.0, help="rows per second (default 5000: 50 sessions x 100)")
     parser.add_argument("--prefill", type=int, default=1_000_000, help="rows in events before each leg")
     args = parser.parse_args()
-    directory = Path(tempfile.mkdtemp(prefix="agh-checkpoint-"))
     print(f"checkpoint stall: {args.rate:,.0f} rows/s in commits of {BATCH} for {args.seconds:g} s per leg, "
           f"checkpoint_threshold {CHECKPOINT_THRESHOLD}, {args.prefill:,} rows before; DuckDB {duckdb.__version__}, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+          f"{os.cpu_count()} cores, load average {loadavg()}")
     results = []
     labels = {"one-table": "one table (today)", "same-file": "hot table, same file",
               "attached": "hot table, attached file", "sessions": "attached + session rows"}
-    for leg in labels:
-        res = run_leg(leg, directory, args.seconds, args.rate, args.prefill)
-        results.append(res)
-        base = results[0]["p99_ms"]
-        lost = "" if res["rows_stored"] == res["rows_expected"] else f"  ROWS {res['rows_stored']:,} of {res['rows_expected']:,}"
-        print(f"{labels[leg]:26} commit p50 {res['p50_ms']:6.1f} ms  p99 {res['p99_ms']:6.1f} ms "
-              f"(x{res['p99_ms'] / base:4.2f} of today)  max {res['max_ms']:7.1f} ms  "
-              f"{res['stalls_over_50ms']:3} commits over {STALL_MS:g} ms ({res['stalled_share']:.1%} of the time)"
-              f"{lost}{'  ' + '; '.join(res['errors']) if res['errors'] else ''}", flush=True)
-        if res["upsert_max_ms"] is not None:
-            print(f"{'':26} session upserts: max {res['upsert_max_ms']:7.1f} ms, "
-                  f"{res['upserts_over_50ms']} over {STALL_MS:g} ms", flush=True)
-    for leftover in directory.iterdir():
-        if leftover.is_dir():
-            for inner in leftover.iterdir():
-                inner.unlink()
-            leftover.rmdir()
-        else:
-            leftover.unlink()
-    directory.rmdir()
+    with tempfile.TemporaryDirectory(prefix="agh-checkpoint-") as temporary:
+        for leg in labels:
+            results.append(run_leg(leg, Path(temporary), args.seconds, args.rate, args.prefill))
+            report(labels[leg], results[-1], results[0]["p99_ms"])
     print(json.dumps({"benchmark": "agh_nb.checkpoint_stall", "duckdb": duckdb.__version__,
                       "threshold": CHECKPOINT_THRESHOLD, "seconds": args.seconds, "rate": args.rate,
                       "prefill": args.prefill, "legs": results}))
+
+
+def report(label: str, res: dict[str, Any], base: float) -> None:
+    """Print one leg's line (and its session upserts' line, if it has any)."""
+    lost = "" if res["rows_stored"] == res["rows_expected"] else f"  ROWS {res['rows_stored']:,} of {res['rows_expected']:,}"
+    errors = "  " + "; ".join(res["errors"]) if res["errors"] else ""
+    print(f"{label:26} commit p50 {res['p50_ms']:6.1f} ms  p99 {res['p99_ms']:6.1f} ms "
+          f"(x{res['p99_ms'] / base:4.2f} of today)  max {res['max_ms']:7.1f} ms  "
+          f"{res['stalls_over_50ms']:3} commits over {STALL_MS:g} ms ({res['stalled_share']:.1%} of the time)"
+          f"{lost}{errors}", flush=True)
+    if res["upsert_max_ms"] is not None:
+        print(f"{'':26} session upserts: max {res['upsert_max_ms']:7.1f} ms, "
+              f"{res['upserts_over_50ms']} over {STALL_MS:g} ms", flush=True)
 
 
 if __name__ == "__main__":
