@@ -158,9 +158,18 @@ assert _TIMESTAMP_INDEX == 9, "EventRow puts the timestamp tenth"
 _PLAIN_TYPES = [f.type for i, f in enumerate(EVENT_BATCH_SCHEMA) if i != _TIMESTAMP_INDEX]
 _TIMESTAMP_TYPE = EVENT_BATCH_SCHEMA.field("timestamp").type
 
-EVENTS_TABLE = "events"
-"""Batches go in with ``insert_into``, by position: ``EVENT_BATCH_SCHEMA`` lists the columns in
+STAGE_ALIAS = "stage"
+"""The name the store's second file is attached under (``duckdb_stage``)."""
+STAGE_TABLE = f"{STAGE_ALIAS}.events"
+"""Where the writer commits new events: ``events``' columns, in its order, then ``stage_id``.
+Batches go in with ``insert_into``, by position: ``EVENT_BATCH_SCHEMA`` lists the columns in
 the order ``CREATE TABLE events`` declares them (``STORED_EVENT_COLUMNS``)."""
+_EVENTS_DDL = next(s for s in DDL if "CREATE TABLE IF NOT EXISTS events (" in s)
+STAGE_DDL = (
+    _EVENTS_DDL.replace("events (", f"{STAGE_TABLE} (", 1).rstrip().removesuffix(")").rstrip()
+    + ",\n        stage_id BIGINT NOT NULL\n    )"
+)
+"""The staged rows: one ``stage_id`` per row, counting up from 1 in commit order."""
 
 SESSION_COLUMNS: tuple[str, ...] = (
     "id",
@@ -371,7 +380,7 @@ def event_from_queued(row: EventRow, content: JSON | None = None) -> Event:
 
 
 def event_batch_table(rows: Sequence[EventRow]) -> pa.Table:
-    """Build the Arrow table of one group commit (inserted into ``EVENTS_TABLE``)."""
+    """Build the Arrow table of one group commit (``events``' columns)."""
     columns = list(zip(*rows, strict=True))
     stamps = columns.pop(_TIMESTAMP_INDEX)
     arrays = [_array(list(values), t) for values, t in zip(columns, _PLAIN_TYPES, strict=True)]
@@ -393,20 +402,25 @@ where every commit holds a few events."""
 
 @functools.lru_cache(maxsize=SMALL_BATCH)
 def _values_insert(rows: int) -> str:
-    one = "(" + ", ".join("?" for _ in STORED_EVENT_COLUMNS) + ")"
-    return f"INSERT INTO {EVENTS_TABLE} ({', '.join(STORED_EVENT_COLUMNS)}) VALUES " + ", ".join([one] * rows)
+    one = "(" + ", ".join("?" for _ in range(len(STORED_EVENT_COLUMNS) + 1)) + ")"
+    columns = ", ".join((*STORED_EVENT_COLUMNS, "stage_id"))
+    return f"INSERT INTO {STAGE_TABLE} ({columns}) VALUES " + ", ".join([one] * rows)
 
 
-def insert_events(cur: duckdb.DuckDBPyConnection, rows: Sequence[EventRow]) -> None:
-    """Insert one commit's rows (in the cursor's current transaction, if any)."""
+def stage_events(cur: duckdb.DuckDBPyConnection, rows: Sequence[EventRow], first_id: int) -> None:
+    """Insert one commit's rows into the stage, numbered from ``first_id`` (in the cursor's
+    current transaction, if any)."""
     if len(rows) > SMALL_BATCH:
-        cur.from_arrow(event_batch_table(rows)).insert_into(EVENTS_TABLE)
+        table = event_batch_table(rows)
+        ids = pa.array(range(first_id, first_id + len(rows)), pa.int64())
+        cur.from_arrow(table.append_column("stage_id", ids)).insert_into(STAGE_TABLE)
         return
     params: list[Any] = []
-    for row in rows:
+    for stage_id, row in enumerate(rows, first_id):
         params.extend(row[:9])
         params.append(_aware(row[9]))  # the timestamp (_TIMESTAMP_INDEX), naive taken as UTC
         params.extend(row[10:])
+        params.append(stage_id)
     try:
         cur.execute(_values_insert(len(rows)), params)
     except duckdb.InvalidInputException as exc:

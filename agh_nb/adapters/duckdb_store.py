@@ -2,12 +2,13 @@
 
 Owns: opening the file (and turning DuckDB's lock conflict into ``StoreLockedError``), the
 ``EventStore`` port (append, durable writes, reads, SQL) and live subscriptions. The batching
-writer lives in ``duckdb_writer``, the tables in ``duckdb_schema``.
-Must not import core.session, runtime or kernel.
+writer lives in ``duckdb_writer``, the stage file new events go through in ``duckdb_stage``, the
+tables in ``duckdb_schema``. Must not import core.session, runtime or kernel.
 
-Threads: ``append`` runs on the runtime loop and never touches DuckDB; one writer thread owns the
-only write cursor; reads open a short-lived cursor on the calling thread and see committed rows
-only. Subscriber callbacks run after the commit they report, on each subscription's own
+Threads: ``append`` runs on the runtime loop and never touches DuckDB; one writer thread commits
+events to the stage, one mover thread does every write to the main file; reads open a
+short-lived cursor on the calling thread and see committed rows only (a read of events first
+has the mover move what is staged). Subscriber callbacks run after the commit they report, on each subscription's own
 delivery thread (``duckdb_subscriptions``), never on the writer's.
 """
 
@@ -29,16 +30,12 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from agh_nb.adapters import duckdb_schema as schema
+from agh_nb.adapters.duckdb_ops import Barrier, MergeUsage, Op, SaveSession
+from agh_nb.adapters.duckdb_stage import recover_stage, stage_path
 from agh_nb.adapters.duckdb_subscriptions import Subscription, SubscriptionHub
 from agh_nb.adapters.duckdb_views import prepare_analytics
+from agh_nb.adapters.duckdb_writer import GroupCommitWriter
 from agh_nb.adapters.user_sql import QUERY_TIMEOUT, RESULT_MAX_BYTES, run_user_query
-from agh_nb.adapters.duckdb_writer import (
-    Barrier,
-    GroupCommitWriter,
-    MergeUsage,
-    Op,
-    SaveSession,
-)
 from agh_nb.core.ports import EventCallback
 from agh_nb.core.private import make_private_dirs, make_private_file
 from agh_nb.core.record import SessionRecord
@@ -132,7 +129,9 @@ class DuckDBStore:
                 flush_interval=flush_interval,
                 max_batch=max_batch,
                 publish=self._publish,
+                mover_cursor=con.cursor(),
                 wal_path=wal_path(path),
+                stage_wal_path=wal_path(stage_path(path)),
             )
 
     @classmethod
@@ -168,10 +167,18 @@ class DuckDBStore:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         path = Path(path)
+        if read_only and stage_path(path).exists():
+            # An earlier process ended without moving its last events out of the stage: a
+            # writable open moves them (a read-only one could not, and would not show them).
+            cls.open(path).close()
+        config: dict[str, str | bool | int | float | list[str]] = dict(SANDBOX_CONFIG)
+        if not read_only:
+            # The stage is attached first; external access goes off right after, below.
+            config.pop("enable_external_access")
         try:
             if not read_only:
                 make_private_dirs(path.parent)
-            con = duckdb.connect(str(path), read_only=read_only, config=dict(SANDBOX_CONFIG))
+            con = duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.Error as exc:
             raise _open_error(path, exc) from exc
         except OSError as exc:
@@ -183,9 +190,15 @@ class DuckDBStore:
             # option is unknown to connect(config=...), hence a SET before the lock.)
             con.execute("SET GLOBAL TimeZone = 'UTC'")
             if not read_only:
+                quoted = str(stage_path(path)).replace("'", "''")
+                con.execute(f"ATTACH '{quoted}' AS {schema.STAGE_ALIAS}")
+                con.execute("SET GLOBAL enable_external_access = false")
                 for ddl in schema.DDL:
                     con.execute(ddl)
                 prepare_analytics(con)  # derived columns on older stores, and the views
+                moved = recover_stage(con)
+                if moved:
+                    logger.info("moved %d events an earlier process left in %s", moved, stage_path(path))
             # From here on no statement on any cursor of this instance (the writer's included)
             # can change a setting: the sandbox above holds for every user query.
             con.execute("SET GLOBAL lock_configuration = true")
@@ -214,14 +227,19 @@ class DuckDBStore:
             if self._closed:
                 return
             self._closed = True
-        if self._writer is not None:
-            self._writer.close()
+        moved_all = self._writer.close() if self._writer is not None else False
         self._hub.close_all()
         self._wait_for_readers()
         try:
             self._con.close()
         except duckdb.Error as exc:  # a read began and would not end: the process exits anyway
             logger.warning("closing the agh_nb store %s: %s", self.path, _first_line(exc))
+            return
+        if moved_all:  # every event is in the main file: the (empty) stage can go
+            stage = stage_path(self.path)
+            for leftover in (stage, wal_path(stage)):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
     def _wait_for_readers(self) -> None:
         """Let the reads under way end (new ones are refused); interrupt those still running
@@ -384,11 +402,11 @@ class DuckDBStore:
         if query.limit is not None and query.limit <= 0:
             return []
         sql, params = schema.events_select(session_id, query)
-        return [schema.event_from_row(r) for r in self._fetch(sql, params)]
+        return [schema.event_from_row(r) for r in self._fetch(sql, params, events=True)]
 
     def last_sequence(self, session_id: str) -> int:
         """Return the highest committed sequence of ``session_id`` (0 when it has none)."""
-        rows = self._fetch(schema.MAX_SEQUENCE, [session_id], one=True)
+        rows = self._fetch(schema.MAX_SEQUENCE, [session_id], one=True, events=True)
         return int(rows[0][0]) if rows else 0
 
     def sql(
@@ -407,7 +425,7 @@ class DuckDBStore:
                 ``max_bytes``, or the result cannot be shown as a DataFrame.
             StoreError: the store itself failed.
         """
-        with self._reading() as cur:
+        with self._reading(events=True) as cur:
             return run_user_query(cur, query, timeout=timeout, max_bytes=max_bytes)
 
     @contextlib.contextmanager
@@ -418,7 +436,7 @@ class DuckDBStore:
         Raises:
             StoreError: the store is closed, or the transaction cannot begin.
         """
-        with self._reading() as cur:
+        with self._reading(events=True) as cur:
             try:
                 cur.execute("BEGIN TRANSACTION READ ONLY")
             except duckdb.Error as exc:
@@ -429,8 +447,8 @@ class DuckDBStore:
                 with contextlib.suppress(duckdb.Error):
                     cur.execute("ROLLBACK")
 
-    def _fetch(self, sql: str, params: list[Any], *, one: bool = False) -> list[Any]:
-        with self._reading() as cur:
+    def _fetch(self, sql: str, params: list[Any], *, one: bool = False, events: bool = False) -> list[Any]:
+        with self._reading(events=events) as cur:
             try:
                 result = cur.execute(sql, params)
                 if one:
@@ -441,12 +459,15 @@ class DuckDBStore:
                 raise StoreError(f"cannot read the agh_nb store: {_first_line(exc)}") from exc
 
     @contextlib.contextmanager
-    def _reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A fresh cursor for one read, closed at the end; ``close`` waits for it.
+    def _reading(self, *, events: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A fresh cursor for one read, closed at the end; ``close`` waits for it. With
+        ``events``, every event committed so far is first moved out of the stage.
 
         Raises:
             StoreError: the store is closed (or closing), or no cursor can be opened.
         """
+        if events and self._writer is not None and not self._closed:
+            self._writer.drain()
         with self._readers_done:
             if self._closed:
                 raise StoreError("the store is closed", path=str(self.path))
@@ -499,7 +520,7 @@ class DuckDBStore:
         # Pages keep a reconnect after a long session from loading every row at once.
         last = after_sequence
         while True:
-            rows = self._fetch(schema.BACKLOG_PAGE, [session_id, last, _BACKLOG_PAGE_SIZE])
+            rows = self._fetch(schema.BACKLOG_PAGE, [session_id, last, _BACKLOG_PAGE_SIZE], events=True)
             if not rows:
                 return
             page = [schema.event_from_row(r) for r in rows]
@@ -517,12 +538,14 @@ def wal_path(path: Path) -> Path:
 def private_store_files(path: Path) -> None:
     """Make DuckDB's files of ``path`` owner-only; DuckDB creates them as the umask says.
 
-    The database file and its WAL become 0600 (the writer re-tightens a WAL that DuckDB
-    recreates after a checkpoint), and the spill directory DuckDB would create for queries
+    The database file, the stage file and their WALs become 0600 (the writer threads re-tighten a
+    WAL that DuckDB recreates after a checkpoint), and the spill directory DuckDB would create for queries
     larger than memory is made 0700 in advance.
     """
     make_private_file(path)
     make_private_file(wal_path(path))
+    make_private_file(stage_path(path))
+    make_private_file(wal_path(stage_path(path)))
     make_private_dirs(path.with_name(path.name + ".tmp"))
 
 

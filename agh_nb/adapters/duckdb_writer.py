@@ -1,42 +1,42 @@
 """The group-commit writer behind ``DuckDBStore``: one thread, one cursor, submission order.
 
 Owns: the submission queue, the per-session sequence counters, the writer thread and its DuckDB
-cursor, and the hand-back of results to asyncio loops. Must not import core.session, runtime or
-kernel.
+cursor, and the ``StageMover`` it hands the main file's work to. Must not import core.session,
+runtime or kernel.
 
 How a commit happens: producers put events (and session upserts, usage merges, barriers) on one
 list under one lock, in the order they happened. An event waits there as an ``EventRow`` (a tuple,
 its content already JSON text) rather than as dicts: rows pending a commit cost the garbage
 collector nothing. The writer swaps the whole list out, cuts it into chunks of at most
-``max_batch`` events, and runs each chunk as ONE transaction (events go in through one Arrow table
-per run). Only after ``COMMIT`` returns does it hand the chunk's rows to ``publish`` (store first,
-then notify: ``publish`` only posts them to each subscription's mailbox, it never runs a
-subscriber) and then resolve the chunk's waiters. A failed commit fails every waiter
-of that chunk and everything queued after it, and the writer refuses further writes: later
-sequences would otherwise leave a gap or be acknowledged out of order.
+``max_batch`` events, and commits each chunk's events as ONE transaction into the stage file
+(``duckdb_stage``: events go in through one Arrow table per run). Only after ``COMMIT`` returns
+does it hand the chunk's rows to ``publish`` (store first, then notify: ``publish`` only posts
+them to each subscription's mailbox, it never runs a subscriber) and then pass the chunk's other
+operations to the mover, which commits them to the main file in the same order and resolves
+their waiters. A failed commit fails every waiter of that chunk and everything queued after it,
+and the writer refuses further writes: later sequences would otherwise leave a gap or be
+acknowledged out of order.
 
-Checkpoints: DuckDB blocks commits while it folds the WAL into the database file. The store
-raises DuckDB's automatic threshold and the writer checkpoints by itself once it has been idle
-for ``IDLE_CHECKPOINT_AFTER`` seconds, so the stall lands between turns rather than inside one.
+Checkpoints: DuckDB blocks commits to a file while it folds that file's WAL into it. The writer
+commits only to the stage, which the mover checkpoints after each move, in milliseconds; the
+main file's checkpoints hold up the mover alone.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
-from enum import Enum
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
 from agh_nb.adapters import derived_columns as derived
 from agh_nb.adapters import duckdb_schema as schema
+from agh_nb.adapters.duckdb_ops import Op, Waiter, WriterState, commit_retrying, first_line
+from agh_nb.adapters.duckdb_stage import StageMover
 from agh_nb.core.private import make_private_file
 from agh_nb.core.record import SessionRecord
 from agh_nb.errors import StoreError
@@ -44,95 +44,6 @@ from agh_nb.events import JSON, EventDraft, EventType, dumps
 
 logger = logging.getLogger(__name__)
 
-IDLE_CHECKPOINT_AFTER = 1.0
-"""Seconds without work after which the writer checkpoints a grown WAL."""
-IDLE_CHECKPOINT_MIN_WAL = 1 << 20
-"""Smallest WAL (bytes) worth an idle checkpoint."""
-OOM_RETRY_FOR = 150.0
-"""Seconds a commit that ran out of memory is retried: longer than a user query may run
-(``duckdb_store.QUERY_TIMEOUT``), whose memory it waits for."""
-
-
-class WriterState(Enum):
-    """Lifecycle of the writer."""
-
-    OPEN = "open"
-    """Accepting writes."""
-    FAILED = "failed"
-    """A commit failed; writes are refused with that failure, reads still work."""
-    CLOSED = "closed"
-    """``close()`` was called; what was queued before is committed, new writes are refused."""
-
-
-class Waiter:
-    """A future on some asyncio loop that the writer thread resolves thread-safely."""
-
-    __slots__ = ("future", "loop")
-
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.future: asyncio.Future[None] = self.loop.create_future()
-
-    def resolve(self) -> None:
-        """Mark the awaited work committed."""
-        self._call(_set_result, None)
-
-    def fail(self, error: BaseException) -> None:
-        """Report that the awaited work was not committed."""
-        self._call(_set_exception, error)
-
-    def _call(self, fn: Callable[[asyncio.Future[None], Any], None], arg: Any) -> None:
-        # RuntimeError: the loop is closed, so nobody awaits this future any more.
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(fn, self.future, arg)
-
-
-def _set_result(future: asyncio.Future[None], value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _set_exception(future: asyncio.Future[None], error: Any) -> None:
-    if not future.done():
-        future.set_exception(error)
-
-
-class Barrier:
-    """Resolves once everything submitted before it is committed."""
-
-    __slots__ = ("waiter",)
-
-    def __init__(self) -> None:
-        self.waiter = Waiter()
-
-
-class SaveSession:
-    """Upsert one session row; ``prime`` loads the session's stored max(sequence) first."""
-
-    __slots__ = ("prime", "record", "waiter")
-
-    def __init__(self, record: SessionRecord, prime: bool) -> None:
-        self.record = record
-        self.prime = prime
-        self.waiter = Waiter()
-
-
-class MergeUsage:
-    """Merge one usage report into the ``token_usage`` row of a turn."""
-
-    __slots__ = ("session_id", "turn_id", "updated_at", "values", "waiter")
-
-    def __init__(
-        self, session_id: str, turn_id: str, values: dict[str, Any], updated_at: datetime
-    ) -> None:
-        self.session_id = session_id
-        self.turn_id = turn_id
-        self.values = values
-        self.updated_at = updated_at
-        self.waiter = Waiter()
-
-
-Op = Barrier | SaveSession | MergeUsage
 _Step = list[schema.EventRow] | Op
 
 
@@ -146,9 +57,9 @@ class GroupCommitWriter:
             waiters (``submit``) skip the wait.
         max_batch: the most events one transaction holds.
         publish: called on the writer thread with each committed chunk's rows, in order.
-        wal_path: the database's write-ahead log; when given, the writer checkpoints after
-            ``IDLE_CHECKPOINT_AFTER`` seconds of idleness if the log holds at least
-            ``IDLE_CHECKPOINT_MIN_WAL`` bytes.
+        mover_cursor: a second cursor, for the mover thread (the main file's writes).
+        wal_path: the main file's write-ahead log (see ``StageMover``).
+        stage_wal_path: the stage file's write-ahead log, kept owner-only.
     """
 
     def __init__(
@@ -158,7 +69,9 @@ class GroupCommitWriter:
         flush_interval: float,
         max_batch: int,
         publish: Callable[[Sequence[schema.EventRow]], None],
+        mover_cursor: duckdb.DuckDBPyConnection,
         wal_path: Path | None = None,
+        stage_wal_path: Path | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -177,9 +90,16 @@ class GroupCommitWriter:
         self._idle = False  # the writer waits for work: the next submission must wake it
         self._lingering = False  # the writer gathers a burst: wake it only when the batch is full
         self._urgent = False  # a waiter is queued: do not linger
-        self._wal_path = wal_path
-        self._wal_grew = False  # committed since the last idle checkpoint
+        self._stage_wal_path = stage_wal_path
+        self._next_stage_id = 1  # recover_stage left the stage empty, numbering from 1
         self._last_commit = 0.0  # monotonic time the last commit began
+        self._mover = StageMover(
+            mover_cursor,
+            prime=self._prime,
+            on_failure=self._mover_failed,
+            main_wal=wal_path,
+            stage_wal=stage_wal_path,
+        )
         self._thread = threading.Thread(target=self._run, name="agh-nb-store-writer", daemon=True)
         self._thread.start()
         # pyarrow imports pandas on its first list conversion: pay that now, not in the first
@@ -266,14 +186,24 @@ class GroupCommitWriter:
         with self._cond:
             return session_id in self._last_seq
 
-    def close(self) -> None:
-        """Refuse new work, commit what is queued, and stop the thread (idempotent)."""
+    def drain(self) -> None:
+        """Block until every event committed so far is in ``events`` (see ``StageMover.drain``)."""
+        self._mover.drain()
+
+    def close(self) -> bool:
+        """Refuse new work, commit what is queued, move it into ``events`` and stop both
+        threads (idempotent).
+
+        Returns:
+            True when every committed event is in ``events`` (the stage file can go).
+        """
         with self._cond:
             if self._state is WriterState.OPEN:
                 self._state = WriterState.CLOSED
             self._cond.notify()
         if threading.current_thread() is not self._thread:
             self._thread.join()
+        return self._mover.close()
 
     def _refusal(self) -> StoreError:
         if self._state is WriterState.FAILED and self._failure is not None:
@@ -282,6 +212,14 @@ class GroupCommitWriter:
                 cause=str(self._failure),
             )
         return StoreError("the store is closed", state=self._state.value)
+
+    def _prime(self, session_id: str, last_sequence: int) -> None:
+        # Mover thread: a session's first save in this process loaded its stored max(sequence).
+        with self._cond:
+            self._last_seq.setdefault(session_id, last_sequence)
+
+    def _mover_failed(self, error: StoreError) -> None:
+        self._fail_rest(error, [])
 
     # -- writer thread -----------------------------------------------------------------------
 
@@ -298,26 +236,20 @@ class GroupCommitWriter:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                woke_from_idle = checkpoint = False
+                woke_from_idle = False
                 while not self._queue and self._state is WriterState.OPEN:
                     self._idle = woke_from_idle = True
-                    timeout = IDLE_CHECKPOINT_AFTER if self._wal_grew else None
-                    if not self._cond.wait(timeout) and not self._queue:
-                        checkpoint = True  # idle for a while: checkpoint outside the lock
-                        break
+                    self._cond.wait()
                 self._idle = False
-                if not checkpoint:
-                    # Gather a burst: commit no sooner than flush_interval after waking up, or
-                    # after the previous commit began (a steady stream then shares commits
-                    # instead of paying DuckDB's per-commit cost for a handful of rows each).
-                    since = time.monotonic() if woke_from_idle else self._last_commit
-                    self._linger(since + self._flush_interval)
+                # Gather a burst: commit no sooner than flush_interval after waking up, or after
+                # the previous commit began (a steady stream then shares commits instead of
+                # paying DuckDB's per-commit cost for a handful of rows each).
+                since = time.monotonic() if woke_from_idle else self._last_commit
+                self._linger(since + self._flush_interval)
                 ops, self._queue = self._queue, []
                 self._last_commit = time.monotonic()
                 self._urgent = False
                 done = self._state is not WriterState.OPEN
-            if checkpoint:
-                self._idle_checkpoint()
             if ops:
                 try:
                     self._process(ops)
@@ -329,29 +261,12 @@ class GroupCommitWriter:
                     if not self._queue:
                         return
 
-    def _idle_checkpoint(self) -> None:
-        # DuckDB folds the WAL into the database file at a checkpoint and blocks commits while
-        # it runs (100-600 ms for a 16 MB WAL on a slow machine). Doing it once the writer has
-        # been idle for a while keeps that stall out of a streaming turn; the (raised)
-        # automatic threshold remains the backstop under sustained load.
-        self._wal_grew = False
-        try:
-            if self._wal_path is None or self._wal_path.stat().st_size < IDLE_CHECKPOINT_MIN_WAL:
-                return
-        except OSError:  # no WAL (nothing to fold) or unreadable: not worth failing for
-            return
-        try:
-            self._cursor.execute("CHECKPOINT").fetchall()
-        except duckdb.Error as exc:  # e.g. a user's read transaction is open: try next time
-            self._wal_grew = True
-            logger.debug("idle checkpoint skipped: %s", _first_line(exc))
-
     def _private_wal(self) -> None:
         # DuckDB deletes the WAL at each checkpoint and creates the next one with the umask's
         # mode; the store's files are owner-only (SPEC 7). One lstat per commit, about 1 us.
-        if self._wal_path is not None:
+        if self._stage_wal_path is not None:
             with contextlib.suppress(OSError):
-                make_private_file(self._wal_path)
+                make_private_file(self._stage_wal_path)
 
     def _linger(self, deadline: float) -> None:
         # Called with the lock held: wait until ``deadline`` for a burst to gather, unless a
@@ -396,109 +311,55 @@ class GroupCommitWriter:
             self._commit_or_fail(steps, [])
 
     def _commit_or_fail(self, steps: list[_Step], rest: list[schema.EventRow | Op]) -> bool:
-        try:
-            self._commit_retrying(steps)
-        except Exception as exc:
-            error = StoreError(
-                f"the event store could not commit: {_first_line(exc)}", cause=_first_line(exc)
-            )
-            # A DuckDB error is an environment problem (disk full, I/O); anything else is a bug.
-            logger.error(
-                "event store commit failed; refusing further writes: %s",
-                error,
-                exc_info=not isinstance(exc, duckdb.Error),
-            )
-            self._fail_rest(error, [*steps, *rest])
-            return False
-        self._private_wal()
-        rows: list[schema.EventRow] = []
-        for step in steps:
-            if type(step) is list:
-                rows.extend(step)
-        if rows:
+        runs: list[list[schema.EventRow]] = [step for step in steps if type(step) is list]
+        others: list[Op] = [step for step in steps if type(step) is not list]  # type: ignore[misc]
+        if runs:
+            try:
+                commit_retrying(self._cursor, lambda: self._commit(runs))
+            except Exception as exc:
+                error = StoreError(
+                    f"the event store could not commit: {first_line(exc)}", cause=first_line(exc)
+                )
+                # A DuckDB error is an environment problem (disk full, I/O); anything else is a bug.
+                logger.error(
+                    "event store commit failed; refusing further writes: %s",
+                    error,
+                    exc_info=not isinstance(exc, duckdb.Error),
+                )
+                self._fail_rest(error, [*steps, *rest])
+                return False
+            self._next_stage_id += sum(len(run) for run in runs)
+            self._mover.staged(self._next_stage_id - 1)
+            self._private_wal()
+            rows = runs[0] if len(runs) == 1 else [row for run in runs for row in run]
             self._publish(rows)
-        # Waiters resolve after the chunk was posted to the subscriptions: nothing is shown
-        # before it is durable, and nothing durable is left unposted when ``flush()`` returns.
-        for step in steps:
-            if type(step) is not list:
-                step.waiter.resolve()  # type: ignore[union-attr]
+        # The other operations go to the main file after the chunk was posted to the
+        # subscriptions: nothing is shown before it is durable, and nothing durable is left
+        # unposted when ``flush()`` returns.
+        if others:
+            self._mover.submit(others)
         return True
 
-    def _commit_retrying(self, steps: list[_Step]) -> None:
-        # Memory is shared by the whole DuckDB instance: a user's query holding most of it (a
-        # huge aggregate) can make a commit fail for want of a few KiB. That commit was rolled
-        # back and nothing is lost yet, so it is tried again once memory frees (the query ends
-        # or is interrupted), rather than failing the writer for good.
-        deadline = time.monotonic() + OOM_RETRY_FOR
-        pause = 0.01
-        while True:
-            try:
-                self._commit(steps)
-                return
-            except duckdb.OutOfMemoryException as exc:
-                if time.monotonic() + pause > deadline:
-                    raise
-                level = logging.WARNING if pause == 0.01 else logging.DEBUG  # one line per commit
-                logger.log(level, "event store commit out of memory, retrying: %s", _first_line(exc))
-                time.sleep(pause)
-                pause = min(pause * 2, 0.5)
-                self._roll_back(deadline)
-
-    def _roll_back(self, deadline: float) -> None:
-        # The failed transaction stays open (aborted) until rolled back, and the ROLLBACK can
-        # itself run out of memory while the query still holds it: repeat it until it goes.
-        pause = 0.01
-        while True:
-            try:
-                self._cursor.execute("ROLLBACK")
-                return
-            except duckdb.TransactionException:
-                return  # no transaction open: nothing to roll back
-            except duckdb.OutOfMemoryException:
-                if time.monotonic() + pause > deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, 0.5)
-
-    def _commit(self, steps: list[_Step]) -> None:
-        if all(type(step) is Barrier for step in steps):
-            return  # nothing to write: the barrier only orders after earlier commits
+    def _commit(self, runs: list[list[schema.EventRow]]) -> None:
         cur = self._cursor
-        if len(steps) == 1 and type(steps[0]) is list:
+        first = self._next_stage_id
+        if len(runs) == 1:
             # Only events (a streaming turn): one statement is one transaction. Each DuckDB call
             # waits for the GIL afresh, and while the runtime thread is busy each wait is up to
             # a switch interval long, so fewer calls mean shorter commits.
-            schema.insert_events(cur, steps[0])
-            self._wal_grew = True
+            schema.stage_events(cur, runs[0], first)
             return
         cur.execute("BEGIN TRANSACTION")
         try:
-            for step in steps:
-                if type(step) is list:
-                    schema.insert_events(cur, step)
-                elif type(step) is SaveSession:
-                    self._save_session(step)
-                elif type(step) is MergeUsage:
-                    params: list[Any] = [step.session_id, step.turn_id, step.session_id]
-                    params += [step.values[c] for c in schema.USAGE_COLUMNS]
-                    params.append(step.updated_at)
-                    cur.execute(schema.MERGE_USAGE, params)
+            for run in runs:
+                schema.stage_events(cur, run, first)
+                first += len(run)
             cur.execute("COMMIT")
-            self._wal_grew = True
         except BaseException:
             # The transaction may already be aborted; the original error is the one to report.
             with contextlib.suppress(duckdb.Error):
                 cur.execute("ROLLBACK")
             raise
-
-    def _save_session(self, op: SaveSession) -> None:
-        cur = self._cursor
-        if op.prime:
-            # fetchall, not fetchone: DuckDB refuses register() while a result is unfinished.
-            rows = cur.execute(schema.MAX_SEQUENCE, [op.record.id]).fetchall()
-            with self._cond:
-                self._last_seq.setdefault(op.record.id, int(rows[0][0]) if rows else 0)
-        cur.execute(schema.UPSERT_SESSION, schema.session_params(op.record))
 
     def _fail_rest(self, error: StoreError, pending: Sequence[_Step | schema.EventRow]) -> None:
         with self._cond:
@@ -511,7 +372,3 @@ class GroupCommitWriter:
             if isinstance(waiter, Waiter):
                 waiter.fail(error)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

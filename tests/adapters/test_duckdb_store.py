@@ -92,7 +92,7 @@ def test_open_creates_parent_dir_and_schema(store: DuckDBStore, db_path: Path) -
     assert db_path.exists()
     columns = store.sql(
         "SELECT table_name, column_name, data_type FROM information_schema.columns "
-        "ORDER BY table_name, ordinal_position"
+        "WHERE table_catalog = current_database() ORDER BY table_name, ordinal_position"
     )
     by_table = columns.groupby("table_name")["column_name"].apply(list).to_dict()
     assert by_table["events"] == [
@@ -168,6 +168,7 @@ def test_idle_writer_checkpoints_a_grown_wal(store: DuckDBStore, db_path: Path) 
     for i in range(1500):
         store.append(record, EventDraft(EventType.AGENT_MESSAGE, "t", {"text": f"{i} " * 400}))
     flush(store)
+    assert store.last_sequence(record.id) == 1500  # a read moves the staged rows into events
     wal = db_path.with_name(db_path.name + ".wal")
     assert wal.stat().st_size > 1 << 20
     deadline = time.monotonic() + 15
@@ -283,7 +284,7 @@ def test_failed_commit_fails_waiters_and_refuses_later_writes(
     save(store, record)
     seen: list[Event] = []
     store.subscribe(record.id, 0, seen.extend)
-    store._con.execute("DROP TABLE events")  # sabotage: the next commit cannot insert
+    store._con.execute("DROP TABLE stage.events")  # sabotage: the next commit cannot insert
     with (
         caplog.at_level(logging.ERROR, logger="agh_nb.adapters.duckdb_writer"),
         pytest.raises(StoreError, match="could not commit"),

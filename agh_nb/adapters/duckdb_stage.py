@@ -1,0 +1,379 @@
+"""The store's stage file and the thread that empties it into ``events`` (``StageMover``).
+
+Why a second file: DuckDB holds every commit to a database file while it checkpoints that file,
+0.6-1.4 s at the store's 64 MB threshold on 2 cores (``benchmarks/checkpoint_stall.py``). With 50
+sessions streaming, that stall was the server's stored -> delivered p99. So the writer commits new
+events to a small second file, ``<store>.stage``, attached as ``stage``, which has its own WAL and
+its own checkpoints. The mover copies them into ``events`` about once a second on its own
+thread, deletes them from the stage and checkpoints the stage. A checkpoint of the main file then
+holds up only the mover and the writes that must go to the main file (session rows, usage
+merges). The mover runs those too, in the order the writer received them, so none of them holds
+up an event behind it.
+
+Reads of events see moved rows: the store asks the mover to move everything committed so far
+(``drain``) before each such read. A DuckDB transaction writes to one file only, so a move is
+two commits: the rows together with ``stage_mark`` in the main file, then the delete in the
+stage. Rows a crash left in the stage at or below the mark are already in ``events``; the next
+open (``recover_stage``) drops them and moves the rest.
+
+Must not import core.session, runtime or kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from agh_nb.adapters import duckdb_schema as schema
+from agh_nb.adapters.duckdb_ops import (
+    Barrier,
+    MergeUsage,
+    Op,
+    SaveSession,
+    WriterState,
+    commit_retrying,
+    first_line,
+)
+from agh_nb.core.private import make_private_file
+from agh_nb.errors import StoreError
+
+logger = logging.getLogger(__name__)
+
+MOVE_INTERVAL = 1.0
+"""Seconds between moves while rows wait in the stage (a read moves them at once)."""
+IDLE_CHECKPOINT_AFTER = 1.0
+"""Seconds without work after which the mover checkpoints a grown main WAL."""
+IDLE_CHECKPOINT_MIN_WAL = 1 << 20
+"""Smallest main WAL (bytes) worth an idle checkpoint."""
+
+MARK_DDL = (
+    "CREATE TABLE IF NOT EXISTS stage_mark (moved_through BIGINT NOT NULL)",
+    "INSERT INTO stage_mark SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM stage_mark)",
+)
+"""The main file's record of the highest ``stage_id`` copied into ``events``."""
+_MOVE = (
+    f"INSERT INTO events BY NAME SELECT * EXCLUDE (stage_id) FROM {schema.STAGE_TABLE} "
+    "WHERE stage_id > ? AND stage_id <= ?"
+)
+_SET_MARK = "UPDATE stage_mark SET moved_through = ?"
+_PURGE = f"DELETE FROM {schema.STAGE_TABLE} WHERE stage_id <= ?"
+_CHECKPOINT_STAGE = f"CHECKPOINT {schema.STAGE_ALIAS}"
+
+
+def stage_path(path: Path) -> Path:
+    """Where the stage file of the store at ``path`` lives."""
+    return path.with_name(path.name + ".stage")
+
+
+def recover_stage(con: duckdb.DuckDBPyConnection) -> int:
+    """Move what an earlier process left in the stage into ``events``, then empty the stage.
+
+    Runs at open, before the writer starts; the stage table is made anew in the current layout
+    and numbering starts again from 1. Returns how many rows were moved.
+    """
+    for ddl in MARK_DDL:
+        con.execute(ddl)
+    con.execute(schema.STAGE_DDL)
+    moved = int(con.execute("SELECT moved_through FROM stage_mark").fetchall()[0][0])
+    top = con.execute(f"SELECT max(stage_id) FROM {schema.STAGE_TABLE}").fetchall()[0][0]
+    count = 0
+    if top is not None and top > moved:
+        count = int(con.execute(
+            f"SELECT count(*) FROM {schema.STAGE_TABLE} WHERE stage_id > ?", [moved]
+        ).fetchall()[0][0])
+        con.execute("BEGIN TRANSACTION")
+        con.execute(_MOVE, [moved, top])
+        con.execute(_SET_MARK, [top])
+        con.execute("COMMIT")
+    # Empty first, then reset the mark: a crash between the two leaves an empty stage and a
+    # stale mark, which the next open resets; the other order could copy rows twice.
+    con.execute(f"DROP TABLE {schema.STAGE_TABLE}")
+    con.execute(schema.STAGE_DDL)
+    con.execute(_SET_MARK, [0])
+    con.execute(_CHECKPOINT_STAGE)
+    return count
+
+
+class _Drain:
+    """A reader waiting for every row staged so far to be in ``events``."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class StageMover:
+    """Runs the main file's writes in order and moves staged rows into ``events``, on its thread.
+
+    Args:
+        cursor: a DuckDB cursor used only by the mover thread.
+        prime: called with a session id and its stored max(sequence) when a ``SaveSession``
+            asks for it.
+        on_failure: called once, on the mover thread, when a commit to the main file failed.
+        main_wal: the main file's WAL, checkpointed after ``IDLE_CHECKPOINT_AFTER`` seconds idle
+            once it holds ``IDLE_CHECKPOINT_MIN_WAL`` bytes, and kept owner-only.
+        stage_wal: the stage's WAL, kept owner-only.
+        move_interval: seconds between moves while rows wait.
+    """
+
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        *,
+        prime: Callable[[str, int], None],
+        on_failure: Callable[[StoreError], None],
+        main_wal: Path | None = None,
+        stage_wal: Path | None = None,
+        move_interval: float = MOVE_INTERVAL,
+    ) -> None:
+        self._cursor = cursor
+        self._prime = prime
+        self._on_failure = on_failure
+        self._main_wal = main_wal
+        self._stage_wal = stage_wal
+        self._move_interval = move_interval
+        self._cond = threading.Condition()
+        self._queue: list[Op | _Drain] = []
+        self._staged = 0  # the highest stage_id the writer has committed
+        self._moved = 0  # the highest stage_id copied into events
+        self._state = WriterState.OPEN
+        self._failure: StoreError | None = None
+        self._main_grew = False
+        self._thread = threading.Thread(target=self._run, name="agh-nb-store-mover", daemon=True)
+        self._thread.start()
+
+    # -- the writer's side -------------------------------------------------------------------
+
+    def staged(self, through: int) -> None:
+        """Record that rows up to ``through`` are committed in the stage."""
+        with self._cond:
+            self._staged = through
+
+    def submit(self, ops: Sequence[Op]) -> None:
+        """Run ``ops`` on the main file after everything submitted before; their waiters
+        resolve after that commit (at once for barriers after earlier ones)."""
+        with self._cond:
+            if self._state is not WriterState.FAILED:
+                self._queue.extend(ops)
+                self._cond.notify()
+                return
+            error = self._failure
+        for op in ops:
+            op.waiter.fail(error or StoreError("the event store failed"))
+
+    def drain(self) -> None:
+        """Block until every row staged so far is in ``events`` (at once when closed or failed)."""
+        if threading.current_thread() is self._thread:
+            return
+        request = _Drain()
+        with self._cond:
+            if self._state is not WriterState.OPEN or self._staged <= self._moved:
+                return
+            self._queue.append(request)
+            self._cond.notify()
+        request.done.wait()
+
+    def close(self) -> bool:
+        """Run what is queued, move every staged row, stop the thread (idempotent).
+
+        Returns:
+            True when the stage holds no row that is missing from ``events``.
+        """
+        with self._cond:
+            if self._state is WriterState.OPEN:
+                self._state = WriterState.CLOSED
+            self._cond.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+        with self._cond:
+            return self._moved >= self._staged
+
+    # -- the mover thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:  # a bug: never leave a waiter hanging
+            logger.exception("event store mover crashed")
+            self._fail(StoreError("the event store mover crashed"), [])
+        finally:
+            with self._cond:
+                drains, self._queue = [q for q in self._queue if type(q) is _Drain], []
+            for request in drains:
+                request.done.set()
+            try:
+                self._cursor.close()
+            except duckdb.Error:
+                pass
+
+    def _loop(self) -> None:
+        last_move = last_work = time.monotonic()
+        while True:
+            with self._cond:
+                while not self._queue and self._state is WriterState.OPEN:
+                    timeout = self._timeout(last_move, last_work)
+                    if timeout is not None and timeout <= 0:
+                        break
+                    self._cond.wait(timeout)
+                items, self._queue = self._queue, []
+                closing = self._state is not WriterState.OPEN
+                staged = self._staged
+            drains = [item for item in items if type(item) is _Drain]
+            ops: list[Op] = [item for item in items if type(item) is not _Drain]  # type: ignore[misc]
+            now = time.monotonic()
+            try:
+                if ops and not self._run_ops(ops):
+                    return
+                if staged > self._moved and (drains or closing or now >= last_move + self._move_interval):
+                    if not self._move(staged):
+                        return
+                    last_move = now
+            finally:  # a reader waits for these whether the move worked or not
+                for request in drains:
+                    request.done.set()
+            if items or staged > self._moved:
+                last_work = now
+            elif self._main_grew and now >= last_work + IDLE_CHECKPOINT_AFTER:
+                self._idle_checkpoint()
+            if closing:
+                with self._cond:
+                    if not self._queue and self._staged <= self._moved:
+                        return
+
+    def _timeout(self, last_move: float, last_work: float) -> float | None:
+        # Called with the lock held.
+        now = time.monotonic()
+        if self._staged > self._moved:
+            return last_move + self._move_interval - now
+        if self._main_grew:
+            return last_work + IDLE_CHECKPOINT_AFTER - now
+        return None
+
+    def _run_ops(self, ops: list[Op]) -> bool:
+        if any(type(op) is not Barrier for op in ops):
+            try:
+                commit_retrying(self._cursor, lambda: self._commit_ops(ops))
+            except Exception as exc:
+                self._fail(_commit_error(exc), ops)
+                return False
+            self._main_grew = True
+            self._private(self._main_wal)
+        for op in ops:
+            op.waiter.resolve()
+        return True
+
+    def _commit_ops(self, ops: list[Op]) -> None:
+        cur = self._cursor
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            for op in ops:
+                if type(op) is SaveSession:
+                    if op.prime:
+                        # fetchall, not fetchone: no result may stay unfinished in the cursor.
+                        rows = cur.execute(schema.MAX_SEQUENCE, [op.record.id]).fetchall()
+                        self._prime(op.record.id, int(rows[0][0]) if rows else 0)
+                    cur.execute(schema.UPSERT_SESSION, schema.session_params(op.record))
+                elif type(op) is MergeUsage:
+                    params: list[Any] = [op.session_id, op.turn_id, op.session_id]
+                    params += [op.values[c] for c in schema.USAGE_COLUMNS]
+                    params.append(op.updated_at)
+                    cur.execute(schema.MERGE_USAGE, params)
+            cur.execute("COMMIT")
+        except BaseException:
+            try:
+                cur.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # the transaction was already aborted; the original error is the one to report
+            raise
+
+    def _move(self, through: int) -> bool:
+        cur = self._cursor
+        moved = self._moved
+
+        def commit() -> None:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                cur.execute(_MOVE, [moved, through])
+                cur.execute(_SET_MARK, [through])
+                cur.execute("COMMIT")
+            except BaseException:
+                try:
+                    cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+                raise
+
+        try:
+            commit_retrying(cur, commit)
+        except Exception as exc:
+            self._fail(_commit_error(exc), [])
+            return False
+        with self._cond:
+            self._moved = through
+        self._main_grew = True
+        self._private(self._main_wal)
+        try:
+            cur.execute(_PURGE, [through])
+            # Left to the threshold, the stage's own checkpoint would come due together with
+            # the main file's (the same volume goes through both) and stall the writer; folded
+            # after every move, its WAL holds about a second of rows and costs milliseconds.
+            cur.execute(_CHECKPOINT_STAGE)
+        except duckdb.Error as exc:  # the rows are in events (the mark says so): purge next time
+            logger.debug("emptying the stage: %s", first_line(exc))
+        self._private(self._stage_wal)
+        return True
+
+    def _idle_checkpoint(self) -> None:
+        # DuckDB folds the WAL into the database file at a checkpoint and blocks commits to
+        # that file while it runs. Doing it once the store has been idle for a while keeps that
+        # stall out of a streaming turn; the automatic threshold remains the backstop.
+        self._main_grew = False
+        try:
+            if self._main_wal is None or self._main_wal.stat().st_size < IDLE_CHECKPOINT_MIN_WAL:
+                return
+        except OSError:  # no WAL (nothing to fold) or unreadable: not worth failing for
+            return
+        try:
+            self._cursor.execute("CHECKPOINT").fetchall()
+        except duckdb.Error as exc:  # e.g. a user's read transaction is open: try next time
+            self._main_grew = True
+            logger.debug("idle checkpoint skipped: %s", first_line(exc))
+
+    @staticmethod
+    def _private(wal: Path | None) -> None:
+        # DuckDB deletes a WAL at each checkpoint and creates the next one with the umask's
+        # mode; the store's files are owner-only (SPEC 7).
+        if wal is not None:
+            try:
+                make_private_file(wal)
+            except OSError:
+                pass
+
+    def _fail(self, error: StoreError, pending: Sequence[Op]) -> None:
+        logger.error("event store commit failed; refusing further writes: %s", error)
+        with self._cond:
+            if self._state is WriterState.OPEN or self._state is WriterState.CLOSED:
+                self._state = WriterState.FAILED
+            self._failure = error
+            queued, self._queue = self._queue, []
+        for item in [*pending, *queued]:
+            if type(item) is _Drain:
+                item.done.set()
+            else:
+                item.waiter.fail(error)  # type: ignore[union-attr]
+        self._on_failure(error)
+
+
+def _commit_error(exc: BaseException) -> StoreError:
+    if not isinstance(exc, duckdb.Error):  # anything but DuckDB's own errors is a bug
+        logger.error("event store commit failed unexpectedly", exc_info=exc)
+    return StoreError(
+        f"the event store could not commit: {first_line(exc)}", cause=first_line(exc)
+    )
