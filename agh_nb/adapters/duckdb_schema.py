@@ -158,18 +158,22 @@ assert _TIMESTAMP_INDEX == 9, "EventRow puts the timestamp tenth"
 _PLAIN_TYPES = [f.type for i, f in enumerate(EVENT_BATCH_SCHEMA) if i != _TIMESTAMP_INDEX]
 _TIMESTAMP_TYPE = EVENT_BATCH_SCHEMA.field("timestamp").type
 
-STAGE_ALIAS = "stage"
-"""The name the store's second file is attached under (``duckdb_stage``)."""
-STAGE_TABLE = f"{STAGE_ALIAS}.events"
-"""Where the writer commits new events: ``events``' columns, in its order, then ``stage_id``.
-Batches go in with ``insert_into``, by position: ``EVENT_BATCH_SCHEMA`` lists the columns in
-the order ``CREATE TABLE events`` declares them (``STORED_EVENT_COLUMNS``)."""
+STAGE_ALIASES = ("stage0", "stage1")
+"""The names the store's two stage files are attached under (``duckdb_stage``)."""
+STAGE_TABLES = tuple(f"{alias}.events" for alias in STAGE_ALIASES)
+"""Where the writer commits new events, one file at a time: ``events``' columns, in its order,
+then ``stage_id``. Batches go in with ``insert_into``, by position: ``EVENT_BATCH_SCHEMA`` lists
+the columns in the order ``CREATE TABLE events`` declares them (``STORED_EVENT_COLUMNS``)."""
 _EVENTS_DDL = next(s for s in DDL if "CREATE TABLE IF NOT EXISTS events (" in s)
-STAGE_DDL = (
-    _EVENTS_DDL.replace("events (", f"{STAGE_TABLE} (", 1).rstrip().removesuffix(")").rstrip()
-    + ",\n        stage_id BIGINT NOT NULL\n    )"
-)
-"""The staged rows: one ``stage_id`` per row, counting up from 1 in commit order."""
+
+
+def stage_ddl(slot: int) -> str:
+    """``CREATE TABLE`` of a stage file's table: ``events``' columns, then ``stage_id`` (one per
+    row, counting up from 1 in commit order across both files)."""
+    return (
+        _EVENTS_DDL.replace("events (", f"{STAGE_TABLES[slot]} (", 1).rstrip().removesuffix(")").rstrip()
+        + ",\n        stage_id BIGINT NOT NULL\n    )"
+    )
 
 SESSION_COLUMNS: tuple[str, ...] = (
     "id",
@@ -400,20 +404,20 @@ SMALL_BATCH = 16
 where every commit holds a few events."""
 
 
-@functools.lru_cache(maxsize=SMALL_BATCH)
-def _values_insert(rows: int) -> str:
+@functools.lru_cache(maxsize=2 * SMALL_BATCH)
+def _values_insert(rows: int, slot: int) -> str:
     one = "(" + ", ".join("?" for _ in range(len(STORED_EVENT_COLUMNS) + 1)) + ")"
     columns = ", ".join((*STORED_EVENT_COLUMNS, "stage_id"))
-    return f"INSERT INTO {STAGE_TABLE} ({columns}) VALUES " + ", ".join([one] * rows)
+    return f"INSERT INTO {STAGE_TABLES[slot]} ({columns}) VALUES " + ", ".join([one] * rows)
 
 
-def stage_events(cur: duckdb.DuckDBPyConnection, rows: Sequence[EventRow], first_id: int) -> None:
-    """Insert one commit's rows into the stage, numbered from ``first_id`` (in the cursor's
-    current transaction, if any)."""
+def stage_events(cur: duckdb.DuckDBPyConnection, rows: Sequence[EventRow], first_id: int, slot: int) -> None:
+    """Insert one commit's rows into stage file ``slot``, numbered from ``first_id`` (in the
+    cursor's current transaction, if any)."""
     if len(rows) > SMALL_BATCH:
         table = event_batch_table(rows)
         ids = pa.array(range(first_id, first_id + len(rows)), pa.int64())
-        cur.from_arrow(table.append_column("stage_id", ids)).insert_into(STAGE_TABLE)
+        cur.from_arrow(table.append_column("stage_id", ids)).insert_into(STAGE_TABLES[slot])
         return
     params: list[Any] = []
     for stage_id, row in enumerate(rows, first_id):
@@ -422,12 +426,12 @@ def stage_events(cur: duckdb.DuckDBPyConnection, rows: Sequence[EventRow], first
         params.extend(row[10:])
         params.append(stage_id)
     try:
-        cur.execute(_values_insert(len(rows)), params)
+        cur.execute(_values_insert(len(rows), slot), params)
     except duckdb.InvalidInputException as exc:
         if "surrogate" not in str(exc):
             raise
         # As in the Arrow path: a lone surrogate is replaced rather than failing the commit.
-        cur.execute(_values_insert(len(rows)), [_scrub(v) for v in params])
+        cur.execute(_values_insert(len(rows), slot), [_scrub(v) for v in params])
 
 
 def warm_up() -> None:

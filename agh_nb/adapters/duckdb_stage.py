@@ -1,20 +1,21 @@
-"""The store's stage file and the thread that empties it into ``events`` (``StageMover``).
+"""The store's stage files and the thread that empties them into ``events`` (``StageMover``).
 
-Why a second file: DuckDB holds every commit to a database file while it checkpoints that file,
+Why other files: DuckDB holds every commit to a database file while it checkpoints that file,
 0.6-1.4 s at the store's 64 MB threshold on 2 cores (``benchmarks/checkpoint_stall.py``). With 50
 sessions streaming, that stall was the server's stored -> delivered p99. So the writer commits new
-events to a small second file, ``<store>.stage``, attached as ``stage``, which has its own WAL and
-its own checkpoints. The mover copies them into ``events`` about once a second on its own
-thread, deletes them from the stage and checkpoints the stage. A checkpoint of the main file then
-holds up only the mover and the writes that must go to the main file (session rows, usage
-merges). The mover runs those too, in the order the writer received them, so none of them holds
-up an event behind it.
+events to one of two small files, ``<store>.stage0`` and ``<store>.stage1``, attached as
+``stage0`` and ``stage1``; each has its own WAL and its own checkpoints. About once a second the
+mover switches the writer to the other file (after the commit under way), copies the rows of the
+file it left into ``events``, empties that file and checkpoints it, all on its own thread: the
+writer never waits for a move, a delete or a checkpoint. A checkpoint of the main file holds up
+only the mover and the writes that must go to the main file (session rows, usage merges), which
+the mover also runs, in the order the writer received them, so none of them holds up an event.
 
 Reads of events see moved rows: the store asks the mover to move everything committed so far
 (``drain``) before each such read. A DuckDB transaction writes to one file only, so a move is
-two commits: the rows together with ``stage_mark`` in the main file, then the delete in the
-stage. Rows a crash left in the stage at or below the mark are already in ``events``; the next
-open (``recover_stage``) drops them and moves the rest.
+two commits: the rows together with ``stage_mark`` in the main file, then the emptying of the
+stage file. Rows a crash left in a stage file at or below the mark are already in ``events``;
+the next open (``recover_stage``) drops them and moves the rest.
 
 Must not import core.session, runtime or kernel.
 """
@@ -57,47 +58,51 @@ MARK_DDL = (
     "INSERT INTO stage_mark SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM stage_mark)",
 )
 """The main file's record of the highest ``stage_id`` copied into ``events``."""
-_MOVE = (
-    f"INSERT INTO events BY NAME SELECT * EXCLUDE (stage_id) FROM {schema.STAGE_TABLE} "
+_MOVE = tuple(
+    f"INSERT INTO events BY NAME SELECT * EXCLUDE (stage_id) FROM {table} "
     "WHERE stage_id > ? AND stage_id <= ?"
+    for table in schema.STAGE_TABLES
 )
 _SET_MARK = "UPDATE stage_mark SET moved_through = ?"
-_PURGE = f"DELETE FROM {schema.STAGE_TABLE} WHERE stage_id <= ?"
-_CHECKPOINT_STAGE = f"CHECKPOINT {schema.STAGE_ALIAS}"
+_EMPTY = tuple(f"DELETE FROM {table}" for table in schema.STAGE_TABLES)
+_CHECKPOINT = tuple(f"CHECKPOINT {alias}" for alias in schema.STAGE_ALIASES)
 
 
-def stage_path(path: Path) -> Path:
-    """Where the stage file of the store at ``path`` lives."""
-    return path.with_name(path.name + ".stage")
+def stage_paths(path: Path) -> tuple[Path, Path]:
+    """Where the two stage files of the store at ``path`` live (attached in this order)."""
+    return (path.with_name(path.name + ".stage0"), path.with_name(path.name + ".stage1"))
 
 
 def recover_stage(con: duckdb.DuckDBPyConnection) -> int:
-    """Move what an earlier process left in the stage into ``events``, then empty the stage.
+    """Move what an earlier process left in the stage files into ``events``, then empty them.
 
-    Runs at open, before the writer starts; the stage table is made anew in the current layout
-    and numbering starts again from 1. Returns how many rows were moved.
+    Runs at open, before the writer starts; the stage tables are made anew in the current
+    layout and numbering starts again from 1 in file 0. Returns how many rows were moved.
     """
     for ddl in MARK_DDL:
         con.execute(ddl)
-    con.execute(schema.STAGE_DDL)
+    for slot in (0, 1):
+        con.execute(schema.stage_ddl(slot))
     moved = int(con.execute("SELECT moved_through FROM stage_mark").fetchall()[0][0])
-    top = con.execute(f"SELECT max(stage_id) FROM {schema.STAGE_TABLE}").fetchall()[0][0]
-    count = 0
-    if top is not None and top > moved:
-        count = int(con.execute(
-            f"SELECT count(*) FROM {schema.STAGE_TABLE} WHERE stage_id > ?", [moved]
-        ).fetchall()[0][0])
+    left = " UNION ALL ".join(f"SELECT * FROM {table}" for table in schema.STAGE_TABLES)
+    count, top = con.execute(
+        f"SELECT count(*), max(stage_id) FROM ({left}) WHERE stage_id > ?", [moved]
+    ).fetchall()[0]
+    if count:
         con.execute("BEGIN TRANSACTION")
-        con.execute(_MOVE, [moved, top])
+        for move in _MOVE:
+            con.execute(move, [moved, top])
         con.execute(_SET_MARK, [top])
         con.execute("COMMIT")
-    # Empty first, then reset the mark: a crash between the two leaves an empty stage and a
-    # stale mark, which the next open resets; the other order could copy rows twice.
-    con.execute(f"DROP TABLE {schema.STAGE_TABLE}")
-    con.execute(schema.STAGE_DDL)
+    # Empty first, then reset the mark: a crash between the two leaves empty files and a stale
+    # mark, which the next open resets; the other order could copy rows twice.
+    for slot, table in enumerate(schema.STAGE_TABLES):
+        con.execute(f"DROP TABLE {table}")
+        con.execute(schema.stage_ddl(slot))
     con.execute(_SET_MARK, [0])
-    con.execute(_CHECKPOINT_STAGE)
-    return count
+    for checkpoint in _CHECKPOINT:
+        con.execute(checkpoint)
+    return int(count)
 
 
 class _Drain:
@@ -114,12 +119,14 @@ class StageMover:
 
     Args:
         cursor: a DuckDB cursor used only by the mover thread.
+        switch: points the writer at the other stage file once its commit under way (if any)
+            is done; returns the file it left and the last ``stage_id`` committed there.
         prime: called with a session id and its stored max(sequence) when a ``SaveSession``
             asks for it.
         on_failure: called once, on the mover thread, when a commit to the main file failed.
         main_wal: the main file's WAL, checkpointed after ``IDLE_CHECKPOINT_AFTER`` seconds idle
             once it holds ``IDLE_CHECKPOINT_MIN_WAL`` bytes, and kept owner-only.
-        stage_wal: the stage's WAL, kept owner-only.
+        stage_wals: the stage files' WALs, kept owner-only.
         move_interval: seconds between moves while rows wait.
     """
 
@@ -127,17 +134,19 @@ class StageMover:
         self,
         cursor: duckdb.DuckDBPyConnection,
         *,
+        switch: Callable[[], tuple[int, int]],
         prime: Callable[[str, int], None],
         on_failure: Callable[[StoreError], None],
         main_wal: Path | None = None,
-        stage_wal: Path | None = None,
+        stage_wals: tuple[Path, Path] | None = None,
         move_interval: float = MOVE_INTERVAL,
     ) -> None:
         self._cursor = cursor
+        self._switch = switch
         self._prime = prime
         self._on_failure = on_failure
         self._main_wal = main_wal
-        self._stage_wal = stage_wal
+        self._stage_wals = stage_wals
         self._move_interval = move_interval
         self._cond = threading.Condition()
         self._queue: list[Op | _Drain] = []
@@ -232,7 +241,7 @@ class StageMover:
                 if ops and not self._run_ops(ops):
                     return
                 if staged > self._moved and (drains or closing or now >= last_move + self._move_interval):
-                    if not self._move(staged):
+                    if not self._move():
                         return
                     last_move = now
             finally:  # a reader waits for these whether the move worked or not
@@ -293,14 +302,17 @@ class StageMover:
                 pass  # the transaction was already aborted; the original error is the one to report
             raise
 
-    def _move(self, through: int) -> bool:
+    def _move(self) -> bool:
         cur = self._cursor
+        slot, through = self._switch()  # from here on the writer commits to the other file
         moved = self._moved
+        if through <= moved:
+            return True
 
         def commit() -> None:
             cur.execute("BEGIN TRANSACTION")
             try:
-                cur.execute(_MOVE, [moved, through])
+                cur.execute(_MOVE[slot], [moved, through])
                 cur.execute(_SET_MARK, [through])
                 cur.execute("COMMIT")
             except BaseException:
@@ -320,14 +332,15 @@ class StageMover:
         self._main_grew = True
         self._private(self._main_wal)
         try:
-            cur.execute(_PURGE, [through])
-            # Left to the threshold, the stage's own checkpoint would come due together with
-            # the main file's (the same volume goes through both) and stall the writer; folded
-            # after every move, its WAL holds about a second of rows and costs milliseconds.
-            cur.execute(_CHECKPOINT_STAGE)
-        except duckdb.Error as exc:  # the rows are in events (the mark says so): purge next time
-            logger.debug("emptying the stage: %s", first_line(exc))
-        self._private(self._stage_wal)
+            # Nobody writes to this file until the next switch. Checkpointed now, its WAL holds
+            # about a second of rows; left to the threshold, its checkpoint would come due with
+            # the main file's (the same volume goes through both).
+            cur.execute(_EMPTY[slot])
+            cur.execute(_CHECKPOINT[slot])
+        except duckdb.Error as exc:  # the rows are in events (the mark says so): empty next time
+            logger.debug("emptying stage file %d: %s", slot, first_line(exc))
+        if self._stage_wals is not None:
+            self._private(self._stage_wals[slot])
         return True
 
     def _idle_checkpoint(self) -> None:

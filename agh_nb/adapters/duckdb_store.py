@@ -2,14 +2,15 @@
 
 Owns: opening the file (and turning DuckDB's lock conflict into ``StoreLockedError``), the
 ``EventStore`` port (append, durable writes, reads, SQL) and live subscriptions. The batching
-writer lives in ``duckdb_writer``, the stage file new events go through in ``duckdb_stage``, the
-tables in ``duckdb_schema``. Must not import core.session, runtime or kernel.
+writer lives in ``duckdb_writer``, the two stage files new events go through (``agh.duckdb.stage0``
+and ``.stage1``) in ``duckdb_stage``, the tables in ``duckdb_schema``. Must not import
+core.session, runtime or kernel.
 
 Threads: ``append`` runs on the runtime loop and never touches DuckDB; one writer thread commits
-events to the stage, one mover thread does every write to the main file; reads open a
-short-lived cursor on the calling thread and see committed rows only (a read of events first
-has the mover move what is staged). Subscriber callbacks run after the commit they report, on each subscription's own
-delivery thread (``duckdb_subscriptions``), never on the writer's.
+events to a stage file, one mover thread does every write to the main file; reads open a
+short-lived cursor on the calling thread and see committed rows only (a read of events first has
+the mover move what is staged). Subscriber callbacks run after the commit they report, on each
+subscription's own delivery thread (``duckdb_subscriptions``), never on the writer's.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import duckdb
 
 from agh_nb.adapters import duckdb_schema as schema
 from agh_nb.adapters.duckdb_ops import Barrier, MergeUsage, Op, SaveSession
-from agh_nb.adapters.duckdb_stage import recover_stage, stage_path
+from agh_nb.adapters.duckdb_stage import recover_stage, stage_paths
 from agh_nb.adapters.duckdb_subscriptions import Subscription, SubscriptionHub
 from agh_nb.adapters.duckdb_views import prepare_analytics
 from agh_nb.adapters.duckdb_writer import GroupCommitWriter
@@ -131,7 +132,7 @@ class DuckDBStore:
                 publish=self._publish,
                 mover_cursor=con.cursor(),
                 wal_path=wal_path(path),
-                stage_wal_path=wal_path(stage_path(path)),
+                stage_wal_paths=(wal_path(stage_paths(path)[0]), wal_path(stage_paths(path)[1])),
             )
 
     @classmethod
@@ -167,13 +168,13 @@ class DuckDBStore:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         path = Path(path)
-        if read_only and stage_path(path).exists():
+        if read_only and any(stage.exists() for stage in stage_paths(path)):
             # An earlier process ended without moving its last events out of the stage: a
             # writable open moves them (a read-only one could not, and would not show them).
             cls.open(path).close()
         config: dict[str, str | bool | int | float | list[str]] = dict(SANDBOX_CONFIG)
         if not read_only:
-            # The stage is attached first; external access goes off right after, below.
+            # The stage files are attached first; external access goes off right after, below.
             config.pop("enable_external_access")
         try:
             if not read_only:
@@ -190,15 +191,16 @@ class DuckDBStore:
             # option is unknown to connect(config=...), hence a SET before the lock.)
             con.execute("SET GLOBAL TimeZone = 'UTC'")
             if not read_only:
-                quoted = str(stage_path(path)).replace("'", "''")
-                con.execute(f"ATTACH '{quoted}' AS {schema.STAGE_ALIAS}")
+                for alias, stage in zip(schema.STAGE_ALIASES, stage_paths(path), strict=True):
+                    quoted = str(stage).replace("'", "''")
+                    con.execute(f"ATTACH '{quoted}' AS {alias}")
                 con.execute("SET GLOBAL enable_external_access = false")
                 for ddl in schema.DDL:
                     con.execute(ddl)
                 prepare_analytics(con)  # derived columns on older stores, and the views
                 moved = recover_stage(con)
                 if moved:
-                    logger.info("moved %d events an earlier process left in %s", moved, stage_path(path))
+                    logger.info("moved %d events an earlier process left in %s's stage", moved, path)
             # From here on no statement on any cursor of this instance (the writer's included)
             # can change a setting: the sandbox above holds for every user query.
             con.execute("SET GLOBAL lock_configuration = true")
@@ -235,11 +237,11 @@ class DuckDBStore:
         except duckdb.Error as exc:  # a read began and would not end: the process exits anyway
             logger.warning("closing the agh_nb store %s: %s", self.path, _first_line(exc))
             return
-        if moved_all:  # every event is in the main file: the (empty) stage can go
-            stage = stage_path(self.path)
-            for leftover in (stage, wal_path(stage)):
-                with contextlib.suppress(OSError):
-                    leftover.unlink()
+        if moved_all:  # every event is in the main file: the (empty) stage files can go
+            for stage in stage_paths(self.path):
+                for leftover in (stage, wal_path(stage)):
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
 
     def _wait_for_readers(self) -> None:
         """Let the reads under way end (new ones are refused); interrupt those still running
@@ -538,14 +540,15 @@ def wal_path(path: Path) -> Path:
 def private_store_files(path: Path) -> None:
     """Make DuckDB's files of ``path`` owner-only; DuckDB creates them as the umask says.
 
-    The database file, the stage file and their WALs become 0600 (the writer threads re-tighten a
+    The database file, the stage files and their WALs become 0600 (the writer threads re-tighten a
     WAL that DuckDB recreates after a checkpoint), and the spill directory DuckDB would create for queries
     larger than memory is made 0700 in advance.
     """
     make_private_file(path)
     make_private_file(wal_path(path))
-    make_private_file(stage_path(path))
-    make_private_file(wal_path(stage_path(path)))
+    for stage in stage_paths(path):
+        make_private_file(stage)
+        make_private_file(wal_path(stage))
     make_private_dirs(path.with_name(path.name + ".tmp"))
 
 

@@ -8,8 +8,8 @@ How a commit happens: producers put events (and session upserts, usage merges, b
 list under one lock, in the order they happened. An event waits there as an ``EventRow`` (a tuple,
 its content already JSON text) rather than as dicts: rows pending a commit cost the garbage
 collector nothing. The writer swaps the whole list out, cuts it into chunks of at most
-``max_batch`` events, and commits each chunk's events as ONE transaction into the stage file
-(``duckdb_stage``: events go in through one Arrow table per run). Only after ``COMMIT`` returns
+``max_batch`` events, and commits each chunk's events as ONE transaction into the current stage
+file (``duckdb_stage``: events go in through one Arrow table per run). Only after ``COMMIT`` returns
 does it hand the chunk's rows to ``publish`` (store first, then notify: ``publish`` only posts
 them to each subscription's mailbox, it never runs a subscriber) and then pass the chunk's other
 operations to the mover, which commits them to the main file in the same order and resolves
@@ -18,8 +18,8 @@ and the writer refuses further writes: later sequences would otherwise leave a g
 acknowledged out of order.
 
 Checkpoints: DuckDB blocks commits to a file while it folds that file's WAL into it. The writer
-commits only to the stage, which the mover checkpoints after each move, in milliseconds; the
-main file's checkpoints hold up the mover alone.
+commits only to the stage file the mover is not emptying or checkpointing; the main file's
+checkpoints hold up the mover alone.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class GroupCommitWriter:
         publish: called on the writer thread with each committed chunk's rows, in order.
         mover_cursor: a second cursor, for the mover thread (the main file's writes).
         wal_path: the main file's write-ahead log (see ``StageMover``).
-        stage_wal_path: the stage file's write-ahead log, kept owner-only.
+        stage_wal_paths: the stage files' write-ahead logs, kept owner-only.
     """
 
     def __init__(
@@ -71,7 +71,7 @@ class GroupCommitWriter:
         publish: Callable[[Sequence[schema.EventRow]], None],
         mover_cursor: duckdb.DuckDBPyConnection,
         wal_path: Path | None = None,
-        stage_wal_path: Path | None = None,
+        stage_wal_paths: tuple[Path, Path] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -90,15 +90,20 @@ class GroupCommitWriter:
         self._idle = False  # the writer waits for work: the next submission must wake it
         self._lingering = False  # the writer gathers a burst: wake it only when the batch is full
         self._urgent = False  # a waiter is queued: do not linger
-        self._stage_wal_path = stage_wal_path
-        self._next_stage_id = 1  # recover_stage left the stage empty, numbering from 1
+        self._stage_wal_paths = stage_wal_paths
+        # Held by the writer thread for each commit, and by a switch: the mover empties a stage
+        # file only once no commit to it is under way. recover_stage left both files empty.
+        self._stage_lock = threading.Lock()
+        self._slot = 0
+        self._next_stage_id = 1
         self._last_commit = 0.0  # monotonic time the last commit began
         self._mover = StageMover(
             mover_cursor,
+            switch=self._switch,
             prime=self._prime,
             on_failure=self._mover_failed,
             main_wal=wal_path,
-            stage_wal=stage_wal_path,
+            stage_wals=stage_wal_paths,
         )
         self._thread = threading.Thread(target=self._run, name="agh-nb-store-writer", daemon=True)
         self._thread.start()
@@ -213,6 +218,13 @@ class GroupCommitWriter:
             )
         return StoreError("the store is closed", state=self._state.value)
 
+    def _switch(self) -> tuple[int, int]:
+        # Mover thread: after the commit under way, later commits go to the other stage file.
+        with self._stage_lock:
+            left = self._slot
+            self._slot = 1 - left
+            return left, self._next_stage_id - 1
+
     def _prime(self, session_id: str, last_sequence: int) -> None:
         # Mover thread: a session's first save in this process loaded its stored max(sequence).
         with self._cond:
@@ -261,12 +273,12 @@ class GroupCommitWriter:
                     if not self._queue:
                         return
 
-    def _private_wal(self) -> None:
+    def _private_wal(self, slot: int) -> None:
         # DuckDB deletes the WAL at each checkpoint and creates the next one with the umask's
         # mode; the store's files are owner-only (SPEC 7). One lstat per commit, about 1 us.
-        if self._stage_wal_path is not None:
+        if self._stage_wal_paths is not None:
             with contextlib.suppress(OSError):
-                make_private_file(self._stage_wal_path)
+                make_private_file(self._stage_wal_paths[slot])
 
     def _linger(self, deadline: float) -> None:
         # Called with the lock held: wait until ``deadline`` for a burst to gather, unless a
@@ -314,23 +326,28 @@ class GroupCommitWriter:
         runs: list[list[schema.EventRow]] = [step for step in steps if type(step) is list]
         others: list[Op] = [step for step in steps if type(step) is not list]  # type: ignore[misc]
         if runs:
-            try:
-                commit_retrying(self._cursor, lambda: self._commit(runs))
-            except Exception as exc:
+            failure: Exception | None = None
+            with self._stage_lock:
+                slot = self._slot
+                try:
+                    commit_retrying(self._cursor, lambda: self._commit(runs, slot))
+                    self._next_stage_id += sum(len(run) for run in runs)
+                except Exception as exc:
+                    failure = exc
+            if failure is not None:
                 error = StoreError(
-                    f"the event store could not commit: {first_line(exc)}", cause=first_line(exc)
+                    f"the event store could not commit: {first_line(failure)}", cause=first_line(failure)
                 )
                 # A DuckDB error is an environment problem (disk full, I/O); anything else is a bug.
                 logger.error(
                     "event store commit failed; refusing further writes: %s",
                     error,
-                    exc_info=not isinstance(exc, duckdb.Error),
+                    exc_info=failure if not isinstance(failure, duckdb.Error) else None,
                 )
                 self._fail_rest(error, [*steps, *rest])
                 return False
-            self._next_stage_id += sum(len(run) for run in runs)
             self._mover.staged(self._next_stage_id - 1)
-            self._private_wal()
+            self._private_wal(slot)
             rows = runs[0] if len(runs) == 1 else [row for run in runs for row in run]
             self._publish(rows)
         # The other operations go to the main file after the chunk was posted to the
@@ -340,19 +357,19 @@ class GroupCommitWriter:
             self._mover.submit(others)
         return True
 
-    def _commit(self, runs: list[list[schema.EventRow]]) -> None:
+    def _commit(self, runs: list[list[schema.EventRow]], slot: int) -> None:
         cur = self._cursor
         first = self._next_stage_id
         if len(runs) == 1:
             # Only events (a streaming turn): one statement is one transaction. Each DuckDB call
             # waits for the GIL afresh, and while the runtime thread is busy each wait is up to
             # a switch interval long, so fewer calls mean shorter commits.
-            schema.stage_events(cur, runs[0], first)
+            schema.stage_events(cur, runs[0], first, slot)
             return
         cur.execute("BEGIN TRANSACTION")
         try:
             for run in runs:
-                schema.stage_events(cur, run, first)
+                schema.stage_events(cur, run, first, slot)
                 first += len(run)
             cur.execute("COMMIT")
         except BaseException:

@@ -1,5 +1,6 @@
-"""The stage file new events go through (duckdb_stage), on real DuckDB files: what a crash leaves
-there reaches ``events`` exactly once, reads see staged rows, and a clean close leaves no stage."""
+"""The stage files new events go through (duckdb_stage), on real DuckDB files: what a crash leaves
+there reaches ``events`` exactly once, reads see staged rows, the writer alternates between the
+two files, and a clean close leaves no stage file."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import logging
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from agh_nb.adapters.duckdb_stage import stage_path
+from agh_nb.adapters.duckdb_stage import stage_paths
 from agh_nb.adapters.duckdb_store import DuckDBStore, wal_path
 from agh_nb.errors import StoreError
 from agh_nb.events import EventDraft, EventQuery, EventType
@@ -54,7 +57,7 @@ def _main_events(db_path: Path) -> list[tuple[str, int]]:
 
 def test_events_left_in_the_stage_by_a_dead_process_reach_events_on_next_open(db_path: Path) -> None:
     _die_after_commit(db_path)
-    assert stage_path(db_path).exists()
+    assert stage_paths(db_path)[0].exists()
     assert _main_events(db_path) == []  # committed, but only in the stage
     with DuckDBStore.open(db_path) as store:
         assert [e.sequence for e in store.query_events("sess_a", EventQuery())] == list(range(1, 41))
@@ -65,8 +68,9 @@ def test_events_left_in_the_stage_by_a_dead_process_reach_events_on_next_open(db
         asyncio.run(store.flush())
         assert store.last_sequence("sess_a") == 41
     assert _main_events(db_path) == [("sess_a", s) for s in range(1, 42)]
-    assert not stage_path(db_path).exists()
-    assert not wal_path(stage_path(db_path)).exists()
+    for stage in stage_paths(db_path):
+        assert not stage.exists()
+        assert not wal_path(stage).exists()
 
 
 def test_a_read_only_open_moves_what_a_dead_process_left_first(db_path: Path) -> None:
@@ -74,22 +78,23 @@ def test_a_read_only_open_moves_what_a_dead_process_left_first(db_path: Path) ->
     with DuckDBStore.open(db_path, read_only=True) as ro:
         assert ro.last_sequence("sess_a") == 40
         assert len(ro.sql("SELECT * FROM events")) == 40
-    assert not stage_path(db_path).exists()
+    assert not any(stage.exists() for stage in stage_paths(db_path))
 
 
 def test_rows_already_moved_before_a_crash_are_not_copied_twice(db_path: Path) -> None:
     # A crash between a move's two commits: rows 1-3 are in events and under the mark, but still
-    # in the stage; rows 4-5 were staged after that move.
+    # in stage file 0; rows 4-5 were staged in file 1 after that move.
     with DuckDBStore.open(db_path) as store:
         record = make_record()
         save(store, record)
         for i in range(3):
             store.append(record, draft(i))
     with duckdb.connect(str(db_path)) as con:
-        con.execute(f"ATTACH '{stage_path(db_path)}' AS stage")
-        con.execute("CREATE TABLE stage.events AS SELECT *, sequence AS stage_id FROM events")
+        con.execute(f"ATTACH '{stage_paths(db_path)[0]}' AS stage0")
+        con.execute(f"ATTACH '{stage_paths(db_path)[1]}' AS stage1")
+        con.execute("CREATE TABLE stage0.events AS SELECT *, sequence AS stage_id FROM events")
         con.execute(
-            "INSERT INTO stage.events SELECT * REPLACE (sequence + 2 AS sequence, id || 'x' AS id), "
+            "CREATE TABLE stage1.events AS SELECT * REPLACE (sequence + 2 AS sequence, id || 'x' AS id), "
             "sequence + 2 AS stage_id FROM events WHERE sequence >= 2"
         )
         con.execute("UPDATE stage_mark SET moved_through = 3")
@@ -107,8 +112,44 @@ def test_a_read_sees_events_committed_a_moment_ago(db_path: Path) -> None:
         asyncio.run(store.flush())
         # well inside the mover's interval: the read itself has the rows moved
         assert store.sql("SELECT count(*) AS n FROM events")["n"].tolist() == [25]
-        assert store.sql("SELECT count(*) AS n FROM stage.events")["n"].tolist() == [0]
+        assert store.sql("SELECT count(*) AS n FROM stage0.events")["n"].tolist() == [0]
         assert store.last_sequence(record.id) == 25
+
+
+def test_the_writer_alternates_stage_files_and_no_row_is_lost_or_doubled(db_path: Path) -> None:
+    # Each read moves what is staged and points the writer at the other file; reads between
+    # bursts make many switches while appends keep coming from another thread.
+    with DuckDBStore.open(db_path) as store:
+        record = make_record()
+        save(store, record)
+        done = threading.Event()
+
+        def produce() -> None:
+            for i in range(3000):
+                store.append(record, draft(i))
+                if i % 50 == 0:
+                    time.sleep(0.002)
+            done.set()
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        used = set()
+        while not done.is_set():
+            store.last_sequence(record.id)
+            used |= {
+                alias
+                for alias in ("stage0", "stage1")
+                if stage_wal_exists(db_path, alias)
+            }
+        producer.join()
+        asyncio.run(store.flush())
+        counts = store.sql("SELECT count(*) AS n, count(DISTINCT sequence) AS d, max(sequence) AS m FROM events")
+        assert counts.to_dict("records") == [{"n": 3000, "d": 3000, "m": 3000}]
+        assert used == {"stage0", "stage1"}
+
+
+def stage_wal_exists(db_path: Path, alias: str) -> bool:
+    return db_path.with_name(f"{db_path.name}.{alias}.wal").exists()
 
 
 def test_the_stage_moves_by_itself_while_nobody_reads(db_path: Path) -> None:
@@ -145,7 +186,7 @@ def test_a_failed_move_refuses_later_writes_and_keeps_the_staged_rows(
         store.append(record, draft(2))
     store._con.execute("ALTER TABLE events_gone RENAME TO events")
     store.close()
-    assert stage_path(db_path).exists()  # the row is still there, and the next open moves it
+    assert stage_paths(db_path)[0].exists()  # the row is still there, and the next open moves it
     with DuckDBStore.open(db_path) as again:
         assert [e.sequence for e in again.query_events(record.id, EventQuery())] == [1]
 
@@ -156,7 +197,7 @@ def test_the_stage_file_is_owner_only(db_path: Path) -> None:
         save(store, record)
         store.append(record, draft(1))
         asyncio.run(store.flush())
-        assert stage_path(db_path).stat().st_mode & 0o077 == 0
-        stage_wal = wal_path(stage_path(db_path))
-        if stage_wal.exists():
-            assert stage_wal.stat().st_mode & 0o077 == 0
+        for stage in stage_paths(db_path):
+            assert stage.stat().st_mode & 0o077 == 0
+            if wal_path(stage).exists():
+                assert wal_path(stage).stat().st_mode & 0o077 == 0

@@ -284,7 +284,8 @@ def test_failed_commit_fails_waiters_and_refuses_later_writes(
     save(store, record)
     seen: list[Event] = []
     store.subscribe(record.id, 0, seen.extend)
-    store._con.execute("DROP TABLE stage.events")  # sabotage: the next commit cannot insert
+    for stage in ("stage0", "stage1"):  # sabotage: the next commit cannot insert
+        store._con.execute(f"DROP TABLE {stage}.events")
     with (
         caplog.at_level(logging.ERROR, logger="agh_nb.adapters.duckdb_writer"),
         pytest.raises(StoreError, match="could not commit"),
