@@ -251,6 +251,7 @@ class StageMover:
                 last_work = now
             elif self._main_grew and now >= last_work + IDLE_CHECKPOINT_AFTER:
                 self._idle_checkpoint()
+                last_work = now  # a checkpoint that could not run is tried a while later
             if closing:
                 with self._cond:
                     if not self._queue and self._staged <= self._moved:
