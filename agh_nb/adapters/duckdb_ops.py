@@ -1,8 +1,8 @@
 """What the store's writer threads pass around: operations with waiters, and the writer states.
 
 Owns: ``Waiter`` (a future on some asyncio loop, resolved from a writer thread), the operations a
-caller can wait for (``Barrier``, ``SaveSession``, ``MergeUsage``), ``WriterState`` and the retry
-of a commit that ran out of memory. Shared by ``duckdb_writer`` (the event thread) and
+caller can wait for (``Barrier``, ``SaveSession``, ``MergeUsage``), ``WriterState``, one explicit
+transaction, the retry of a commit that ran out of memory, and keeping a WAL owner-only. Shared by ``duckdb_writer`` (the event thread) and
 ``duckdb_stage`` (the main-file thread). Must not import core.session, runtime or kernel.
 """
 
@@ -12,13 +12,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from agh_nb.core.private import make_private_file
 from agh_nb.core.record import SessionRecord
 
 logger = logging.getLogger(__name__)
@@ -108,6 +110,28 @@ class MergeUsage:
 
 
 Op = Barrier | SaveSession | MergeUsage
+
+
+@contextlib.contextmanager
+def transaction(cursor: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """``BEGIN`` ... ``COMMIT`` on ``cursor``; rolled back if the body or the commit raises."""
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        yield cursor
+        cursor.execute("COMMIT")
+    except BaseException:
+        # The transaction may already be aborted; the original error is the one to report.
+        with contextlib.suppress(duckdb.Error):
+            cursor.execute("ROLLBACK")
+        raise
+
+
+def keep_private(wal: Path | None) -> None:
+    """Make a WAL owner-only again: DuckDB deletes a WAL at each checkpoint and creates the next
+    one with the umask's mode, and the store's files are owner-only (SPEC 7). About 1 us."""
+    if wal is not None:
+        with contextlib.suppress(OSError):
+            make_private_file(wal)
 
 
 def commit_retrying(cursor: duckdb.DuckDBPyConnection, commit: Callable[[], None]) -> None:

@@ -40,8 +40,9 @@ from agh_nb.adapters.duckdb_ops import (
     WriterState,
     commit_retrying,
     first_line,
+    keep_private,
+    transaction,
 )
-from agh_nb.core.private import make_private_file
 from agh_nb.errors import StoreError
 
 logger = logging.getLogger(__name__)
@@ -89,11 +90,10 @@ def recover_stage(con: duckdb.DuckDBPyConnection) -> int:
         f"SELECT count(*), max(stage_id) FROM ({left}) WHERE stage_id > ?", [moved]
     ).fetchall()[0]
     if count:
-        con.execute("BEGIN TRANSACTION")
-        for move in _MOVE:
-            con.execute(move, [moved, top])
-        con.execute(_SET_MARK, [top])
-        con.execute("COMMIT")
+        with transaction(con):
+            for move in _MOVE:
+                con.execute(move, [moved, top])
+            con.execute(_SET_MARK, [top])
     # Empty first, then reset the mark: a crash between the two leaves empty files and a stale
     # mark, which the next open resets; the other order could copy rows twice.
     for slot, table in enumerate(schema.STAGE_TABLES):
@@ -274,15 +274,13 @@ class StageMover:
                 self._fail(_commit_error(exc), ops)
                 return False
             self._main_grew = True
-            self._private(self._main_wal)
+            keep_private(self._main_wal)
         for op in ops:
             op.waiter.resolve()
         return True
 
     def _commit_ops(self, ops: list[Op]) -> None:
-        cur = self._cursor
-        cur.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(self._cursor) as cur:
             for op in ops:
                 if type(op) is SaveSession:
                     if op.prime:
@@ -295,13 +293,6 @@ class StageMover:
                     params += [op.values[c] for c in schema.USAGE_COLUMNS]
                     params.append(op.updated_at)
                     cur.execute(schema.MERGE_USAGE, params)
-            cur.execute("COMMIT")
-        except BaseException:
-            try:
-                cur.execute("ROLLBACK")
-            except duckdb.Error:
-                pass  # the transaction was already aborted; the original error is the one to report
-            raise
 
     def _move(self) -> bool:
         cur = self._cursor
@@ -311,17 +302,9 @@ class StageMover:
             return True
 
         def commit() -> None:
-            cur.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(cur):
                 cur.execute(_MOVE[slot], [moved, through])
                 cur.execute(_SET_MARK, [through])
-                cur.execute("COMMIT")
-            except BaseException:
-                try:
-                    cur.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass
-                raise
 
         try:
             commit_retrying(cur, commit)
@@ -331,7 +314,7 @@ class StageMover:
         with self._cond:
             self._moved = through
         self._main_grew = True
-        self._private(self._main_wal)
+        keep_private(self._main_wal)
         try:
             # Nobody writes to this file until the next switch. Checkpointed now, its WAL holds
             # about a second of rows; left to the threshold, its checkpoint would come due with
@@ -341,7 +324,7 @@ class StageMover:
         except duckdb.Error as exc:  # the rows are in events (the mark says so): empty next time
             logger.debug("emptying stage file %d: %s", slot, first_line(exc))
         if self._stage_wals is not None:
-            self._private(self._stage_wals[slot])
+            keep_private(self._stage_wals[slot])
         return True
 
     def _idle_checkpoint(self) -> None:
@@ -359,16 +342,6 @@ class StageMover:
         except duckdb.Error as exc:  # e.g. a user's read transaction is open: try next time
             self._main_grew = True
             logger.debug("idle checkpoint skipped: %s", first_line(exc))
-
-    @staticmethod
-    def _private(wal: Path | None) -> None:
-        # DuckDB deletes a WAL at each checkpoint and creates the next one with the umask's
-        # mode; the store's files are owner-only (SPEC 7).
-        if wal is not None:
-            try:
-                make_private_file(wal)
-            except OSError:
-                pass
 
     def _fail(self, error: StoreError, pending: Sequence[Op]) -> None:
         logger.error("event store commit failed; refusing further writes: %s", error)

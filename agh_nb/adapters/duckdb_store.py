@@ -32,7 +32,7 @@ import duckdb
 
 from agh_nb.adapters import duckdb_schema as schema
 from agh_nb.adapters.duckdb_ops import Barrier, MergeUsage, Op, SaveSession
-from agh_nb.adapters.duckdb_stage import recover_stage, stage_paths
+from agh_nb.adapters.duckdb_stage import MOVE_INTERVAL, recover_stage, stage_paths
 from agh_nb.adapters.duckdb_subscriptions import Subscription, SubscriptionHub
 from agh_nb.adapters.duckdb_views import prepare_analytics
 from agh_nb.adapters.duckdb_writer import GroupCommitWriter
@@ -107,6 +107,7 @@ class DuckDBStore:
         read_only: bool,
         flush_interval: float,
         max_batch: int,
+        move_interval: float,
         clock: Callable[[], datetime],
         new_id: Callable[[], str],
     ) -> None:
@@ -125,6 +126,7 @@ class DuckDBStore:
         self._hub = SubscriptionHub()
         self._writer: GroupCommitWriter | None = None
         if not read_only:
+            stage0, stage1 = stage_paths(path)
             self._writer = GroupCommitWriter(
                 con.cursor(),
                 flush_interval=flush_interval,
@@ -132,7 +134,8 @@ class DuckDBStore:
                 publish=self._publish,
                 mover_cursor=con.cursor(),
                 wal_path=wal_path(path),
-                stage_wal_paths=(wal_path(stage_paths(path)[0]), wal_path(stage_paths(path)[1])),
+                stage_wal_paths=(wal_path(stage0), wal_path(stage1)),
+                move_interval=move_interval,
             )
 
     @classmethod
@@ -143,6 +146,7 @@ class DuckDBStore:
         read_only: bool = False,
         flush_interval: float = FLUSH_INTERVAL,
         max_batch: int = 5000,
+        move_interval: float = MOVE_INTERVAL,
         clock: Callable[[], datetime] = utcnow,
         new_id: Callable[[], str] = new_event_id,
     ) -> DuckDBStore:
@@ -154,6 +158,8 @@ class DuckDBStore:
             flush_interval: the shortest time between commits (after idling, or from the start of
                 the previous one) unless a durable write waits; see ``FLUSH_INTERVAL``.
             max_batch: the most events one commit holds.
+            move_interval: seconds between moves of staged events into ``events`` while nobody
+                reads them (a read moves them at once); see ``duckdb_stage``.
             clock: returns aware UTC datetimes (``token_usage.updated_at``).
             new_id: returns event ids.
 
@@ -217,6 +223,7 @@ class DuckDBStore:
             read_only=read_only,
             flush_interval=flush_interval,
             max_batch=max_batch,
+            move_interval=move_interval,
             clock=clock,
             new_id=new_id,
         )

@@ -35,9 +35,16 @@ import duckdb
 
 from agh_nb.adapters import derived_columns as derived
 from agh_nb.adapters import duckdb_schema as schema
-from agh_nb.adapters.duckdb_ops import Op, Waiter, WriterState, commit_retrying, first_line
-from agh_nb.adapters.duckdb_stage import StageMover
-from agh_nb.core.private import make_private_file
+from agh_nb.adapters.duckdb_ops import (
+    Op,
+    Waiter,
+    WriterState,
+    commit_retrying,
+    first_line,
+    keep_private,
+    transaction,
+)
+from agh_nb.adapters.duckdb_stage import MOVE_INTERVAL, StageMover
 from agh_nb.core.record import SessionRecord
 from agh_nb.errors import StoreError
 from agh_nb.events import JSON, EventDraft, EventType, dumps
@@ -60,6 +67,7 @@ class GroupCommitWriter:
         mover_cursor: a second cursor, for the mover thread (the main file's writes).
         wal_path: the main file's write-ahead log (see ``StageMover``).
         stage_wal_paths: the stage files' write-ahead logs, kept owner-only.
+        move_interval: seconds between the mover's moves while rows wait (see ``StageMover``).
     """
 
     def __init__(
@@ -72,6 +80,7 @@ class GroupCommitWriter:
         mover_cursor: duckdb.DuckDBPyConnection,
         wal_path: Path | None = None,
         stage_wal_paths: tuple[Path, Path] | None = None,
+        move_interval: float = MOVE_INTERVAL,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -104,6 +113,7 @@ class GroupCommitWriter:
             on_failure=self._mover_failed,
             main_wal=wal_path,
             stage_wals=stage_wal_paths,
+            move_interval=move_interval,
         )
         self._thread = threading.Thread(target=self._run, name="agh-nb-store-writer", daemon=True)
         self._thread.start()
@@ -273,13 +283,6 @@ class GroupCommitWriter:
                     if not self._queue:
                         return
 
-    def _private_wal(self, slot: int) -> None:
-        # DuckDB deletes the WAL at each checkpoint and creates the next one with the umask's
-        # mode; the store's files are owner-only (SPEC 7). One lstat per commit, about 1 us.
-        if self._stage_wal_paths is not None:
-            with contextlib.suppress(OSError):
-                make_private_file(self._stage_wal_paths[slot])
-
     def _linger(self, deadline: float) -> None:
         # Called with the lock held: wait until ``deadline`` for a burst to gather, unless a
         # durability waiter is queued or a batch is full.
@@ -347,7 +350,8 @@ class GroupCommitWriter:
                 self._fail_rest(error, [*steps, *rest])
                 return False
             self._mover.staged(self._next_stage_id - 1)
-            self._private_wal(slot)
+            if self._stage_wal_paths is not None:
+                keep_private(self._stage_wal_paths[slot])
             rows = runs[0] if len(runs) == 1 else [row for run in runs for row in run]
             self._publish(rows)
         # The other operations go to the main file after the chunk was posted to the
@@ -366,17 +370,10 @@ class GroupCommitWriter:
             # a switch interval long, so fewer calls mean shorter commits.
             schema.stage_events(cur, runs[0], first, slot)
             return
-        cur.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(cur):
             for run in runs:
                 schema.stage_events(cur, run, first, slot)
                 first += len(run)
-            cur.execute("COMMIT")
-        except BaseException:
-            # The transaction may already be aborted; the original error is the one to report.
-            with contextlib.suppress(duckdb.Error):
-                cur.execute("ROLLBACK")
-            raise
 
     def _fail_rest(self, error: StoreError, pending: Sequence[_Step | schema.EventRow]) -> None:
         with self._cond:

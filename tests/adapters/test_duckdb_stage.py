@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import duckdb
@@ -19,23 +19,21 @@ import pytest
 from agh_nb.adapters.duckdb_stage import stage_paths
 from agh_nb.adapters.duckdb_store import DuckDBStore, wal_path
 from agh_nb.errors import StoreError
-from agh_nb.events import EventDraft, EventQuery, EventType
+from agh_nb.events import EventQuery
 from tests.adapters.test_duckdb_store import draft, make_record, save
+from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
+NEVER = 3600.0
+"""A move interval no test outlasts: rows stay staged until a read, a close or an open moves them."""
 
-# A process that commits events (durable: in the stage) and dies before the mover's first move
-# (a second later): what a killed kernel leaves behind.
-_DIES_AFTER_COMMIT = """
-import asyncio, os, sys
+# A process that commits events (durable: in the stage) and dies without a move: what a killed
+# kernel leaves behind.
+_DIES_AFTER_COMMIT = f"""
+import os, sys
 from agh_nb.adapters.duckdb_store import DuckDBStore
-from tests.adapters.test_duckdb_store import draft, make_record, save
-store = DuckDBStore.open(sys.argv[1])
-record = make_record()
-save(store, record)
-for i in range(40):
-    store.append(record, draft(i))
-asyncio.run(store.flush())
+from tests.adapters.test_duckdb_stage import stage_events
+stage_events(DuckDBStore.open(sys.argv[1], move_interval={NEVER}), 40)
 os._exit(0)
 """
 
@@ -43,6 +41,24 @@ os._exit(0)
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "home" / "agh.duckdb"
+
+
+def stage_events(store: DuckDBStore, count: int, start: int = 0) -> None:
+    """Append ``count`` events of session ``sess_a`` and wait until they are committed."""
+    record = make_record()
+    save(store, record)
+    for i in range(start, start + count):
+        store.append(record, draft(i))
+    asyncio.run(store.flush())
+
+
+def staged_rows(store: DuckDBStore) -> list[int]:
+    """How many rows each stage file holds, read on a raw cursor (which asks for no move)."""
+    cur = store._con.cursor()
+    try:
+        return [cur.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in ("stage0.events", "stage1.events")]
+    finally:
+        cur.close()
 
 
 def _die_after_commit(db_path: Path) -> None:
@@ -59,13 +75,11 @@ def test_events_left_in_the_stage_by_a_dead_process_reach_events_on_next_open(db
     _die_after_commit(db_path)
     assert stage_paths(db_path)[0].exists()
     assert _main_events(db_path) == []  # committed, but only in the stage
-    with DuckDBStore.open(db_path) as store:
+    with DuckDBStore.open(db_path, move_interval=NEVER) as store:
+        assert staged_rows(store) == [0, 0]  # moved at open, before any read
         assert [e.sequence for e in store.query_events("sess_a", EventQuery())] == list(range(1, 41))
         # numbering restarts in an emptied stage, and new events follow the recovered ones
-        record = make_record()
-        save(store, record)
-        store.append(record, draft(99))
-        asyncio.run(store.flush())
+        stage_events(store, 1, start=99)
         assert store.last_sequence("sess_a") == 41
     assert _main_events(db_path) == [("sess_a", s) for s in range(1, 42)]
     for stage in stage_paths(db_path):
@@ -85,10 +99,7 @@ def test_rows_already_moved_before_a_crash_are_not_copied_twice(db_path: Path) -
     # A crash between a move's two commits: rows 1-3 are in events and under the mark, but still
     # in stage file 0; rows 4-5 were staged in file 1 after that move.
     with DuckDBStore.open(db_path) as store:
-        record = make_record()
-        save(store, record)
-        for i in range(3):
-            store.append(record, draft(i))
+        stage_events(store, 3)
     with duckdb.connect(str(db_path)) as con:
         con.execute(f"ATTACH '{stage_paths(db_path)[0]}' AS stage0")
         con.execute(f"ATTACH '{stage_paths(db_path)[1]}' AS stage1")
@@ -103,101 +114,84 @@ def test_rows_already_moved_before_a_crash_are_not_copied_twice(db_path: Path) -
     assert _main_events(db_path) == [("sess_a", s) for s in range(1, 6)]
 
 
-def test_a_read_sees_events_committed_a_moment_ago(db_path: Path) -> None:
-    with DuckDBStore.open(db_path) as store:
-        record = make_record()
-        save(store, record)
-        for i in range(25):
-            store.append(record, draft(i))
-        asyncio.run(store.flush())
-        # well inside the mover's interval: the read itself has the rows moved
+def test_a_read_moves_what_is_staged_and_switches_the_writer_to_the_other_file(db_path: Path) -> None:
+    with DuckDBStore.open(db_path, move_interval=NEVER) as store:
+        stage_events(store, 25)
+        assert staged_rows(store) == [25, 0]
         assert store.sql("SELECT count(*) AS n FROM events")["n"].tolist() == [25]
-        assert store.sql("SELECT count(*) AS n FROM stage0.events")["n"].tolist() == [0]
-        assert store.last_sequence(record.id) == 25
+        assert staged_rows(store) == [0, 0]
+        stage_events(store, 10, start=25)
+        assert staged_rows(store) == [0, 10]  # file 1 now
+        assert store.last_sequence("sess_a") == 35
+        stage_events(store, 5, start=35)
+        assert staged_rows(store) == [5, 0]  # and back
+        assert [e.sequence for e in store.query_events("sess_a", EventQuery())] == list(range(1, 41))
 
 
-def test_the_writer_alternates_stage_files_and_no_row_is_lost_or_doubled(db_path: Path) -> None:
-    # Each read moves what is staged and points the writer at the other file; reads between
-    # bursts make many switches while appends keep coming from another thread.
-    with DuckDBStore.open(db_path) as store:
+def test_no_row_is_lost_or_doubled_while_reads_switch_files_under_a_stream(db_path: Path) -> None:
+    with DuckDBStore.open(db_path, move_interval=NEVER) as store:
         record = make_record()
         save(store, record)
+        read = threading.Event()
         done = threading.Event()
 
         def produce() -> None:
+            # 60 bursts of 50, each after a read: every burst lands while switches go on
             for i in range(3000):
                 store.append(record, draft(i))
-                if i % 50 == 0:
-                    time.sleep(0.002)
+                if i % 50 == 49:
+                    assert read.wait(30), "no read came"
+                    read.clear()
             done.set()
 
         producer = threading.Thread(target=produce)
         producer.start()
-        used = set()
+        reads = 0
         while not done.is_set():
             store.last_sequence(record.id)
-            used |= {
-                alias
-                for alias in ("stage0", "stage1")
-                if stage_wal_exists(db_path, alias)
-            }
+            reads += 1
+            read.set()
         producer.join()
         asyncio.run(store.flush())
         counts = store.sql("SELECT count(*) AS n, count(DISTINCT sequence) AS d, max(sequence) AS m FROM events")
         assert counts.to_dict("records") == [{"n": 3000, "d": 3000, "m": 3000}]
-        assert used == {"stage0", "stage1"}
-
-
-def stage_wal_exists(db_path: Path, alias: str) -> bool:
-    return db_path.with_name(f"{db_path.name}.{alias}.wal").exists()
+        assert reads >= 60
 
 
 def test_the_stage_moves_by_itself_while_nobody_reads(db_path: Path) -> None:
-    with DuckDBStore.open(db_path) as store:
-        record = make_record()
-        save(store, record)
-        store.append(record, EventDraft(EventType.AGENT_MESSAGE, "t", {"text": "x"}))
-        asyncio.run(store.flush())
+    with DuckDBStore.open(db_path, move_interval=0.05) as store:
+        stage_events(store, 1)
+        wait_until(lambda: staged_rows(store) == [0, 0], timeout=10)
         cur = store._con.cursor()  # a raw look, which does not ask for a move
-        deadline_rows = None
-        for _ in range(100):
-            deadline_rows = cur.execute("SELECT count(*) FROM events").fetchall()[0][0]
-            if deadline_rows == 1:
-                break
-            asyncio.run(asyncio.sleep(0.05))
+        assert cur.execute("SELECT count(*) FROM events").fetchall() == [(1,)]
         cur.close()
-        assert deadline_rows == 1
 
 
 def test_a_failed_move_refuses_later_writes_and_keeps_the_staged_rows(
     db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = DuckDBStore.open(db_path)
-    record = make_record()
-    save(store, record)
-    store.append(record, draft(1))
-    asyncio.run(store.flush())  # durable in the stage
+    store = DuckDBStore.open(db_path, move_interval=NEVER)
+    stage_events(store, 1)  # durable in the stage
     store._con.execute("ALTER TABLE events RENAME TO events_gone")  # sabotage: no move can land
     with caplog.at_level(logging.ERROR, logger="agh_nb.adapters.duckdb_stage"):
         with pytest.raises(StoreError):
-            store.query_events(record.id, EventQuery())
+            store.query_events("sess_a", EventQuery())
     assert "refusing further writes" in caplog.text
     with pytest.raises(StoreError, match="failed commit"):
-        store.append(record, draft(2))
+        store.append(make_record(), draft(2))
     store._con.execute("ALTER TABLE events_gone RENAME TO events")
     store.close()
     assert stage_paths(db_path)[0].exists()  # the row is still there, and the next open moves it
     with DuckDBStore.open(db_path) as again:
-        assert [e.sequence for e in again.query_events(record.id, EventQuery())] == [1]
+        assert [e.sequence for e in again.query_events("sess_a", EventQuery())] == [1]
 
 
-def test_the_stage_file_is_owner_only(db_path: Path) -> None:
-    with DuckDBStore.open(db_path) as store:
-        record = make_record()
-        save(store, record)
-        store.append(record, draft(1))
-        asyncio.run(store.flush())
-        for stage in stage_paths(db_path):
-            assert stage.stat().st_mode & 0o077 == 0
-            if wal_path(stage).exists():
-                assert wal_path(stage).stat().st_mode & 0o077 == 0
+def test_the_stage_files_are_owner_only(db_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with DuckDBStore.open(db_path, move_interval=NEVER) as store:
+            stage_events(store, 1)
+            files = [*stage_paths(db_path), wal_path(stage_paths(db_path)[0])]
+            assert [stat.S_IMODE(f.stat().st_mode) for f in files] == [0o600, 0o600, 0o600]
+    finally:
+        os.umask(old)
