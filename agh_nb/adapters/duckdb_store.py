@@ -69,6 +69,9 @@ SANDBOX_CONFIG: dict[str, str | bool] = {
     "checkpoint_threshold": CHECKPOINT_THRESHOLD,
 }
 """Settings every agh_nb store instance opens with; ``open`` then locks the configuration.
+A writable open leaves ``enable_external_access`` on only until it has attached the two stage
+files, then switches it off (DuckDB refuses ``ATTACH`` without external access), before the DDL
+and before any cursor but the opening one exists.
 
 They hold for the whole DuckDB instance: one process has one instance of a file, so the writer's
 cursor runs under them too (it needs none of what they forbid: inserts, Arrow scans of registered
