@@ -14,6 +14,10 @@ Run: ``python benchmarks/analytics.py [--events 10000000] [--path FILE] [--keep]
 2. Times each listed query (best of ``--repeat`` runs, wall clock) and prints it against the
    target, each query under 1 s on this project's 2-core machines, and next to the same question
    asked of the raw table the way the analytics notebook used to ask it (``content->>...``).
+3. Times the store's macros on one long message whose chunks were met out of order (a parallel
+   scan does that to a message that spans two threads' rows), against the expressions the
+   ``messages`` view used before, in the same run: the text put back in order
+   (``chunks_in_order``) and a thought's text with its spaces (``thought_in_order``).
 
 Informational only: the exit code is 0 whatever the figures. The machine's load average is
 printed with them: on a shared machine, figures rise with it.
@@ -249,6 +253,41 @@ def best_of(con: duckdb.DuckDBPyConnection, sql: str, repeat: int) -> tuple[floa
     return best, cpu, rows
 
 
+LONG_CHUNKS = 10_000
+# What ``messages`` did before (the baseline of step 3): cut each chunk out of the joined text at
+# the sum of the lengths before it, and join a thought's chunks pairwise with the spacing rule.
+FORMER_REORDER = """array_to_string(list_transform(list_grade_up(keys), lambda i: substring(
+    joined, (1 + coalesce(list_sum(list_transform(keys[1:i - 1], lambda k: k & 4294967295)), 0))::BIGINT,
+    (keys[i] & 4294967295)::BIGINT)), '')"""
+FORMER_THOUGHT = """list_reduce(list_select(texts, list_grade_up(keys)), lambda a, b: a || CASE
+    WHEN right(a, 1) IN ('.', '!', '?', ':', ';') AND left(b, 1) BETWEEN 'A' AND 'Z' THEN ' ' ELSE '' END || b)"""
+
+
+def long_message(con: duckdb.DuckDBPyConnection) -> None:
+    """Print step 3: one message of ``LONG_CHUNKS`` chunks met in reverse, now and before."""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE long_message AS
+        SELECT string_agg(t, '' ORDER BY i DESC) AS joined, list(t ORDER BY i DESC) AS texts,
+               list((i::BIGINT << 32) | length(t) ORDER BY i DESC) AS keys
+        FROM (SELECT i, CASE WHEN i % 3 = 0 THEN 'Word ' || i || '.' ELSE ' wört' || i END AS t
+              FROM range({LONG_CHUNKS}) r(i))"""
+    )
+    print(f"\none message of {LONG_CHUNKS:,} chunks, met out of order: now vs before (same run)")
+    for label, now, before in (
+        ("text in sequence order", "chunks_in_order(joined, keys)", FORMER_REORDER),
+        ("thought with its spaces", "thought_in_order(joined, keys, true)", FORMER_THOUGHT),
+    ):
+        seconds = {}
+        texts = {}
+        for which, expr in (("now", now), ("before", before)):
+            start = time.perf_counter()
+            texts[which] = con.execute(f"SELECT {expr} FROM long_message").fetchall()[0][0]
+            seconds[which] = time.perf_counter() - start
+        same = "same text" if texts["now"] == texts["before"] else "TEXTS DIFFER"
+        print(f"{label:34} {seconds['now']:7.3f}s  before {seconds['before']:7.3f}s  "
+              f"({seconds['before'] / seconds['now']:,.0f}x; {same})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -286,6 +325,7 @@ def main() -> None:
         print(f"{label:34} {seconds:7.3f}s {cpu:7.3f}s {raw_s} {rows:8,}  {verdict}")
     print(f"\n{len(queries(session_id, needle)) - misses} of {len(queries(session_id, needle))} queries under {TARGET_S:g} s "
           f"(load average now {os.getloadavg()[0]:.1f})")
+    long_message(con)
     con.close()
     if not args.keep and args.path is None:
         for leftover in directory.iterdir():

@@ -124,8 +124,16 @@ def test_thought_chunks_get_a_space_only_between_a_sentence_end_and_a_capital(st
     w = Writer(store, record())
     for text in ("Version 3.", "14 is out.", "Then", " more.", "Done:", "Next"):
         w(EventType.THOUGHT, "t1", text=text)
+    w(EventType.TOOL_CALL, "t1", tool_call_id="c1", title="Read", tool_name="read")
+    # A sentence end and a capital inside one chunk stay as they are (this thought takes the
+    # character-by-character path; the first one, with none inside, the regular expression).
+    for text in ("See e.g.Foo.", "Then", " I.O.U.", "Done"):
+        w(EventType.THOUGHT, "t1", text=text)
     w.flush()
-    assert rows(store, "SELECT text FROM messages")[0]["text"] == "Version 3.14 is out. Then more. Done: Next"
+    assert [r["text"] for r in rows(store, "SELECT text FROM messages ORDER BY sequence")] == [
+        "Version 3.14 is out. Then more. Done: Next",
+        "See e.g.Foo. Then I.O.U. Done",
+    ]
 
 
 def test_messages_are_in_sequence_order_whatever_order_the_rows_are_stored_in(tmp_path: Path) -> None:
@@ -140,13 +148,20 @@ def test_messages_are_in_sequence_order_whatever_order_the_rows_are_stored_in(tm
             w(EventType.AGENT_MESSAGE, "t1", text=text)
         for text in ("First thought.", "Second one", " ends here."):
             w(EventType.THOUGHT, "t1", text=text)
+        w(EventType.TOOL_CALL, "t1", tool_call_id="c1", title="Read", tool_name="read")
+        for text in ("Über e.g.Foo.", "Then", " ünd."):
+            w(EventType.THOUGHT, "t1", text=text)
+        w(EventType.TOOL_CALL, "t1", tool_call_id="c2", title="Read", tool_name="read")
+        # A long message: putting it back in order takes time linear in its length.
+        for i in range(2000):
+            w(EventType.AGENT_MESSAGE, "t1", text=f"{i}é ")
         w.flush()
         in_order = rows(s, "SELECT type, text, chunks FROM messages ORDER BY sequence")
     con = duckdb.connect(str(path))
     con.execute("CREATE TEMP TABLE copy AS SELECT * FROM events ORDER BY sequence DESC")
     con.execute("DELETE FROM events")
     con.execute("INSERT INTO events SELECT * FROM copy")
-    assert [r[0] for r in con.execute("SELECT sequence FROM events").fetchall()] == list(range(10, 0, -1))
+    assert [r[0] for r in con.execute("SELECT sequence FROM events").fetchall()] == list(range(2015, 0, -1))
     con.close()
     with DuckDBStore.open(path) as s:
         reversed_rows = rows(s, "SELECT type, text, chunks FROM messages ORDER BY sequence")
@@ -159,6 +174,8 @@ def test_messages_are_in_sequence_order_whatever_order_the_rows_are_stored_in(tm
         {"type": "user_message", "text": "go", "chunks": 1},
         {"type": "agent_message", "text": "Grüße, naïve café 日本語 done.", "chunks": 5},
         {"type": "thought", "text": "First thought. Second one ends here.", "chunks": 3},
+        {"type": "thought", "text": "Über e.g.Foo. Then ünd.", "chunks": 3},
+        {"type": "agent_message", "text": "".join(f"{i}é " for i in range(2000)), "chunks": 2000},
     ]
     assert in_order == expected
     assert reversed_rows == expected
