@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,7 +22,14 @@ import pytest
 from agh_nb.adapters import duckdb_schema as schema
 from agh_nb.adapters.duckdb_store import DuckDBStore
 from agh_nb.adapters.derived_columns import DERIVED_COLUMNS
-from agh_nb.adapters.duckdb_views import VIEW_NAMES
+from agh_nb.adapters.duckdb_views import (
+    CHAR_PLACES,
+    CHUNKS_IN_ORDER,
+    IN_SEQUENCE,
+    SPACED_AT_CHUNKS,
+    THOUGHT_IN_ORDER,
+    VIEW_NAMES,
+)
 from agh_nb.core.record import SessionRecord
 from agh_nb.core.state import SessionState
 from agh_nb.events import EventDraft, EventType
@@ -182,6 +191,38 @@ def test_messages_are_in_sequence_order_whatever_order_the_rows_are_stored_in(tm
     assert macro == "hello, world"
     assert mid[0]["t"] == "abc"
     assert [bool(b) for b in ordered[0]["t"]] == [True, False, True, True]
+
+
+def test_the_ordering_macros_give_the_text_of_the_chunks_in_sequence_whatever_order_they_were_met() -> None:
+    # chunks_in_order and thought_in_order against the rule written out in Python, on chunks met in
+    # shuffled order (as a parallel scan may meet them), with multi-byte characters, chunks of one
+    # character, and sentence ends followed by capitals both inside chunks and where chunks meet.
+    def spaced(chunks: list[str]) -> str:
+        out = chunks[0]
+        for chunk in chunks[1:]:
+            out += (" " if out[-1] in ".!?:;" and "A" <= chunk[0] <= "Z" else "") + chunk
+        return out
+
+    con = duckdb.connect()
+    for macro in (IN_SEQUENCE, CHAR_PLACES, CHUNKS_IN_ORDER, SPACED_AT_CHUNKS, THOUGHT_IN_ORDER):
+        con.execute(macro)
+    pool = ["Ab.", "Cd. ", "é日.", "x", "Yz:", "e.g.Foo", "ü ", "Q", "?"]
+    shuffle = random.Random(7)
+    for n in (1, 2, 3, 7, 60, 600):
+        for _ in range(10):
+            chunks = [shuffle.choice(pool) for _ in range(n)]
+            met = list(range(n))
+            shuffle.shuffle(met)
+            joined = "".join(chunks[i] for i in met)
+            keys = [(i << 32) | len(chunks[i]) for i in met]
+            inside = any(re.search(r"[.!?:;][A-Z]", chunk) for chunk in chunks)
+            text, thought = con.execute(
+                "SELECT chunks_in_order(?, ?::BIGINT[]), thought_in_order(?, ?::BIGINT[], ?)",
+                [joined, keys, joined, keys, inside],
+            ).fetchall()[0]
+            assert text == "".join(chunks)
+            assert thought == spaced(chunks)
+    con.close()
 
 
 # -- tool calls --------------------------------------------------------------------------------
