@@ -46,8 +46,8 @@ CREATE OR REPLACE MACRO in_sequence(keys) AS
 for zero or one key). One pass carries the last key while each key is greater than the one
 before it and the largest BIGINT once one is not: no sort (``keys = list_sort(keys)`` sorts every
 message's keys) and no list of pairs (``list_zip`` of two slices, which this replaced, cost three
-times as much and a tenth of a phrase search over ``messages`` at 10 million events,
-``benchmarks/analytics.py``)."""
+times as much: 0.14 s of CPU over the 525,750 agent messages of ``benchmarks/analytics.py``'s
+10-million-event store, against 0.045 s)."""
 
 CHAR_PLACES = """
 CREATE OR REPLACE MACRO char_places(keys) AS
