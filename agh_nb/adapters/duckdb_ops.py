@@ -2,8 +2,9 @@
 
 Owns: ``Waiter`` (a future on some asyncio loop, resolved from a writer thread), the operations a
 caller can wait for (``Barrier``, ``SaveSession``, ``MergeUsage``), ``WriterState``, one explicit
-transaction, the retry of a commit that ran out of memory, and keeping a WAL owner-only. Shared by ``duckdb_writer`` (the event thread) and
-``duckdb_stage`` (the main-file thread). Must not import core.session, runtime or kernel.
+transaction, the retry of a commit that ran out of memory, and keeping a WAL owner-only. Shared
+by ``duckdb_writer`` (the event thread) and ``duckdb_stage`` (the main-file thread). Must not
+import core.session, runtime or kernel.
 """
 
 from __future__ import annotations
